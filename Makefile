@@ -1,0 +1,32 @@
+# recdeploy: the two commands a newcomer runs (see README.md), plus benchmarks.
+#   make demo   set up .venv and run the end-to-end demo on MovieLens-100k (CPU)
+#   make test   set up .venv and run the whole test suite (unit + real tritonserver)
+#   make bench  performance benchmarks (not part of the test suite)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export RECDEPLOY_CACHE ?= $(CURDIR)/.cache/recdeploy
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/recdeploy demo --dataset ml-100k --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+bench: setup
+	$(BIN)/recdeploy perf --run runs/demo --sweep full
+
+clean:
+	rm -rf $(VENV) runs reports

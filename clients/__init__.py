@@ -1,0 +1,1 @@
+"""recdeploy.clients"""

@@ -1,0 +1,5 @@
+import sys
+
+from recdeploy.cli import main
+
+sys.exit(main())
