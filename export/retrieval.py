@@ -1,0 +1,115 @@
+"""Export a trained retrieval checkpoint into a Triton repository with the recommend ensemble.
+
+    recdeploy export --run runs/demo --repository model_repository
+
+Writes: scorer (ONNX, parity-checked against PyTorch on real users), feature_lookup and topk
+(numpy-only python models with their arrays), the ``recommend`` ensemble, and the manifest.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recdeploy.export.onnx_export import ParityReport, check_parity, export_onnx
+from recdeploy.export.repository import write_manifest, write_model
+from recdeploy.export.retrieval_specs import RetrievalPipeline, retrieval_pipeline
+from recdeploy.export.triton_config import build_ensemble_config, build_model_config
+from recdeploy.export.triton_python import SOURCES as PYTHON_MODEL_SOURCES
+from recdeploy.train.data import Dataset, item_popularity
+
+
+class ExportError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FeatureArrays:
+    """What the python models serve from: the user feature store and the item catalogue."""
+    user_ids: np.ndarray      # int64 [U] sorted raw ids; row r is internal user r
+    seen_indptr: np.ndarray   # int64 [U+1]
+    seen_items: np.ndarray    # int64 [nnz] internal item indices
+    item_ids: np.ndarray      # int64 [I]
+    popularity: np.ndarray    # float32 [I] interaction counts: the cold-start ranking
+
+
+def build_feature_arrays(ds: Dataset) -> FeatureArrays:
+    """All of a user's known interactions are 'seen' when serving (not only the training rows)."""
+    if np.any(np.diff(ds.user_ids) <= 0):
+        raise ExportError("dataset user ids must be sorted and unique")
+    order = np.lexsort((ds.items, ds.users))
+    users, items = ds.users[order], ds.items[order]
+    keep = np.r_[True, (users[1:] != users[:-1]) | (items[1:] != items[:-1])]
+    users, items = users[keep], items[keep]
+    indptr = np.searchsorted(users, np.arange(ds.n_users + 1)).astype(np.int64)
+    return FeatureArrays(user_ids=ds.user_ids.astype(np.int64), seen_indptr=indptr,
+                         seen_items=items.astype(np.int64), item_ids=ds.item_ids.astype(np.int64),
+                         popularity=item_popularity(ds, np.arange(ds.n_interactions)))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def clear_repository(repo: Path) -> None:
+    """Remove earlier models (stale variants would otherwise be served); keep loose files."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for child in repo.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+
+
+def write_python_models(repo: Path, pipeline: RetrievalPipeline, features: FeatureArrays) -> None:
+    write_model(repo, build_model_config(pipeline.lookup), {
+        "model.py": PYTHON_MODEL_SOURCES["feature_lookup"],
+        "user_ids.npy": _npy(features.user_ids),
+        "seen_indptr.npy": _npy(features.seen_indptr),
+        "seen_items.npy": _npy(features.seen_items)})
+    write_model(repo, build_model_config(pipeline.topk), {
+        "model.py": PYTHON_MODEL_SOURCES["topk"],
+        "item_ids.npy": _npy(features.item_ids),
+        "popularity.npy": _npy(features.popularity)})
+
+
+def write_scorer_variant(repo: Path, onnx_path: Path, n_items: int, variant: str = "") -> RetrievalPipeline:
+    """Add scorer[_variant] + recommend[_variant] for an ONNX file taking USER_INDEX."""
+    pipeline = retrieval_pipeline(n_items, variant)
+    write_model(repo, build_model_config(pipeline.scorer), {"model.onnx": onnx_path})
+    write_model(repo, build_ensemble_config(pipeline.ensemble), {})
+    return pipeline
+
+
+def sample_user_indices(n_users: int, n: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_users, size=min(n, n_users), replace=False)).astype(np.int64)
+
+
+def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -> ParityReport:
+    """model: a trained TwoTower. Writes the whole repository; returns the ONNX parity report."""
+    from recdeploy.train.models.two_tower import RetrievalScorer
+
+    if card is not None and card.get("dataset_fingerprint") not in (None, ds.fingerprint()):
+        raise ExportError(f"checkpoint was trained on dataset fingerprint "
+                          f"{card['dataset_fingerprint']}, but {ds.name} now has {ds.fingerprint()}")
+    repo = Path(repo)
+    clear_repository(repo)
+    scorer = RetrievalScorer(model).eval()
+    users = sample_user_indices(ds.n_users).reshape(-1, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(scorer, {"USER_INDEX": users}, ["SCORES"], Path(tmp) / "model.onnx")
+        parity = check_parity(scorer, onnx_path, {"USER_INDEX": users}, ["SCORES"])
+        pipeline = write_scorer_variant(repo, onnx_path, ds.n_items)
+    write_python_models(repo, pipeline, build_feature_arrays(ds))
+    (repo / "recdeploy.json").write_text(json.dumps({
+        "scenario": "retrieval", "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
+        "n_users": ds.n_users, "n_items": ds.n_items, "ensembles": [pipeline.ensemble.name],
+        "onnx_parity_max_abs_diff": parity.max_abs_diff, "card": card or {}}, indent=2))
+    write_manifest(repo)
+    return parity

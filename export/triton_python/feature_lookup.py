@@ -1,0 +1,76 @@
+"""feature_lookup: raw user id -> what the scorer needs, plus the user's seen items.
+
+Inputs  USER_ID  INT64 [B, 1]
+Outputs USER_INDEX INT64 [B, 1]   internal index (0 for unknown users; see IS_KNOWN)
+        SEEN_ITEMS INT64 [B, L]   internal item indices, right-padded with -1
+        IS_KNOWN   BOOL  [B, 1]   False -> cold start: top-K answers with popular items
+
+Artifacts beside this file: user_ids.npy (sorted raw ids), seen_indptr.npy + seen_items.npy
+(CSR rows aligned with user_ids; the internal user index of row r is r).
+"""
+import os
+
+import numpy as np
+
+try:  # present inside Triton's python backend; absent when tests import the numpy core
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # pragma: no cover
+    pb_utils = None
+
+
+class UserTable:
+    """The feature store for users: sorted raw ids and a CSR of seen items."""
+
+    def __init__(self, user_ids, seen_indptr, seen_items):
+        self.user_ids = np.asarray(user_ids, dtype=np.int64)
+        self.seen_indptr = np.asarray(seen_indptr, dtype=np.int64)
+        self.seen_items = np.asarray(seen_items, dtype=np.int64)
+        if len(self.seen_indptr) != len(self.user_ids) + 1:
+            raise ValueError("seen_indptr must have one entry more than user_ids")
+
+    @classmethod
+    def load(cls, folder):
+        return cls(*(np.load(os.path.join(folder, f"{name}.npy"))
+                     for name in ("user_ids", "seen_indptr", "seen_items")))
+
+
+def lookup_users(user_ids, table):
+    """user_ids [B] or [B,1] int64 -> (user_index [B,1], seen [B,L] -1 padded, is_known [B,1])."""
+    user_ids = np.asarray(user_ids).reshape(-1)
+    if user_ids.dtype.kind not in "iu":
+        raise ValueError(f"USER_ID must be an integer tensor, got {user_ids.dtype}")
+    user_ids = user_ids.astype(np.int64)
+    position = np.searchsorted(table.user_ids, user_ids)
+    position = np.minimum(position, len(table.user_ids) - 1)
+    known = table.user_ids[position] == user_ids
+    index = np.where(known, position, 0)
+    starts = table.seen_indptr[index]
+    lengths = np.where(known, table.seen_indptr[index + 1] - starts, 0)
+    width = int(lengths.max()) if len(lengths) else 0
+    offsets = np.arange(width)
+    mask = offsets[None, :] < lengths[:, None]
+    gather = np.where(mask, starts[:, None] + offsets[None, :], 0)
+    seen = np.where(mask, table.seen_items[gather] if len(table.seen_items) else -1, -1)
+    return index.reshape(-1, 1), seen.astype(np.int64), known.reshape(-1, 1)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        self.table = UserTable.load(folder)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                user_ids = pb_utils.get_input_tensor_by_name(request, "USER_ID").as_numpy()
+                index, seen, known = lookup_users(user_ids, self.table)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("USER_INDEX", index),
+                    pb_utils.Tensor("SEEN_ITEMS", seen),
+                    pb_utils.Tensor("IS_KNOWN", known),
+                ]))
+            except Exception as err:  # one bad request must not take the others down
+                responses.append(pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(f"feature_lookup: {err}")))
+        return responses

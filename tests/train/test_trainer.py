@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from recdeploy.train.checkpoint import CheckpointError, load_checkpoint
+from recdeploy.train.config import ConfigError, TrainConfig
+from recdeploy.train.models import UnknownModelError, build_model
+
+
+def test_config_round_trips_and_validates():
+    config = TrainConfig(dim=16, lr=0.5)
+    assert TrainConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="unknown model 'svdpp'; valid: two_tower"):
+        TrainConfig(model="svdpp")
+    with pytest.raises(ConfigError, match="dim must be >= 1, got 0"):
+        TrainConfig(dim=0)
+    with pytest.raises(ConfigError, match=r"unknown config keys \['dimension'\]"):
+        TrainConfig.from_dict({"dimension": 3})
+
+
+def test_registry_lists_valid_names():
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'; valid models: two_tower"):
+        build_model("nope", n_users=1, n_items=1)
+
+
+def test_trained_model_beats_popularity_on_ml100k(trained_run):
+    _, result = trained_run
+    # measured: ~0.11 HR@10 after 4 epochs vs 0.0859 for most-popular (943 users)
+    assert result.popularity_test.hr_at_10 == pytest.approx(0.0859, abs=1e-3)
+    assert result.test.hr_at_10 > result.popularity_test.hr_at_10
+    assert result.test.ndcg_at_10 > result.popularity_test.ndcg_at_10
+    assert result.test.n_users == 943
+
+
+def test_checkpoint_round_trip(trained_run, tmp_path):
+    run, result = trained_run
+    checkpoint = load_checkpoint(run)
+    card = json.loads((run / "checkpoint" / "card.json").read_text())
+    assert card["metrics"]["test"]["hr@10"] == round(result.test.hr_at_10, 4)
+    assert card["n_items"] == 1682 and len(card["dataset_fingerprint"]) == 16
+    users = np.arange(5)
+    import torch
+    with torch.no_grad():
+        assert torch.equal(checkpoint.model.score_all(torch.from_numpy(users)),
+                           result.model.score_all(torch.from_numpy(users)))
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        load_checkpoint(tmp_path)
+
+
+def test_same_seed_same_metrics():
+    from recdeploy.train.data import synthetic, leave_one_out
+    from recdeploy.train.trainer import train
+    ds = synthetic(300, 200, 15, seed=1)
+    config = TrainConfig(dataset="synthetic", dim=8, epochs=2, batch_size=512)
+    a = train(config, ds, leave_one_out(ds), progress=False)
+    b = train(config, ds, leave_one_out(ds), progress=False)
+    assert a.test == b.test

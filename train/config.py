@@ -1,0 +1,57 @@
+"""Training configuration: a dataclass that validates itself and round-trips to JSON.
+
+CLI flags mirror the field names (``--dim 64`` sets ``dim``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "two_tower"
+    dataset: str = "ml-100k"
+    dim: int = 64
+    epochs: int = 40
+    batch_size: int = 1024
+    lr: float = 0.01
+    # L2 on the rows a batch touches; a full-softmax MF overfits ML-100k fast without it
+    weight_decay: float = 1e-4
+    # stop when validation NDCG@10 has not improved for this many epochs
+    patience: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        from recdeploy.train.data import DATASETS
+        from recdeploy.train.models import MODELS
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; valid: {', '.join(sorted(MODELS))}")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        for name in ("dim", "epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))

