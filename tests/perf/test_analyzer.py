@@ -1,0 +1,107 @@
+"""build_argv (exact command lines), binary discovery, and run() failure paths."""
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from recdeploy.perf.analyzer import (PerfAnalyzerBinary, PerfAnalyzerFailedError, PerfAnalyzerNotFoundError,
+                                     PerfAnalyzerTimeoutError, build_argv, find_perf_analyzer, run, run_sweep)
+from recdeploy.perf.config import PerfConfig, PerfConfigError
+
+BIN = PerfAnalyzerBinary(Path("/opt/pa/perf_analyzer"), {})
+
+
+def test_argv_single_level_grpc():
+    config = PerfConfig("recommend", url="127.0.0.1:8001", concurrency=(4,), batch_size=8,
+                        input_data=Path("/r/input_data.json"))
+    assert build_argv(BIN, config, Path("/r/raw/x.csv")) == [
+        "/opt/pa/perf_analyzer", "-m", "recommend", "-u", "127.0.0.1:8001", "-i", "grpc", "-b", "8",
+        "--concurrency-range", "4:4:1", "--measurement-interval", "2000", "--stability-percentage", "10",
+        "--max-trials", "10", "--input-data", "/r/input_data.json", "-f", "/r/raw/x.csv"]
+
+
+def test_argv_range_and_every_option():
+    config = PerfConfig("recommend_int8", url="localhost:8000", protocol="http", concurrency=(2, 4, 6, 8),
+                        measurement_interval_ms=5000, stability_percentage=12.5, max_trials=5, percentile=95,
+                        shared_memory="system", metrics_url="localhost:8002/metrics",
+                        extra_args=("--verbose-csv",))
+    assert build_argv("perf_analyzer", config, Path("out.csv")) == [
+        "perf_analyzer", "-m", "recommend_int8", "-u", "localhost:8000", "-i", "http", "-b", "1",
+        "--concurrency-range", "2:8:2", "--measurement-interval", "5000", "--stability-percentage", "12.5",
+        "--max-trials", "5", "--percentile", "95", "--shared-memory", "system",
+        "--collect-metrics", "--metrics-url", "localhost:8002/metrics", "-f", "out.csv", "--verbose-csv"]
+
+
+def test_argv_refuses_levels_without_constant_step():
+    with pytest.raises(PerfConfigError, match=r"\(1, 2, 4\) has no constant step.*use run_sweep"):
+        build_argv(BIN, PerfConfig("recommend", concurrency=(1, 2, 4)), Path("x.csv"))
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_env_override_wins(tmp_path):
+    fake = _script(tmp_path / "pa", "exit 0\n")
+    binary = find_perf_analyzer({"PERF_ANALYZER": str(fake), "PATH": "/usr/bin"})
+    assert binary.path == fake and binary.env["PERF_ANALYZER"] == str(fake)
+    with pytest.raises(PerfAnalyzerNotFoundError, match=r"PERF_ANALYZER=/nonexistent/pa is not an executable"):
+        find_perf_analyzer({"PERF_ANALYZER": "/nonexistent/pa"})
+
+
+def test_wheel_binary_gets_private_lib_folder(tmp_path):
+    env = {"PATH": "/usr/bin", "RECDEPLOY_CACHE": str(tmp_path), "LD_LIBRARY_PATH": "/keep"}
+    try:
+        binary = find_perf_analyzer(env)
+    except PerfAnalyzerNotFoundError as exc:
+        pytest.skip(f"no perf_analyzer here: {exc}")
+    private = tmp_path / "perf_analyzer-libs"
+    assert binary.env["LD_LIBRARY_PATH"] == f"{private}{os.pathsep}/keep"
+    assert sorted(p.name for p in private.iterdir()) == ["libb64.so.0d", "libcudart.so.12"]
+    assert all(p.resolve().is_file() for p in private.iterdir())
+
+
+def test_failure_carries_exit_code_and_stderr_tail(tmp_path):
+    fake = _script(tmp_path / "pa", "echo 'error: failed to get model metadata: unknown model' >&2\nexit 99\n")
+    with pytest.raises(PerfAnalyzerFailedError, match=r"exit code 99 for model 'nope'(.|\n)*unknown model") as info:
+        run(PerfConfig("nope"), tmp_path / "out", PerfAnalyzerBinary(fake, dict(os.environ)))
+    assert info.value.returncode == 99 and info.value.argv[:3] == [str(fake), "-m", "nope"]
+
+
+def test_unstable_measurement_gets_a_hint(tmp_path):
+    fake = _script(tmp_path / "pa", "echo 'Failed to obtain stable measurement.'\nexit 2\n")
+    with pytest.raises(PerfAnalyzerFailedError, match=r"raise measurement_interval_ms or stability_percentage"):
+        run(PerfConfig("m"), tmp_path / "out", PerfAnalyzerBinary(fake, dict(os.environ)))
+
+
+def test_timeout(tmp_path):
+    fake = _script(tmp_path / "pa", "sleep 5\n")
+    with pytest.raises(PerfAnalyzerTimeoutError, match=r"ran longer than 0 s"):
+        run(PerfConfig("m", timeout_s=0.2), tmp_path / "out", PerfAnalyzerBinary(fake, dict(os.environ)))
+
+
+def test_missing_input_data_is_a_config_error(tmp_path):
+    with pytest.raises(PerfConfigError, match=r"input_data .*missing.json does not exist"):
+        run(PerfConfig("m", input_data=tmp_path / "missing.json"), tmp_path, BIN)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_run_sweep_one_process_per_level(tmp_path):
+    """A stand-in binary copies a recorded one-row CSV to -f: checks the per-level loop and the merge."""
+    source = FIXTURES / "grpc_b1_c1-4.csv"
+    lines = source.read_text().splitlines()
+    for level, line in enumerate(lines[1:], start=1):
+        (tmp_path / f"c{level}.csv").write_text(f"{lines[0]}\n{line}\n")
+    # argv[-1] is the CSV path; argv[10] the concurrency range ($10 in sh) "C:C:1"
+    fake = _script(tmp_path / "pa", f'for a; do last="$a"; done\nc=$(echo "${{10}}" | cut -d: -f1)\n'
+                                    f'cp {tmp_path}/c$c.csv "$last"\n')
+    result = run_sweep(PerfConfig("recommend", concurrency=(1, 2, 4)), tmp_path / "out", progress=False,
+                       binary=PerfAnalyzerBinary(fake, dict(os.environ)))
+    assert [row.concurrency for row in result.rows] == [1, 2, 4]
+    assert [cmd[10] for cmd in result.commands] == ["1:1:1", "2:2:1", "4:4:1"]
+    assert [p.name for p in result.csv_paths] == [f"recommend-b1-c{c}.csv" for c in (1, 2, 4)]
