@@ -1,0 +1,5 @@
+import sys
+
+from recdeploy.serve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,154 @@
+"""A python-based Triton backend named ``onnxruntime``: serves ``platform: "onnxruntime_onnx"``.
+
+Not imported by recdeploy: ``recdeploy.serve.backends.compose_backend_dir`` copies this file
+to ``<backend-dir>/onnxruntime/model.py``. The python backend then loads every model whose
+config says ``platform: "onnxruntime_onnx"`` (or ``backend: "onnxruntime"``) through this
+class, so the tritonserver from the nvidia-pytriton wheel (which has no native onnxruntime
+backend) serves the same repository the stock NGC container serves natively.
+
+It reads ``<model dir>/<version>/<default_model_filename or model.onnx>``, runs it with
+onnxruntime in the stub process, and honours the native backend's
+``intra_op_thread_count`` / ``inter_op_thread_count`` parameters. The requests of a dynamic
+batch are concatenated along dim 0, run once and split back. Needs numpy and onnxruntime in
+the stub's environment, nothing else.
+"""
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+DEFAULT_MODEL_FILENAME = "model.onnx"
+THREAD_PARAMETERS = {"intra_op_thread_count": "intra_op_num_threads",
+                     "inter_op_thread_count": "inter_op_num_threads"}
+
+
+# ---------------------------------------------------------------- numpy-only helpers
+
+def model_path(args, config):
+    """The ONNX file of this model version: ``<model dir>/<version>/<filename>``."""
+    # args["model_repository"] is the model's own folder (<repository>/<model name>) for
+    # python-based backends too, not the repository root.
+    filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME
+    return os.path.join(args["model_repository"], str(args["model_version"]), filename)
+
+
+def thread_options(config):
+    """{onnxruntime SessionOptions attribute: int} from the config's ``parameters``."""
+    options = {}
+    for name, value in (config.get("parameters") or {}).items():
+        if name in THREAD_PARAMETERS:
+            text = value.get("string_value", "") if isinstance(value, dict) else str(value)
+            if text.strip():
+                options[THREAD_PARAMETERS[name]] = int(text)
+    return options
+
+
+def can_concatenate(feeds):
+    """True when every request feeds the same inputs with equal dtypes and trailing shapes."""
+    if len(feeds) < 2:
+        return False
+    first = feeds[0]
+    for feed in feeds[1:]:
+        if feed.keys() != first.keys():
+            return False
+        for name, array in feed.items():
+            ref = first[name]
+            if array.ndim == 0 or array.dtype != ref.dtype or array.shape[1:] != ref.shape[1:]:
+                return False
+    return True
+
+
+def concatenate(feeds):
+    """One feed from many along dim 0, and the batch size each request contributed."""
+    names = list(feeds[0])
+    sizes = [int(feed[names[0]].shape[0]) for feed in feeds]
+    merged = {name: np.concatenate([feed[name] for feed in feeds], axis=0) for name in names}
+    return merged, sizes
+
+
+def split(outputs, sizes):
+    """Per-request outputs from batched ones; ValueError when dim 0 does not add up."""
+    total = sum(sizes)
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise ValueError(f"output {name} has shape {array.shape}, expected dim 0 == {total}")
+    bounds = np.cumsum(sizes)[:-1]
+    parts = {name: np.split(array, bounds, axis=0) for name, array in outputs.items()}
+    return [{name: parts[name][i] for name in outputs} for i in range(len(sizes))]
+
+
+# ---------------------------------------------------------------- the Triton adapter
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import onnxruntime as ort  # a missing onnxruntime fails this model's load, loudly
+
+        config = json.loads(args["model_config"])
+        path = model_path(args, config)
+        if not os.path.isfile(path):
+            raise pb_utils.TritonModelException(
+                f"onnxruntime python-based backend: model file {path} does not exist "
+                f"(set default_model_filename or name it {DEFAULT_MODEL_FILENAME})")
+        options = ort.SessionOptions()
+        for attribute, value in thread_options(config).items():
+            setattr(options, attribute, value)
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU" and \
+                "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider",
+                                 {"device_id": int(args["model_instance_device_id"])}))
+        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        self.input_names = [i["name"] for i in config.get("input", [])]
+        self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"]))
+                        for o in config.get("output", [])]
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        feeds = {}
+        for i, request in enumerate(requests):
+            try:
+                feeds[i] = self._feed(request)
+            except Exception as error:  # one bad request must not fail its batch-mates
+                responses[i] = _error_response(error)
+        indices = list(feeds)
+        if self.batched and can_concatenate([feeds[i] for i in indices]):
+            try:
+                merged, sizes = concatenate([feeds[i] for i in indices])
+                for i, outputs in zip(indices, split(self._run(merged), sizes)):
+                    responses[i] = self._response(outputs)
+                return responses
+            except Exception:
+                pass  # run them one by one below, so each request gets its own answer
+        for i in indices:
+            try:
+                responses[i] = self._response(self._run(feeds[i]))
+            except Exception as error:
+                responses[i] = _error_response(error)
+        return responses
+
+    def _feed(self, request):
+        feed = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:  # optional inputs may be absent
+                feed[name] = tensor.as_numpy()
+        return feed
+
+    def _run(self, feed):
+        names = [name for name, _ in self.outputs]
+        return dict(zip(names, self.session.run(names, feed)))
+
+    def _response(self, outputs):
+        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(outputs[name], dtype=dtype))
+                   for name, dtype in self.outputs]
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def finalize(self):
+        self.session = None
+
+
+def _error_response(error):
+    message = f"onnxruntime: {type(error).__name__}: {error}"
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recdeploy.serve.cli import build_parser, config_from_args, main, serve_forever
+
+
+def test_help_teaches_the_backend_dir_and_the_docker_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime/model.py" in out and "first python3 on PATH" in out
+    assert ("docker run --rm -p8000:8000 -p8001:8001 -p8002:8002 -v $PWD/model_repository:/models"
+            in out)
+    assert "nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models" in out
+
+
+def test_flags_become_the_server_config(tmp_path):
+    args = build_parser().parse_args(["--repository", str(tmp_path), "--http-port", "9000",
+                                      "--grpc-port", "0", "--verbose"])
+    config = config_from_args(args)
+    assert (config.model_repository, config.host, config.http_port, config.grpc_port,
+            config.metrics_port, config.log_verbose, config.model_control_mode) == \
+        (tmp_path, "127.0.0.1", 9000, 0, 8002, 1, "none")
+
+
+def test_a_missing_repository_is_an_error_not_a_traceback(tmp_path, capsys):
+    assert main(["--repository", str(tmp_path / "nope")]) == 1
+    assert "is not a directory" in capsys.readouterr().err
+
+
+class DeadServer:
+    returncode = 137
+
+    def is_alive(self):
+        return False
+
+    def log_tail(self):
+        return "E1128 something fatal"
+
+
+def test_a_dying_server_ends_the_foreground_with_its_log(capsys):
+    assert serve_forever(DeadServer(), poll_s=0.01) == 1
+    err = capsys.readouterr().err
+    assert "exited unexpectedly (code 137)" in err and "something fatal" in err
+
+
+class InterruptedServer:
+    def is_alive(self):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_stops_cleanly():
+    assert serve_forever(InterruptedServer()) == 0
