@@ -1,0 +1,107 @@
+"""Against the real tritonserver: served results equal the in-process pipeline."""
+import numpy as np
+import pytest
+
+from recdeploy.clients.triton_client import RecommendClient
+from recdeploy.export.inprocess import InProcessRecommender
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def reference(repository):
+    return InProcessRecommender(repository)
+
+
+@pytest.fixture(scope="module")
+def real_users(ml100k):
+    rng = np.random.default_rng(7)
+    return np.sort(rng.choice(ml100k.user_ids, size=50, replace=False))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_served_top_k_equals_inprocess_one_user_per_request(server, reference, real_users, protocol):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with RecommendClient(url, protocol) as client:
+        for user in real_users[:20]:
+            ids, scores = client.recommend([user], k=10)
+            want_ids, want_scores = reference.recommend(np.array([user]), k=10)
+            assert ids.tolist() == want_ids.tolist()
+            np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_served_batch_of_50_users_equals_inprocess(server, reference, real_users):
+    with RecommendClient(server.grpc_url) as client:
+        ids, scores = client.recommend(real_users, k=20)
+    want_ids, want_scores = reference.recommend(real_users, k=20)
+    assert ids.shape == (50, 20)
+    assert np.array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_seen_items_never_come_back(server, ml100k):
+    with RecommendClient(server.grpc_url) as client:
+        ids, _ = client.recommend([1, 2, 3], k=50)
+    for row, user in enumerate([1, 2, 3]):
+        index = int(np.searchsorted(ml100k.user_ids, user))
+        seen = set(ml100k.item_ids[ml100k.items[ml100k.users == index]].tolist())
+        assert not seen & set(ids[row].tolist())
+
+
+def test_unknown_user_gets_cold_start_popular_items(server, ml100k):
+    popular = ml100k.item_ids[np.argsort(-np.bincount(ml100k.items, minlength=ml100k.n_items),
+                                         kind="stable")[:10]]
+    with RecommendClient(server.grpc_url) as client:
+        ids, scores = client.recommend([10 ** 12, -5], k=10)
+    assert ids[0].tolist() == popular.tolist() == ids[1].tolist()
+    assert scores[0, 0] == 583.0  # Star Wars' rating count: the popularity score
+
+
+def _assert_still_serving(server, reference):
+    assert server.is_ready()
+    with RecommendClient(server.grpc_url) as client:
+        ids, _ = client.recommend([1], k=5)
+    assert ids.tolist() == reference.recommend(np.array([1]), k=5)[0].tolist()
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"USER_ID": np.array([[1]], np.int64), "K": np.array([[0]], np.int32)}, "K must be between 1 and the catalogue size 1682, got 0"),
+    ({"USER_ID": np.array([[1]], np.int64), "K": np.array([[5000]], np.int32)}, "got 5000"),
+    ({"USER_ID": np.array([[1], [2]], np.int64), "K": np.array([[3], [4]], np.int32)}, "K must be the same for every row"),
+    ({"USER_ID": np.array([[1.0]], np.float32), "K": np.array([[5]], np.int32)}, "(?i)data-type|datatype|expected"),
+    ({"USER_ID": np.array([[1, 2]], np.int64), "K": np.array([[5]], np.int32)}, "(?i)shape"),
+])
+def test_malformed_request_gets_error_and_server_stays_up(server, reference, inputs, message):
+    from tritonclient.utils import InferenceServerException
+
+    with RecommendClient(server.grpc_url) as client:
+        with pytest.raises(InferenceServerException, match=message):
+            client.infer(inputs, ["ITEM_IDS", "SCORES"])
+    _assert_still_serving(server, reference)
+
+
+def test_recommend_cli_prints_titles(server, repository, capsys):
+    from recdeploy.clients.cli import main
+
+    assert main(["--user", "1", "-k", "3", "--url", server.grpc_url, "--repository", str(repository)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("user 1:") and out.count("score") == 3
+
+
+def test_perf_analyzer_measures_the_ensemble(server, ml100k, tmp_path):
+    from recdeploy.perf.analyzer import run_sweep
+    from recdeploy.perf.config import PerfConfig
+    from recdeploy.perf.input_data import write_input_data
+    from recdeploy.perf.report import write_report
+
+    data = write_input_data(tmp_path / "input.json", ml100k.user_ids[:100].tolist(), 10)
+    # loose stability: the 2-core CI machine is shared with the server under test
+    config = PerfConfig(model_name="recommend", url=server.grpc_url, concurrency=(1, 2), input_data=data,
+                        measurement_interval_ms=1000, stability_percentage=50, max_trials=6)
+    result = run_sweep(config, tmp_path, progress=False)
+    assert [row.concurrency for row in result.rows] == [1, 2]
+    for row in result.rows:
+        assert row.throughput_infer_per_s > 10
+        assert 0 < row.p50_us <= row.p99_us < 1e6
+    files = write_report([result], tmp_path / "report", {"dataset": "ml-100k"})
+    assert "recommend" in files.markdown.read_text() and files.plot.read_bytes()[:4] == b"\x89PNG"
