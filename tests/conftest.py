@@ -24,7 +24,7 @@ def trained_run(tmp_path_factory, ml100k):
     from recdeploy.train.checkpoint import save_checkpoint
     from recdeploy.train.config import TrainConfig
     from recdeploy.train.data import leave_one_out
-    from recdeploy.train.trainer import train
+    from recdeploy.train.tasks.retrieval_loo import train
 
     run = tmp_path_factory.mktemp("run")
     config = TrainConfig(dataset="ml-100k", dim=32, epochs=4, batch_size=2048, lr=0.02, patience=2)

@@ -47,7 +47,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
                               "train one with `recdeploy train --out RUN_DIR`")
     card = json.loads(card_path.read_text())
     config = TrainConfig.from_dict(card["config"])
-    model = build_model(config.model, n_users=card["n_users"], n_items=card["n_items"], dim=config.dim)
+    model = build_model(config.model, **card["model_args"])
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
     return Checkpoint(model=model, config=config, card=card)

@@ -27,25 +27,28 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def format_metrics_table(card: dict) -> str:
-    ours, pop = card["metrics"]["test"], card["baselines"]["most_popular"]["test"]
-    return "\n".join([
-        f"test ({card['split']}, {card['protocol']}; {ours['users']} users)",
-        f"  {'model':<14} {'HR@10':>7} {'NDCG@10':>8}",
-        f"  {card['model']:<14} {ours['hr@10']:>7.4f} {ours['ndcg@10']:>8.4f}",
-        f"  {'most-popular':<14} {pop['hr@10']:>7.4f} {pop['ndcg@10']:>8.4f}",
-    ])
+    """The card's test metrics beside its baselines, whatever the metric names are."""
+    ours = card["metrics"]["test"]
+    names = [k for k, v in ours.items() if isinstance(v, float)]
+    rows = [(card["model"], ours)] + [(name.replace("_", "-"), b["test"])
+                                      for name, b in card.get("baselines", {}).items()]
+    lines = [f"test ({card['split']}; {card['protocol']})",
+             "  " + f"{'model':<14}" + "".join(f" {n:>9}" for n in names)]
+    for label, metrics in rows:
+        lines.append("  " + f"{label:<14}" + "".join(f" {metrics.get(n, float('nan')):>9.4f}" for n in names))
+    return "\n".join(lines)
 
 
 def run_training(config: TrainConfig, out: Path, data_path: Path | None = None,
                  progress: bool = True) -> dict:
     """Load data, train, save the checkpoint; returns the card. The demo calls this too."""
     from recdeploy.train.checkpoint import save_checkpoint
-    from recdeploy.train.data import leave_one_out, load_dataset
-    from recdeploy.train.trainer import train
+    from recdeploy.train.data import load_dataset
+    from recdeploy.train.tasks import run_task
 
     ds = load_dataset(config.dataset, path=data_path)
     print(ds.summary())
-    result = train(config, ds, leave_one_out(ds), progress=progress)
+    result = run_task(config, ds, progress=progress)
     card = result.card(config, ds)
     where = save_checkpoint(out, result.model, config, card)
     print(format_metrics_table(card))

@@ -1,35 +1,57 @@
-"""The model registry: ``@register_model("name")`` on a builder, ``build_model(name, ...)``.
+"""The model registry: ``@register_model("name", task="...")`` on a builder.
 
     from recdeploy.train.models import build_model, MODELS
     model = build_model("two_tower", n_users=943, n_items=1682, dim=64)
+
+Every module in this package is imported on first use, so a new model is one new file.
+``task`` names the training/evaluation protocol in ``recdeploy.train.tasks`` that trains it.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-MODELS: dict[str, Callable[..., torch.nn.Module]] = {}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[..., torch.nn.Module]
+    task: str
+
+
+MODELS: dict[str, ModelEntry] = {}
 
 
 class UnknownModelError(ValueError):
     pass
 
 
-def register_model(name: str):
+def register_model(name: str, task: str):
     def decorator(builder):
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = builder
+        MODELS[name] = ModelEntry(name, builder, task)
         return builder
     return decorator
 
 
-def build_model(name: str, **kwargs) -> torch.nn.Module:
+def model_entry(name: str) -> ModelEntry:
     if name not in MODELS:
         raise UnknownModelError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+    return MODELS[name]
 
 
-# importing the modules registers them
-from recdeploy.train.models import two_tower  # noqa: E402,F401
+def build_model(name: str, **kwargs) -> torch.nn.Module:
+    return model_entry(name).build(**kwargs)
+
+
+def _import_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all()

@@ -76,6 +76,6 @@ class RetrievalScorer(nn.Module):
         return users @ self.item_vectors_t + self.item_bias
 
 
-@register_model("two_tower")
+@register_model("two_tower", task="retrieval_loo")
 def build_two_tower(n_users: int, n_items: int, dim: int = 64) -> TwoTower:
     return TwoTower(n_users, n_items, dim)

@@ -1,4 +1,4 @@
-"""The training loop: full-softmax retrieval on leave-one-out data, early-stopped on validation.
+"""Retrieval, leave-one-out: full-softmax training, early-stopped on validation NDCG@10.
 
     recdeploy train --dataset ml-100k --out runs/demo
 
@@ -17,31 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from recdeploy.train.config import TrainConfig
-from recdeploy.train.data import Dataset, Split, item_popularity, seen_items_by_user
-from recdeploy.train.metrics import RankingMetrics, evaluate_full_ranking, popularity_scorer
+from recdeploy.train.data import Dataset, Split, item_popularity, leave_one_out, seen_items_by_user
+from recdeploy.train.metrics import evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
+from recdeploy.train.tasks import TrainResult, register_task
 
-
-@dataclass(frozen=True)
-class TrainResult:
-    model: torch.nn.Module
-    valid: RankingMetrics
-    test: RankingMetrics
-    popularity_test: RankingMetrics
-    epochs_run: int
-    best_epoch: int
-    seconds: float
-
-    def card(self, config: TrainConfig, ds: Dataset) -> dict:
-        return {
-            "model": config.model, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
-            "n_users": ds.n_users, "n_items": ds.n_items, "split": "leave-one-out by timestamp",
-            "protocol": "full ranking over all items, the user's known items excluded",
-            "metrics": {"valid": self.valid.as_dict(), "test": self.test.as_dict()},
-            "baselines": {"most_popular": {"test": self.popularity_test.as_dict()}},
-            "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
-            "train_seconds": round(self.seconds, 1),
-        }
+PROTOCOL = {"split": "leave-one-out by timestamp",
+            "protocol": "full ranking over all items, the user's known items excluded"}
 
 
 def _scorer(model: torch.nn.Module):
@@ -60,11 +42,17 @@ def evaluation_sets(ds: Dataset, split: Split):
     return valid, test
 
 
+@register_task("retrieval_loo")
+def run(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResult:
+    return train(config, ds, leave_one_out(ds), progress)
+
+
 def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True) -> TrainResult:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
-    model = build_model(config.model, n_users=ds.n_users, n_items=ds.n_items, dim=config.dim)
+    model_args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim}
+    model = build_model(config.model, **model_args)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     users = torch.from_numpy(ds.users[split.train])
     items = torch.from_numpy(ds.items[split.train])
@@ -101,6 +89,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     test = evaluate_full_ranking(_scorer(model), test_users, test_targets, seen_all)
     popularity = item_popularity(ds, np.concatenate([split.train, split.valid]))
     pop_test = evaluate_full_ranking(popularity_scorer(popularity), test_users, test_targets, seen_all)
-    return TrainResult(model=model, valid=valid, test=test, popularity_test=pop_test,
-                       epochs_run=epoch, best_epoch=best_epoch,
-                       seconds=time.perf_counter() - started)
+    return TrainResult(model=model, model_args=model_args,
+                       metrics={"valid": valid.as_dict(), "test": test.as_dict()},
+                       baselines={"most_popular": {"test": pop_test.as_dict()}}, protocol=PROTOCOL,
+                       epochs_run=epoch, best_epoch=best_epoch, seconds=time.perf_counter() - started)

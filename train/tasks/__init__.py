@@ -1,0 +1,71 @@
+"""Training protocols: ``@register_task("name")`` on ``run(config, ds, progress) -> TrainResult``.
+
+A task owns its split, loss, early stopping, metrics and baseline, so each model family is
+evaluated the way its literature does (leave-one-out full ranking, random 8:1:1, RMSE, AUC).
+Every module in this package is imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+TASKS: dict[str, Callable] = {}
+
+
+class UnknownTaskError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What any task returns; ``card()`` is what the checkpoint stores beside the weights."""
+    model: torch.nn.Module
+    model_args: dict              # keyword arguments that rebuild the model: build_model(name, **model_args)
+    metrics: dict                 # {"valid": {...}, "test": {...}}
+    baselines: dict               # {"most_popular": {"test": {...}}}
+    protocol: dict                # {"split": ..., "protocol": ..., "filtering": ...}
+    epochs_run: int = 0
+    best_epoch: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def card(self, config, ds) -> dict:
+        return {"model": config.model, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
+                "n_users": ds.n_users, "n_items": ds.n_items, "model_args": self.model_args,
+                **self.protocol, "metrics": self.metrics, "baselines": self.baselines,
+                "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
+                "train_seconds": round(self.seconds, 1), **self.extra}
+
+
+def register_task(name: str):
+    def decorator(run):
+        if name in TASKS:
+            raise ValueError(f"task {name!r} registered twice")
+        TASKS[name] = run
+        return run
+    return decorator
+
+
+def run_task(config, ds, progress: bool = True) -> TrainResult:
+    from recdeploy.train.models import model_entry
+    task = model_entry(config.model).task
+    if task not in TASKS:
+        raise UnknownTaskError(f"model {config.model!r} needs task {task!r}; known: {sorted(TASKS)}")
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    result = TASKS[task](config, ds, progress)
+    return result if result.seconds else _with_seconds(result, time.perf_counter() - started)
+
+
+def _with_seconds(result: TrainResult, seconds: float) -> TrainResult:
+    from dataclasses import replace
+    return replace(result, seconds=seconds)
+
+
+for _info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_info.name}")
