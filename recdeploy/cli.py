@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("recdeploy.train.data_cli", "fetch / inspect datasets (MovieLens, synthetic)"),
     "train": ("recdeploy.train.cli", "train a model and write a checkpoint + JSON card"),
     "evaluate": ("recdeploy.train.evaluate_cli", "evaluate a checkpoint (full ranking) against popularity"),
+    "compress": ("recdeploy.compress.cli", "prune / quantize a trained model and measure what it costs"),
     "export": ("recdeploy.export.cli", "export a checkpoint to ONNX and a Triton model repository"),
     "serve": ("recdeploy.serve.cli", "start the real tritonserver on a model repository"),
     "recommend": ("recdeploy.clients.cli", "ask the served ensemble for a user's top-K (gRPC/HTTP)"),

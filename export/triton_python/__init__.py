@@ -6,7 +6,6 @@ are tested directly; the ``TritonPythonModel`` classes are thin adapters over th
 """
 from pathlib import Path
 
-SOURCES = {
-    "feature_lookup": Path(__file__).with_name("feature_lookup.py"),
-    "topk": Path(__file__).with_name("topk.py"),
-}
+# model name -> source file; a new python model is a new file here
+SOURCES = {path.stem: path for path in sorted(Path(__file__).parent.glob("*.py"))
+           if path.name != "__init__.py"}
