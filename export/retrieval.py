@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from recdeploy.export.onnx_export import ParityReport, check_parity, export_onnx
 from recdeploy.export.repository import write_manifest, write_model
@@ -86,6 +87,28 @@ def write_scorer_variant(repo: Path, onnx_path: Path, n_items: int, variant: str
     return pipeline
 
 
+def add_scorer_variant(repo: Path, onnx_path: Path, n_items: int, variant: str,
+                       info: dict | None = None) -> RetrievalPipeline:
+    """write_scorer_variant into an exported repository; record it in recdeploy.json
+    ("ensembles", "variants") and refresh the manifest (used by ``recdeploy compress``)."""
+    repo = Path(repo)
+    meta_path = repo / "recdeploy.json"
+    if not meta_path.is_file():
+        raise ExportError(f"{repo} is not an exported repository (no recdeploy.json); "
+                          "run `recdeploy export` first")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("n_items") != n_items:
+        raise ExportError(f"variant {variant!r} scores {n_items} items but {repo} serves "
+                          f"{meta.get('n_items')}: export the same run first")
+    pipeline = write_scorer_variant(repo, onnx_path, n_items, variant)
+    if pipeline.ensemble.name not in meta.setdefault("ensembles", []):
+        meta["ensembles"].append(pipeline.ensemble.name)
+    meta.setdefault("variants", {})[variant] = info or {}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    write_manifest(repo)
+    return pipeline
+
+
 def sample_user_indices(n_users: int, n: int = 64, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_users, size=min(n, n_users), replace=False)).astype(np.int64)
@@ -106,10 +129,18 @@ def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -
         onnx_path = export_onnx(scorer, {"USER_INDEX": users}, ["SCORES"], Path(tmp) / "model.onnx")
         parity = check_parity(scorer, onnx_path, {"USER_INDEX": users}, ["SCORES"])
         pipeline = write_scorer_variant(repo, onnx_path, ds.n_items)
-    write_python_models(repo, pipeline, build_feature_arrays(ds))
+    features = build_feature_arrays(ds)
+    write_python_models(repo, pipeline, features)
+    ensembles = [pipeline.ensemble.name]
+    if hasattr(scorer, "item_vectors_t"):  # a dot-product scorer folds into one graph
+        from recdeploy.export.fused import write_fused_variant
+        with torch.no_grad():
+            all_scores = scorer(torch.arange(ds.n_users)[:, None]).numpy()
+        write_fused_variant(repo, scorer, features, ds.user_ids[users[:, 0]], all_scores)
+        ensembles.append("recommend_fused")
     (repo / "recdeploy.json").write_text(json.dumps({
         "scenario": "retrieval", "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
-        "n_users": ds.n_users, "n_items": ds.n_items, "ensembles": [pipeline.ensemble.name],
+        "n_users": ds.n_users, "n_items": ds.n_items, "ensembles": ensembles,
         "onnx_parity_max_abs_diff": parity.max_abs_diff, "card": card or {}}, indent=2))
     write_manifest(repo)
     return parity

@@ -59,6 +59,19 @@ def can_concatenate(feeds):
     return True
 
 
+def group_indices(feeds, names):
+    """Request indices grouped so that requests in a group agree on the values of ``names``.
+
+    A fused top-K graph takes K as an input: requests with different K must not share a
+    run (the batch would get the largest K). Order within a group is kept.
+    """
+    groups = {}
+    for index, feed in feeds.items():
+        key = tuple(np.unique(feed[name]).tobytes() if name in feed else b"" for name in names)
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
+
+
 def concatenate(feeds):
     """One feed from many along dim 0, and the batch size each request contributed."""
     names = list(feeds[0])
@@ -98,11 +111,21 @@ class TritonPythonModel:
                 "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider",
                                  {"device_id": int(args["model_instance_device_id"])}))
-        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        except Exception as error:  # truncated / corrupted file: say which one
+            raise pb_utils.TritonModelException(
+                f"onnxruntime python-based backend: cannot load {path} "
+                f"({os.path.getsize(path)} bytes; corrupted or truncated?): "
+                f"{type(error).__name__}: {error}") from error
         self.input_names = [i["name"] for i in config.get("input", [])]
         self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"]))
                         for o in config.get("output", [])]
         self.batched = int(config.get("max_batch_size", 0)) > 0
+        # parameters { key: "batch_group_inputs" value { string_value: "K" } }
+        group = (config.get("parameters") or {}).get("batch_group_inputs", {})
+        text = group.get("string_value", "") if isinstance(group, dict) else str(group)
+        self.group_inputs = [name.strip() for name in text.split(",") if name.strip()]
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -112,20 +135,20 @@ class TritonPythonModel:
                 feeds[i] = self._feed(request)
             except Exception as error:  # one bad request must not fail its batch-mates
                 responses[i] = _error_response(error)
-        indices = list(feeds)
-        if self.batched and can_concatenate([feeds[i] for i in indices]):
-            try:
-                merged, sizes = concatenate([feeds[i] for i in indices])
-                for i, outputs in zip(indices, split(self._run(merged), sizes)):
-                    responses[i] = self._response(outputs)
-                return responses
-            except Exception:
-                pass  # run them one by one below, so each request gets its own answer
-        for i in indices:
-            try:
-                responses[i] = self._response(self._run(feeds[i]))
-            except Exception as error:
-                responses[i] = _error_response(error)
+        for indices in group_indices(feeds, self.group_inputs):
+            if self.batched and can_concatenate([feeds[i] for i in indices]):
+                try:
+                    merged, sizes = concatenate([feeds[i] for i in indices])
+                    for i, outputs in zip(indices, split(self._run(merged), sizes)):
+                        responses[i] = self._response(outputs)
+                    continue
+                except Exception:
+                    pass  # run them one by one below, so each request gets its own answer
+            for i in indices:
+                try:
+                    responses[i] = self._response(self._run(feeds[i]))
+                except Exception as error:
+                    responses[i] = _error_response(error)
         return responses
 
     def _feed(self, request):

@@ -105,3 +105,37 @@ def test_perf_analyzer_measures_the_ensemble(server, ml100k, tmp_path):
         assert 0 < row.p50_us <= row.p99_us < 1e6
     files = write_report([result], tmp_path / "report", {"dataset": "ml-100k"})
     assert "recommend" in files.markdown.read_text() and files.plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fused_ensemble_equals_three_step_ensemble(server, real_users):
+    with RecommendClient(server.grpc_url, model="recommend") as three_step, \
+            RecommendClient(server.grpc_url, model="recommend_fused") as fused:
+        for users in (real_users[:1], real_users, np.array([10 ** 12])):
+            want_ids, want_scores = three_step.recommend(users, k=10)
+            ids, scores = fused.recommend(users, k=10)
+            assert np.array_equal(ids, want_ids)
+            np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_requests_with_different_k_batched_together_keep_their_k(server, real_users):
+    """Concurrent requests land in one dynamic batch; each must get exactly its own K."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(args):
+        user, k = args
+        with RecommendClient(server.grpc_url, model="recommend_fused") as client:
+            return client.recommend([user], k=k)[0].shape
+
+    jobs = [(int(u), 3 + (i % 4) * 5) for i, u in enumerate(real_users[:24])]
+    with ThreadPoolExecutor(8) as pool:
+        shapes = list(pool.map(ask, jobs))
+    assert shapes == [(1, k) for _, k in jobs]
+
+
+def test_fused_bad_k_is_an_error_and_server_stays_up(server, reference):
+    from tritonclient.utils import InferenceServerException
+
+    with RecommendClient(server.grpc_url, model="recommend_fused") as client:
+        with pytest.raises(InferenceServerException, match="(?i)k"):
+            client.recommend([1], k=5000)
+    _assert_still_serving(server, reference)

@@ -1,0 +1,239 @@
+"""The fused retrieval model: lookup -> scoring -> seen-item masking -> top-K in ONE graph.
+
+    recdeploy export --run runs/demo --fused        # adds fused_retrieval + recommend_fused
+
+Why: every python hop of the three-step ensemble (python lookup -> ONNX scorer -> python
+top-K) costs an IPC round trip to a stub process; one request then pays three. Folding the
+lookup (a Gather on a dense id -> row table), the seen-item mask (a ScatterElements over the
+user's CSR row) and the top-K (TopK) into the scorer leaves one step and the same contract:
+USER_ID [B,1] INT64, K [B,1] INT32 -> ITEM_IDS [B,K] INT64, SCORES [B,K] FP32.
+
+The same module is exported to ONNX (CPU, parity-checked against the numpy reference that the
+three-step ensemble runs) and to TorchScript for the GPU (python-based ``pytorch`` backend
+locally, libtorch in the stock container).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
+                                            check_ensemble)
+
+MAX_BATCH = 256
+# Dense id -> row tables above this many entries would waste memory; sparse ids need a hash.
+MAX_DENSE_ID = 50_000_000
+
+
+class FusedExportError(ValueError):
+    pass
+
+
+class FusedRetrieval(nn.Module):
+    """user id (B x 1 int64), k (B x 1 int32) -> item ids (B x Kmax int64), scores (B x Kmax fp32).
+
+    Kmax is the largest k of the batch; a row asking fewer gets -1 / -inf beyond its k (only
+    possible where a server batches requests with different k together). Unknown users rank
+    by popularity; every item a known user has seen is excluded.
+    """
+
+    def __init__(self, user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr,
+                 seen_items, item_ids):
+        super().__init__()
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        if len(user_ids) and (user_ids.min() < 0 or user_ids.max() >= MAX_DENSE_ID):
+            raise FusedExportError(f"user ids must lie in [0, {MAX_DENSE_ID}) for the dense id table")
+        id_to_row = np.full(int(user_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
+        id_to_row[user_ids] = np.arange(len(user_ids))
+        n_items = len(item_ids)
+        # one extra zero row for "unknown": its gathers are masked out afterwards
+        vectors = np.concatenate([np.asarray(user_vectors, np.float32),
+                                  np.zeros((1, np.shape(user_vectors)[1]), np.float32)])
+        self.register_buffer("id_to_row", torch.from_numpy(id_to_row))
+        self.register_buffer("user_vectors", torch.from_numpy(vectors))
+        self.register_buffer("item_vectors_t", torch.from_numpy(
+            np.ascontiguousarray(np.asarray(item_vectors, np.float32).T)))
+        self.register_buffer("item_bias", torch.from_numpy(np.asarray(item_bias, np.float32)))
+        self.register_buffer("popularity", torch.from_numpy(np.asarray(popularity, np.float32)))
+        indptr = np.asarray(seen_indptr, np.int64)
+        self.register_buffer("seen_indptr", torch.from_numpy(np.r_[indptr, indptr[-1]]))
+        # a trailing sentinel (the dummy column n_items) keeps gathers valid for empty rows
+        self.register_buffer("seen_items", torch.from_numpy(np.r_[np.asarray(seen_items, np.int64), n_items]))
+        self.register_buffer("item_ids", torch.from_numpy(np.asarray(item_ids, np.int64)))
+        self.n_users, self.n_items = len(user_ids), n_items
+
+    def forward(self, user_id: torch.Tensor, k: torch.Tensor):
+        uid = user_id[:, 0]
+        table_size = self.id_to_row.shape[0]
+        in_range = (uid >= 0) & (uid < table_size)
+        row = self.id_to_row[uid.clamp(0, table_size - 1)]
+        known = in_range & (row >= 0)
+        row = torch.where(known, row, torch.full_like(row, self.n_users))     # B
+        scores = self.user_vectors[row] @ self.item_vectors_t + self.item_bias  # B x I
+        scores = torch.where(known[:, None], scores, self.popularity[None, :])
+        start = self.seen_indptr[row]
+        length = torch.where(known, self.seen_indptr[row + 1] - start, torch.zeros_like(start))
+        offsets = torch.arange(length.max(), device=uid.device)
+        valid = offsets[None, :] < length[:, None]                               # B x L
+        index = torch.where(valid, start[:, None] + offsets[None, :],
+                            torch.full_like(valid, self.seen_items.shape[0] - 1, dtype=torch.int64))
+        seen = self.seen_items[index]                                            # B x L
+        padded = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)
+        padded = padded.scatter(1, seen, torch.full_like(seen, float("-inf"), dtype=padded.dtype))
+        scores = padded[:, :-1]
+        k = k[:, 0].to(torch.int64)
+        best, index = torch.topk(scores, k.max(), dim=1)
+        keep = (torch.arange(best.shape[1], device=uid.device)[None, :] < k[:, None]) & torch.isfinite(best)
+        ids = torch.where(keep, self.item_ids[index], torch.full_like(index, -1))
+        best = torch.where(keep, best, torch.full_like(best, float("-inf")))
+        return ids, best
+
+
+def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:
+    """Build from a RetrievalScorer-like module (user_embedding, item_vectors_t, item_bias)
+    and the FeatureArrays the three-step ensemble serves from."""
+    return FusedRetrieval(
+        user_vectors=scorer.user_embedding.weight.detach().numpy(),
+        item_vectors=scorer.item_vectors_t.detach().numpy().T,
+        item_bias=scorer.item_bias.detach().numpy(), popularity=features.popularity,
+        user_ids=features.user_ids, seen_indptr=features.seen_indptr,
+        seen_items=features.seen_items, item_ids=features.item_ids)
+
+
+# --------------------------------------------------------------------- Triton specs
+
+def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime_onnx",
+                     kind: str = "KIND_CPU", instances: int = 1, max_queue_delay_us: int = 0,
+                     threads: int = 2, max_batch: int = MAX_BATCH) -> ModelSpec:
+    # libtorch names outputs <name>__<index>; the ensemble maps them back to the contract
+    torch_names = platform == "pytorch_libtorch"
+    return ModelSpec(
+        name=name, platform=platform, max_batch_size=max_batch, instance_count=instances,
+        instance_kind=kind, max_queue_delay_us=max_queue_delay_us,
+        inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),
+        outputs=(TensorSpec("ITEM_IDS__0" if torch_names else "ITEM_IDS", "INT64", (-1,)),
+                 TensorSpec("SCORES__1" if torch_names else "SCORES", "FP32", (-1,))),
+        # intra_op_thread_count: read by the stock onnxruntime backend and ours;
+        # batch_group_inputs: our python-based backends only run requests with equal K together
+        parameters=(("intra_op_thread_count", str(threads)), ("batch_group_inputs", "K")))
+
+
+def fused_ensemble_spec(model: ModelSpec, name: str = "recommend_fused") -> EnsembleSpec:
+    ids, scores = (t.name for t in model.outputs)
+    spec = EnsembleSpec(
+        name=name, max_batch_size=model.max_batch_size,
+        inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),
+        outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("SCORES", "FP32", (-1,))),
+        steps=(EnsembleStep(model.name, {"USER_ID": "USER_ID", "K": "K"},
+                            {ids: "ITEM_IDS", scores: "SCORES"}),))
+    check_ensemble(spec, {model.name: model})
+    return spec
+
+
+# --------------------------------------------------------------------- export
+
+@dataclass(frozen=True)
+class FusedParity:
+    users_checked: int
+    max_score_diff: float
+
+
+def reference_recommend(features, scorer_scores: np.ndarray, user_ids: np.ndarray, k: int):
+    """The three-step ensemble's numpy path, on precomputed scorer outputs."""
+    from recdeploy.export.inprocess import lookup_module, topk_module
+    table = lookup_module.UserTable(features.user_ids, features.seen_indptr, features.seen_items)
+    index, seen, known = lookup_module.lookup_users(user_ids, table)
+    return topk_module.top_k(scorer_scores[index[:, 0]], seen, known, k, features.popularity,
+                             features.item_ids)
+
+
+def _unique_in_row(scores: np.ndarray) -> np.ndarray:
+    """True where a score occurs once in its row (its position cannot depend on tie order)."""
+    ordered = np.sort(scores, axis=1)
+    unique = np.ones_like(scores, dtype=bool)
+    for row in range(len(scores)):
+        values, counts = np.unique(ordered[row], return_counts=True)
+        unique[row] = np.isin(scores[row], values[counts == 1])
+    return unique
+
+
+def check_fused_parity(run_fused, fused: FusedRetrieval, features, all_scores: np.ndarray,
+                       user_ids: np.ndarray, ks=(1, 10, 100), exact_ties: bool = True) -> FusedParity:
+    """run_fused(user_ids [B,1], k [B,1]) -> (ids, scores): must equal the numpy reference.
+
+    ONNX TopK puts the lower index first among equal scores, as the reference does
+    (exact_ties=True). torch.topk promises no tie order: with exact_ties=False, ids are
+    compared only where a score is unique in its row, the scores everywhere.
+    """
+    worst = 0.0
+    for k in ks:
+        k = min(k, fused.n_items)
+        ids, scores = run_fused(user_ids.reshape(-1, 1), np.full((len(user_ids), 1), k, np.int32))
+        want_ids, want_scores = reference_recommend(features, all_scores, user_ids, k)
+        compare = np.ones_like(ids, dtype=bool) if exact_ties else _unique_in_row(want_scores)
+        if ids.shape != want_ids.shape or not np.array_equal(ids[compare], want_ids[compare]):
+            bad = np.flatnonzero((ids != want_ids).any(axis=1))
+            raise FusedExportError(f"fused top-{k} differs from the reference for users "
+                                   f"{user_ids[bad][:5].tolist()}")
+        finite = np.isfinite(want_scores) & np.isfinite(scores)
+        if not np.array_equal(np.isfinite(want_scores), np.isfinite(scores)):
+            raise FusedExportError(f"fused top-{k} pads (-inf) different positions than the reference")
+        worst = max(worst, float(np.abs(scores[finite] - want_scores[finite]).max(initial=0.0)))
+        if worst > 1e-4:
+            raise FusedExportError(f"fused scores differ from the reference by {worst:.3g}")
+    return FusedParity(users_checked=len(user_ids), max_score_diff=worst)
+
+
+def onnx_runner(path: Path, threads: int = 2):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda users, k: tuple(session.run(["ITEM_IDS", "SCORES"], {"USER_ID": users, "K": k}))
+
+
+def export_fused_onnx(fused: FusedRetrieval, path: Path, example_users: np.ndarray) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    users = torch.from_numpy(example_users.reshape(-1, 1).astype(np.int64))
+    k = torch.full((len(users), 1), min(10, fused.n_items), dtype=torch.int32)
+    torch.onnx.export(fused.eval(), (users, k), str(path), input_names=["USER_ID", "K"],
+                      output_names=["ITEM_IDS", "SCORES"], opset_version=17, dynamo=False,
+                      dynamic_axes={"USER_ID": {0: "batch"}, "K": {0: "batch"},
+                                    "ITEM_IDS": {0: "batch", 1: "k"}, "SCORES": {0: "batch", 1: "k"}})
+    return path
+
+
+def export_fused_torchscript(fused: FusedRetrieval, path: Path) -> Path:
+    """TorchScript (scripted, so the data-dependent k and seen-list width stay dynamic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(fused.eval()).save(str(path))
+    return path
+
+
+def write_fused_variant(repo: Path, scorer: nn.Module, features, check_user_ids: np.ndarray,
+                        all_scores: np.ndarray) -> FusedParity:
+    """Add fused_retrieval (ONNX) + recommend_fused beside the three-step ensemble.
+
+    all_scores: the three-step scorer's output for every known user (U x I), the reference.
+    """
+    import tempfile
+
+    from recdeploy.export.repository import write_model
+    from recdeploy.export.triton_config import build_ensemble_config, build_model_config
+
+    fused = fused_from_repository(scorer, features)
+    unknown = np.array([-1, int(features.user_ids.max()) + 1, 2 ** 62], dtype=np.int64)
+    users = np.r_[check_user_ids, unknown].astype(np.int64)
+    spec = fused_model_spec()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_fused_onnx(fused, Path(tmp) / "model.onnx", check_user_ids[:8])
+        parity = check_fused_parity(onnx_runner(path), fused, features, all_scores, users)
+        write_model(repo, build_model_config(spec), {"model.onnx": path})
+    write_model(repo, build_ensemble_config(fused_ensemble_spec(spec)), {})
+    return parity
