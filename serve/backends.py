@@ -21,10 +21,11 @@ from recdeploy.serve.locate import STUB_NAME, TritonInstall, find_triton_install
 
 SOURCES = Path(__file__).parent / "python_backends"
 
-# backend name -> the model.py source in python_backends/. A later "pytorch" entry
-# (platform "pytorch_libtorch", TorchScript model.pt) slots in the same way.
+# backend name -> the model.py source in python_backends/. ``platform: pytorch_libtorch``
+# maps to backend ``pytorch``: the same file runs TorchScript there (torch in the stub env).
 PYTHON_BASED_BACKENDS: dict[str, Path] = {
     "onnxruntime": SOURCES / "onnxruntime_model.py",
+    "pytorch": SOURCES / "onnxruntime_model.py",
 }
 
 

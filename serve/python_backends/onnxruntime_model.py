@@ -10,7 +10,9 @@ It reads ``<model dir>/<version>/<default_model_filename or model.onnx>``, runs 
 onnxruntime in the stub process, and honours the native backend's
 ``intra_op_thread_count`` / ``inter_op_thread_count`` parameters. The requests of a dynamic
 batch are concatenated along dim 0, run once and split back. Needs numpy and onnxruntime in
-the stub's environment, nothing else.
+the stub's environment, nothing else. Registered a second time as the ``pytorch`` backend,
+it serves ``platform: "pytorch_libtorch"`` TorchScript ``model.pt`` files with torch
+(``KIND_GPU`` instances on cuda), the files the stock container's libtorch backend takes.
 """
 import json
 import os
@@ -25,11 +27,11 @@ THREAD_PARAMETERS = {"intra_op_thread_count": "intra_op_num_threads",
 
 # ---------------------------------------------------------------- numpy-only helpers
 
-def model_path(args, config):
-    """The ONNX file of this model version: ``<model dir>/<version>/<filename>``."""
+def model_path(args, config, default_filename=DEFAULT_MODEL_FILENAME):
+    """The model file of this version: ``<model dir>/<version>/<filename>``."""
     # args["model_repository"] is the model's own folder (<repository>/<model name>) for
     # python-based backends too, not the repository root.
-    filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME
+    filename = config.get("default_model_filename") or default_filename
     return os.path.join(args["model_repository"], str(args["model_version"]), filename)
 
 
@@ -93,16 +95,15 @@ def split(outputs, sizes):
 
 # ---------------------------------------------------------------- the Triton adapter
 
-class TritonPythonModel:
-    def initialize(self, args):
+def is_torchscript(config):
+    """The same file serves ``platform: pytorch_libtorch`` (backend ``pytorch``) with torch."""
+    return config.get("platform") == "pytorch_libtorch" or config.get("backend") == "pytorch"
+
+
+class OnnxRuntimeRunner:
+    def __init__(self, path, config, args):
         import onnxruntime as ort  # a missing onnxruntime fails this model's load, loudly
 
-        config = json.loads(args["model_config"])
-        path = model_path(args, config)
-        if not os.path.isfile(path):
-            raise pb_utils.TritonModelException(
-                f"onnxruntime python-based backend: model file {path} does not exist "
-                f"(set default_model_filename or name it {DEFAULT_MODEL_FILENAME})")
         options = ort.SessionOptions()
         for attribute, value in thread_options(config).items():
             setattr(options, attribute, value)
@@ -111,11 +112,52 @@ class TritonPythonModel:
                 "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider",
                                  {"device_id": int(args["model_instance_device_id"])}))
+        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+
+    def run(self, names, feed):
+        return self.session.run(names, feed)
+
+
+class TorchScriptRunner:
+    """TorchScript ``model.pt`` on the instance's device (``KIND_GPU`` -> cuda:<device id>)."""
+
+    def __init__(self, path, config, args):
+        import torch
+
+        self.torch = torch
+        gpu = args.get("model_instance_kind") == "GPU" and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{int(args['model_instance_device_id'])}" if gpu else "cpu")
+        threads = thread_options(config).get("intra_op_num_threads")
+        if threads and not gpu:
+            torch.set_num_threads(threads)
+        self.module = torch.jit.load(path, map_location=self.device).eval()
+        self.input_names = [i["name"] for i in config.get("input", [])]
+
+    def run(self, names, feed):
+        torch = self.torch
+        with torch.inference_mode():
+            inputs = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device)
+                      for name in self.input_names if name in feed]
+            outputs = self.module(*inputs)
+            outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+            return [output.cpu().numpy() for output in outputs][:len(names)]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        torchscript = is_torchscript(config)
+        path = model_path(args, config, "model.pt" if torchscript else DEFAULT_MODEL_FILENAME)
+        if not os.path.isfile(path):
+            raise pb_utils.TritonModelException(
+                f"python-based backend: model file {path} does not exist "
+                f"(set default_model_filename or name it {os.path.basename(path)})")
+        runner = TorchScriptRunner if torchscript else OnnxRuntimeRunner
         try:
-            self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+            self.session = runner(path, config, args)
         except Exception as error:  # truncated / corrupted file: say which one
             raise pb_utils.TritonModelException(
-                f"onnxruntime python-based backend: cannot load {path} "
+                f"python-based backend: cannot load {path} "
                 f"({os.path.getsize(path)} bytes; corrupted or truncated?): "
                 f"{type(error).__name__}: {error}") from error
         self.input_names = [i["name"] for i in config.get("input", [])]
