@@ -42,7 +42,7 @@ class FusedRetrieval(nn.Module):
     """
 
     def __init__(self, user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr,
-                 seen_items, item_ids):
+                 seen_items, item_ids, half: bool = False):
         super().__init__()
         user_ids = np.asarray(user_ids, dtype=np.int64)
         if len(user_ids) and (user_ids.min() < 0 or user_ids.max() >= MAX_DENSE_ID):
@@ -50,19 +50,32 @@ class FusedRetrieval(nn.Module):
         id_to_row = np.full(int(user_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
         id_to_row[user_ids] = np.arange(len(user_ids))
         n_items = len(item_ids)
-        # one extra zero row for "unknown": its gathers are masked out afterwards
-        vectors = np.concatenate([np.asarray(user_vectors, np.float32),
-                                  np.zeros((1, np.shape(user_vectors)[1]), np.float32)])
+        user_vectors = np.asarray(user_vectors, np.float32)
+        item_vectors = np.asarray(item_vectors, np.float32)
+        bias = np.asarray(item_bias, np.float32)
+        popularity = np.asarray(popularity, np.float32)
+        self.half = bool(half)
+        if half:
+            # FP16 catalogue (a GPU's tensor cores, half the bytes to scan); bias and the
+            # popularity counts stay FP32 (counts overflow FP16 past 65504)
+            users = np.r_[user_vectors, np.zeros((1, user_vectors.shape[1]), np.float32)]
+            items_t = item_vectors.T.astype(np.float16)
+        else:
+            # One GEMM does it all: users [u, 1, 0] x items [v; bias; popularity] gives
+            # u.v + bias; the extra "unknown" row [0, 0, 1] gives popularity (cold start).
+            # No elementwise pass over the B x I scores is left before the mask.
+            users = np.r_[np.c_[user_vectors, np.ones(len(user_vectors)), np.zeros(len(user_vectors))],
+                          np.r_[np.zeros(user_vectors.shape[1]), 0.0, 1.0][None, :]].astype(np.float32)
+            items_t = np.r_[item_vectors.T, bias[None, :], popularity[None, :]]
         self.register_buffer("id_to_row", torch.from_numpy(id_to_row))
-        self.register_buffer("user_vectors", torch.from_numpy(vectors))
-        self.register_buffer("item_vectors_t", torch.from_numpy(
-            np.ascontiguousarray(np.asarray(item_vectors, np.float32).T)))
-        self.register_buffer("item_bias", torch.from_numpy(np.asarray(item_bias, np.float32)))
-        self.register_buffer("popularity", torch.from_numpy(np.asarray(popularity, np.float32)))
+        self.register_buffer("user_vectors", torch.from_numpy(np.ascontiguousarray(users)))
+        self.register_buffer("item_vectors_t", torch.from_numpy(np.ascontiguousarray(items_t)))
+        self.register_buffer("item_bias", torch.from_numpy(bias))
+        self.register_buffer("popularity", torch.from_numpy(popularity))
         indptr = np.asarray(seen_indptr, np.int64)
         self.register_buffer("seen_indptr", torch.from_numpy(np.r_[indptr, indptr[-1]]))
-        # a trailing sentinel (the dummy column n_items) keeps gathers valid for empty rows
-        self.register_buffer("seen_items", torch.from_numpy(np.r_[np.asarray(seen_items, np.int64), n_items]))
+        # a trailing sentinel keeps gathers in range for users with nothing seen
+        self.register_buffer("seen_items", torch.from_numpy(np.r_[np.asarray(seen_items, np.int64), 0]))
         self.register_buffer("item_ids", torch.from_numpy(np.asarray(item_ids, np.int64)))
         self.n_users, self.n_items = len(user_ids), n_items
 
@@ -72,19 +85,23 @@ class FusedRetrieval(nn.Module):
         in_range = (uid >= 0) & (uid < table_size)
         row = self.id_to_row[uid.clamp(0, table_size - 1)]
         known = in_range & (row >= 0)
-        row = torch.where(known, row, torch.full_like(row, self.n_users))     # B
-        scores = self.user_vectors[row] @ self.item_vectors_t + self.item_bias  # B x I
-        scores = torch.where(known[:, None], scores, self.popularity[None, :])
+        row = torch.where(known, row, torch.full_like(row, self.n_users))      # B
+        vectors = self.user_vectors[row].to(self.item_vectors_t.dtype)
+        scores = (vectors @ self.item_vectors_t).float()                         # B x I
+        if self.half:
+            scores = torch.where(known[:, None], scores + self.item_bias, self.popularity[None, :])
+        # seen-item mask, in place on the scores: padding slots of a row repeat its first
+        # seen item (-inf again), or, for a row with nothing seen, rewrite item 0 unchanged
         start = self.seen_indptr[row]
         length = torch.where(known, self.seen_indptr[row + 1] - start, torch.zeros_like(start))
         offsets = torch.arange(length.max(), device=uid.device)
-        valid = offsets[None, :] < length[:, None]                               # B x L
-        index = torch.where(valid, start[:, None] + offsets[None, :],
-                            torch.full_like(valid, self.seen_items.shape[0] - 1, dtype=torch.int64))
-        seen = self.seen_items[index]                                            # B x L
-        padded = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)
-        padded = padded.scatter(1, seen, torch.full_like(seen, float("-inf"), dtype=padded.dtype))
-        scores = padded[:, :-1]
+        valid = offsets[None, :] < length[:, None]                                # B x L
+        has_seen = (length > 0)[:, None]
+        first = torch.where(has_seen, self.seen_items[start][:, None], torch.zeros_like(start)[:, None])
+        index = torch.where(valid, self.seen_items[(start[:, None] + offsets[None, :]) * valid], first)
+        values = torch.where(valid | has_seen, torch.full_like(index, float("-inf"), dtype=scores.dtype),
+                             scores.gather(1, index))
+        scores = scores.scatter(1, index, values)
         k = k[:, 0].to(torch.int64)
         best, index = torch.topk(scores, k.max(), dim=1)
         keep = (torch.arange(best.shape[1], device=uid.device)[None, :] < k[:, None]) & torch.isfinite(best)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# GPU vs CPU sweep on a lent GPU machine, from the repository root, in a few minutes:
+#
+#   bash ../shared/device/make-gpu-bundle.sh        # here, once (~41 MB, git-ignored gpu-bundle/)
+#   # then on the device, carrying gpu-bundle:
+#   bash perf/gpu_bench.sh [--items 1000000 --batch 32 --concurrency 8]
+#
+# Uses the machine's torch (CUDA) and the bundle's tritonserver 2.51, perf_analyzer and
+# tritonclient; the python backend stub gets numpy 1.26 from the bundle's small venv (numpy 2
+# makes this server return empty tensors). recdeploy runs from this checkout, not installed:
+# a throwaway folder maps recdeploy.<stage> onto the stage folders. Writes under $OUT.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+[ -d gpu-bundle ] || { echo "gpu_bench.sh: gpu-bundle/ missing (see the header)" >&2; exit 2; }
+[ -d gpu-bundle/x ] || bash gpu-bundle/unpack.sh
+# shellcheck disable=SC1091
+source gpu-bundle/x/env.sh
+pkg=$(mktemp -d)
+mkdir -p "$pkg/recdeploy"
+cp recdeploy/*.py "$pkg/recdeploy/"
+for stage in train compress export serve clients perf; do ln -s "$root/$stage" "$pkg/recdeploy/$stage"; done
+# perf_analyzer looks for libb64.so.0d / libcudart.so.12 by plain name; the bundle's libs
+# folder has them under hashed names: link them in last, so real ones win
+links=$(mktemp -d)
+for pair in 'libb64-*.so.0d:libb64.so.0d' 'libcudart-*.so.12*:libcudart.so.12'; do
+  found=$(ls gpu-bundle/x/ts/libs/${pair%%:*} 2>/dev/null | head -n 1 || true)
+  [ -n "$found" ] && ln -sf "$root/$found" "$links/${pair##*:}"
+done
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$links
+ldd "$PERF_ANALYZER" | grep "not found" || true
+export PYTHONPATH=$pkg${PYTHONPATH:+:$PYTHONPATH}
+export RECDEPLOY_CACHE=${RECDEPLOY_CACHE:-/tmp/recdeploy-cache}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -m recdeploy.perf.gpu_bench --out "${OUT:-reports/gpu}" "$@"
