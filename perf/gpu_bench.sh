@@ -33,4 +33,6 @@ export PYTHONPATH=$pkg${PYTHONPATH:+:$PYTHONPATH}
 export RECDEPLOY_CACHE=${RECDEPLOY_CACHE:-/tmp/recdeploy-cache}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -m recdeploy.perf.gpu_bench --out "${OUT:-reports/gpu}" "$@"
+out=$(realpath -m "${OUT:-reports/gpu}")
+# not from the checkout root: its recdeploy/ folder (no stage folders) would shadow $pkg
+cd "$pkg" && python3 -m recdeploy.perf.gpu_bench --out "$out" "$@"
