@@ -25,8 +25,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest tests
 
-bench: setup
-	$(BIN)/recdeploy perf --run runs/demo --sweep full
+bench: setup   # after `make demo`: every ensemble served vs in-process, plus catalogue scale
+	$(BIN)/recdeploy perf --lab model_repository --batch-size 1,64 --concurrency 1,2,4,8,16 \
+	    --scale 100000,1000000 --out reports/bench
 
 clean:
 	rm -rf $(VENV) runs reports

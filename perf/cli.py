@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="[%(default)s]")
     target.add_argument("--model", type=_name_list, default=("recommend",),
                         help="served model(s), comma-separated, e.g. recommend,recommend_int8 [recommend]")
-    target.add_argument("--users", required=True,
-                        help="real user ids: a file (one per line, or comma/space separated) or a comma list")
+    target.add_argument("--users",
+                        help="real user ids: a file (one per line, or comma/space separated) or a comma list "
+                             "(required unless --lab, which takes them from the repository)")
     target.add_argument("-k", type=int, default=10, help="top-K asked for in every request [%(default)s]")
     target.add_argument("--dataset", help="dataset name recorded in the report (e.g. ml-100k)")
     load = parser.add_argument_group("load")
@@ -76,13 +77,55 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--shared-memory", choices=("none", "system", "cuda"), default="none", help="[%(default)s]")
     load.add_argument("--metrics-url", help="Triton metrics host:port/metrics; adds --collect-metrics (GPU only)")
     load.add_argument("--timeout-s", type=float, help="per perf_analyzer process (default from the window settings)")
+    lab = parser.add_argument_group("lab: start a server on a repository, compare served with in-process")
+    lab.add_argument("--lab", type=Path, metavar="REPOSITORY",
+                     help="measure every ensemble of this exported repository (or those named by --model) "
+                          "served AND in-process at each --batch-size; starts and stops its own server")
+    lab.add_argument("--scale", type=_int_list, metavar="ITEMS",
+                     help="also measure the fused model on synthetic catalogues of these sizes "
+                          "(e.g. 100000,1000000) against the machine's own GEMM roofline")
     parser.add_argument("--out", type=Path, default=Path("reports/perf"), help="output folder [%(default)s]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
+def run_lab_command(args) -> int:
+    from recdeploy.perf.analyzer import PerfAnalyzerFailedError, PerfAnalyzerNotFoundError
+    from recdeploy.perf.lab import LabConfig, LabError, run_lab, write_lab_report
+
+    models = () if args.model == ("recommend",) else args.model
+    try:
+        config = LabConfig(repository=args.lab, ensembles=models, batch_sizes=args.batch_size,
+                           concurrency=args.concurrency, k=args.k,
+                           measurement_interval_ms=args.measurement_interval_ms,
+                           stability_percentage=max(args.stability_percentage, 25.0))
+        rows, results = run_lab(config, args.out, progress=not args.no_progress)
+    except (LabError, ValueError) as exc:
+        print(f"recdeploy perf: {exc}", file=sys.stderr)
+        return 2
+    except (PerfAnalyzerNotFoundError, PerfAnalyzerFailedError) as exc:
+        print(f"recdeploy perf: {exc}", file=sys.stderr)
+        return 1
+    metadata = {"repository": str(args.lab), "k": args.k, "client": "perf_analyzer on the same machine"}
+    if args.scale:
+        from recdeploy.perf.scale import run_scale, render_scale_markdown
+        scale_rows = run_scale(args.scale, args.out, threads=2)
+        (args.out / "scale.md").write_text(render_scale_markdown(scale_rows))
+    report = write_lab_report(rows, results, args.out, metadata)
+    if args.scale:
+        report.write_text(report.read_text() + "\n" + (args.out / "scale.md").read_text())
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.lab:
+        return run_lab_command(args)
+    if not args.users:
+        print("recdeploy perf: --users is required (or use --lab REPOSITORY)", file=sys.stderr)
+        return 2
     from recdeploy.perf.analyzer import (PerfAnalyzerFailedError, PerfAnalyzerNotFoundError, PerfConfig,
                                          run_sweeps)
     from recdeploy.perf.input_data import read_user_ids, write_input_data

@@ -139,3 +139,20 @@ def test_fused_bad_k_is_an_error_and_server_stays_up(server, reference):
         with pytest.raises(InferenceServerException, match="(?i)k"):
             client.recommend([1], k=5000)
     _assert_still_serving(server, reference)
+
+
+def test_lab_compares_served_with_inprocess(repository, tmp_path):
+    """The perf lab starts its own server; every ensemble gets a served and an in-process number."""
+    from recdeploy.perf.lab import LabConfig, run_lab, write_lab_report
+
+    config = LabConfig(repository=repository, batch_sizes=(1,), concurrency=(2,), measurement_interval_ms=800,
+                       stability_percentage=60, inprocess_seconds=0.5)
+    rows, results = run_lab(config, tmp_path, progress=False, log=lambda _: None)
+    assert [row.ensemble for row in rows] == ["recommend", "recommend_fused"]
+    for row in rows:
+        assert row.served_peak_recs_per_s > 10 and row.inprocess.recommendations_per_s > 10
+    three_step = {step.model for step in rows[0].steps}
+    assert three_step == {"feature_lookup", "scorer", "topk"}
+    assert {step.model for step in rows[1].steps} == {"fused_retrieval"}
+    report = write_lab_report(rows, results, tmp_path, {}).read_text()
+    assert "served / in-process" in report and "| recommend_fused | 1 |" in report

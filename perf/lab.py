@@ -1,0 +1,222 @@
+"""The performance lab: every ensemble of a repository, served vs in-process, with server-side time.
+
+    recdeploy perf --repository model_repository --lab          # starts its own server
+    recdeploy perf --repository model_repository --lab --batch-size 1,64 --concurrency 1,4,8,16
+
+For each ensemble (``recommend``, ``recommend_fused``, ``recommend_<variant>``) and client batch
+size it runs perf_analyzer over the concurrency sweep, reads Triton's own statistics for each
+composing model (queue vs compute time per execution), and measures the same pipeline
+in-process (no server) at the same batch size, so the report shows what serving adds.
+"""
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from recdeploy.perf.inprocess import InProcessResult, Pipeline, measure_inprocess
+
+
+class LabError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    repository: Path
+    ensembles: tuple[str, ...] = ()          # () = every ensemble recdeploy.json lists
+    batch_sizes: tuple[int, ...] = (1, 64)
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    k: int = 10
+    measurement_interval_ms: int = 2000
+    stability_percentage: float = 25.0
+    inprocess_seconds: float = 3.0
+    threads: int = 2
+
+    def __post_init__(self):
+        if not (Path(self.repository) / "recdeploy.json").is_file():
+            raise LabError(f"{self.repository} has no recdeploy.json: export a run first "
+                           "(recdeploy export --run RUN --repository DIR)")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise LabError(f"batch sizes must be positive, got {self.batch_sizes}")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise LabError(f"concurrency levels must be positive, got {self.concurrency}")
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Triton's own averages for one composing model over a measurement."""
+    model: str
+    executions: int
+    queue_ms: float
+    compute_ms: float      # input + infer + output, per execution
+
+    @property
+    def per_execution_ms(self) -> float:
+        return self.queue_ms + self.compute_ms
+
+
+@dataclass(frozen=True)
+class LabRow:
+    ensemble: str
+    batch_size: int
+    served_peak_recs_per_s: float
+    served_peak_concurrency: int
+    served_p99_ms_at_peak: float
+    inprocess: InProcessResult
+    steps: tuple[StepTime, ...] = field(default_factory=tuple)
+
+    @property
+    def served_over_inprocess(self) -> float:
+        return self.served_peak_recs_per_s / self.inprocess.recommendations_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "served_over_inprocess": self.served_over_inprocess}
+
+
+# ------------------------------------------------------------- in-process pipelines
+
+def inprocess_pipeline(repository: Path, ensemble: str, threads: int = 2) -> Pipeline:
+    """The pipeline an ensemble runs, without the server (its own artifacts, same code)."""
+    from recdeploy.perf.inprocess import onnx_pipeline, three_step_pipeline
+
+    repository = Path(repository)
+    config = _ensemble_steps(repository, ensemble)
+    models = [step["model_name"] for step in config]
+    if len(models) == 1:
+        return onnx_pipeline(repository / models[0] / "1" / "model.onnx", threads)
+    scorers = [m for m in models if m.startswith("scorer")]
+    if len(scorers) != 1:
+        raise LabError(f"ensemble {ensemble!r}: no in-process equivalent for steps {models}")
+    return three_step_pipeline(repository, scorers[0], threads)
+
+
+def _ensemble_steps(repository: Path, ensemble: str) -> list[dict]:
+    from google.protobuf.json_format import MessageToDict
+
+    from recdeploy.export.triton_config import parse_config_text
+    path = Path(repository) / ensemble / "config.pbtxt"
+    if not path.is_file():
+        raise LabError(f"no ensemble {ensemble!r} in {repository}")
+    config = MessageToDict(parse_config_text(path.read_text()), preserving_proto_field_name=True)
+    return config.get("ensemble_scheduling", {}).get("step", [])
+
+
+def ensembles_of(repository: Path) -> tuple[str, ...]:
+    return tuple(json.loads((Path(repository) / "recdeploy.json").read_text()).get("ensembles", []))
+
+
+# ------------------------------------------------------------- server statistics
+
+def model_statistics(http_url: str) -> dict[str, dict]:
+    """Triton's cumulative statistics per model (``GET /v2/models/stats``)."""
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/stats", timeout=10) as response:
+        body = json.loads(response.read())
+    return {entry["name"]: entry for entry in body.get("model_stats", [])}
+
+
+def step_times(before: dict[str, dict], after: dict[str, dict], models: list[str]) -> tuple[StepTime, ...]:
+    """Per-execution queue and compute time of each model between two statistics snapshots."""
+    def total(stats: dict, key: str) -> tuple[int, int]:
+        entry = stats.get("inference_stats", {}).get(key, {})
+        return int(entry.get("count", 0)), int(entry.get("ns", 0))
+
+    steps = []
+    for model in models:
+        a, b = before.get(model, {}), after.get(model, {})
+        executions = int(b.get("execution_count", 0)) - int(a.get("execution_count", 0))
+        if executions <= 0:
+            continue
+        ns = {key: total(b, key)[1] - total(a, key)[1]
+              for key in ("queue", "compute_input", "compute_infer", "compute_output")}
+        steps.append(StepTime(model=model, executions=executions,
+                              queue_ms=ns["queue"] / executions / 1e6,
+                              compute_ms=(ns["compute_input"] + ns["compute_infer"] +
+                                          ns["compute_output"]) / executions / 1e6))
+    return tuple(steps)
+
+
+# ------------------------------------------------------------- the lab
+
+def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
+            log: Callable[[str], None] = print) -> tuple[list[LabRow], list]:
+    """Measure every (ensemble, batch size); returns the rows and the raw perf results."""
+    from recdeploy.perf.analyzer import run_sweep
+    from recdeploy.perf.config import PerfConfig
+    from recdeploy.perf.input_data import write_input_data
+    from recdeploy.serve.server import ServerConfig, TritonServer
+
+    repository, out_dir = Path(config.repository), Path(out_dir)
+    ensembles = config.ensembles or ensembles_of(repository)
+    user_ids = np.load(repository / "feature_lookup" / "1" / "user_ids.npy")
+    user_ids = user_ids[np.random.default_rng(0).permutation(len(user_ids))]
+    inprocess = {}
+    for ensemble in ensembles:
+        pipeline = inprocess_pipeline(repository, ensemble, config.threads)
+        for batch in config.batch_sizes:
+            inprocess[ensemble, batch] = measure_inprocess(
+                pipeline, user_ids, batch, config.k, config.inprocess_seconds, label=ensemble)
+            log(f"in-process {ensemble} batch {batch}: "
+                f"{inprocess[ensemble, batch].recommendations_per_s:,.0f} recs/s")
+    rows, results = [], []
+    with TritonServer(ServerConfig(model_repository=repository)) as server:
+        for ensemble in ensembles:
+            models = [step["model_name"] for step in _ensemble_steps(repository, ensemble)]
+            for batch in config.batch_sizes:
+                data = write_input_data(out_dir / "inputs" / f"users-b{batch}.json",
+                                        user_ids.tolist(), config.k, batch_size=batch)
+                perf = PerfConfig(model_name=ensemble, url=server.grpc_url, batch_size=batch,
+                                  concurrency=config.concurrency, input_data=data,
+                                  measurement_interval_ms=config.measurement_interval_ms,
+                                  stability_percentage=config.stability_percentage)
+                before = model_statistics(server.http_url)
+                result = run_sweep(perf, out_dir, progress=progress)
+                after = model_statistics(server.http_url)
+                results.append(result)
+                peak = result.peak()
+                row = LabRow(ensemble=ensemble, batch_size=batch,
+                             served_peak_recs_per_s=peak.throughput_infer_per_s,
+                             served_peak_concurrency=peak.concurrency,
+                             served_p99_ms_at_peak=peak.p99_us / 1e3,
+                             inprocess=inprocess[ensemble, batch],
+                             steps=step_times(before, after, models))
+                rows.append(row)
+                log(f"served {ensemble} batch {batch}: {row.served_peak_recs_per_s:,.0f} recs/s at "
+                    f"c={row.served_peak_concurrency} ({row.served_over_inprocess:.0%} of in-process)")
+    return rows, results
+
+
+def render_lab_markdown(rows: list[LabRow]) -> str:
+    lines = ["## Served vs in-process", "",
+             "Served: perf_analyzer's peak over the concurrency sweep (gRPC, one client machine "
+             "shared with the server). In-process: the same pipeline and artifacts called back to "
+             "back by one thread, no server.", "",
+             "| ensemble | batch | served recs/s (peak) | at concurrency | p99 ms | in-process recs/s "
+             "| served / in-process |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row.ensemble} | {row.batch_size} | {row.served_peak_recs_per_s:,.0f} | "
+                     f"{row.served_peak_concurrency} | {row.served_p99_ms_at_peak:.2f} | "
+                     f"{row.inprocess.recommendations_per_s:,.0f} | {row.served_over_inprocess:.0%} |")
+    lines += ["", "## Where the server's time goes (Triton statistics, per execution)", "",
+              "| ensemble | batch | step | executions | queue ms | compute ms |",
+              "|---|---:|---|---:|---:|---:|"]
+    for row in rows:
+        for step in row.steps:
+            lines.append(f"| {row.ensemble} | {row.batch_size} | {step.model} | {step.executions:,} | "
+                         f"{step.queue_ms:.3f} | {step.compute_ms:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_lab_report(rows: list[LabRow], results: list, out_dir: Path, metadata: dict) -> Path:
+    from recdeploy.perf.report import write_report
+
+    files = write_report(results, out_dir, metadata)
+    text = files.markdown.read_text()
+    files.markdown.write_text(text.replace("\n## ", "\n" + render_lab_markdown(rows) + "\n## ", 1)
+                              if "\n## " in text else text + "\n" + render_lab_markdown(rows))
+    (Path(out_dir) / "lab.json").write_text(json.dumps([row.to_dict() for row in rows], indent=2))
+    return files.markdown

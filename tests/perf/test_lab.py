@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from recdeploy.perf.inprocess import measure_inprocess
+from recdeploy.perf.lab import LabConfig, LabError, StepTime, render_lab_markdown, step_times
+from recdeploy.perf.scale import ScaleRow, render_scale_markdown
+
+
+def _stats(executions, queue_ns, infer_ns):
+    return {"execution_count": executions, "inference_stats": {
+        "queue": {"count": executions, "ns": queue_ns}, "compute_input": {"count": executions, "ns": 0},
+        "compute_infer": {"count": executions, "ns": infer_ns}, "compute_output": {"count": executions, "ns": 0}}}
+
+
+def test_step_times_are_per_execution_deltas():
+    before = {"scorer": _stats(10, 1_000_000, 5_000_000)}
+    after = {"scorer": _stats(110, 21_000_000, 105_000_000), "idle": _stats(0, 0, 0)}
+    (step,) = step_times(before, after, ["scorer", "idle", "missing"])
+    assert step == StepTime(model="scorer", executions=100, queue_ms=0.2, compute_ms=1.0)
+    assert step.per_execution_ms == pytest.approx(1.2)
+
+
+def test_measure_inprocess_counts_users_not_requests():
+    calls = []
+    result = measure_inprocess(lambda users, k: calls.append(users.shape), np.arange(100), batch_size=8,
+                               k=5, seconds=0.05, warmup=2)
+    assert calls[0] == (8, 1) and result.batch_size == 8
+    assert result.recommendations_per_s > 0 and result.requests == len(calls) - 2
+    with pytest.raises(ValueError, match="need at least batch_size=8 user ids, got 3"):
+        measure_inprocess(lambda u, k: None, np.arange(3), batch_size=8)
+
+
+def test_lab_config_refuses_a_folder_that_is_not_an_export(tmp_path):
+    with pytest.raises(LabError, match="has no recdeploy.json: export a run first"):
+        LabConfig(repository=tmp_path)
+
+
+def test_scale_markdown_states_ratio_to_roofline():
+    text = render_scale_markdown([ScaleRow(items=1_000_000, batch=64, fused_ms=150.0, gemm_ms=100.0,
+                                           recs_per_s=426.7)])
+    assert "| 1,000,000 | 64 | 150.0 | 100.0 | 1.50x | 427 |" in text
