@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--lab", type=Path, metavar="REPOSITORY",
                      help="measure every ensemble of this exported repository (or those named by --model) "
                           "served AND in-process at each --batch-size; starts and stops its own server")
+    lab.add_argument("--queue-delays-us", type=_int_list, default=(0,), metavar="US",
+                     help="dynamic batching max_queue_delay_microseconds values to sweep [0]")
+    lab.add_argument("--instances", type=_int_list, default=(1,), metavar="N",
+                     help="instances per model to sweep [1]")
     lab.add_argument("--scale", type=_int_list, metavar="ITEMS",
                      help="also measure the fused model on synthetic catalogues of these sizes "
                           "(e.g. 100000,1000000) against the machine's own GEMM roofline")
@@ -98,7 +102,8 @@ def run_lab_command(args) -> int:
         config = LabConfig(repository=args.lab, ensembles=models, batch_sizes=args.batch_size,
                            concurrency=args.concurrency, k=args.k,
                            measurement_interval_ms=args.measurement_interval_ms,
-                           stability_percentage=max(args.stability_percentage, 25.0))
+                           stability_percentage=max(args.stability_percentage, 25.0),
+                           schedules=tuple((d, n) for d in args.queue_delays_us for n in args.instances))
         rows, results = run_lab(config, args.out, progress=not args.no_progress)
     except (LabError, ValueError) as exc:
         print(f"recdeploy perf: {exc}", file=sys.stderr)

@@ -11,6 +11,8 @@ in-process (no server) at the same batch size, so the report shows what serving 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +38,9 @@ class LabConfig:
     stability_percentage: float = 25.0
     inprocess_seconds: float = 3.0
     threads: int = 2
+    # (dynamic batching max_queue_delay_us, instances per model) settings to sweep; each
+    # one rewrites the non-ensemble configs of a copy of the repository and restarts the server
+    schedules: tuple[tuple[int, int], ...] = ((0, 1),)
 
     def __post_init__(self):
         if not (Path(self.repository) / "recdeploy.json").is_file():
@@ -45,6 +50,8 @@ class LabConfig:
             raise LabError(f"batch sizes must be positive, got {self.batch_sizes}")
         if not self.concurrency or min(self.concurrency) < 1:
             raise LabError(f"concurrency levels must be positive, got {self.concurrency}")
+        if not self.schedules or any(d < 0 or n < 1 for d, n in self.schedules):
+            raise LabError(f"schedules are (delay_us >= 0, instances >= 1) pairs, got {self.schedules}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ class StepTime:
 class LabRow:
     ensemble: str
     batch_size: int
+    delay_us: int
+    instances: int
     served_peak_recs_per_s: float
     served_peak_concurrency: int
     served_p99_ms_at_peak: float
@@ -140,6 +149,42 @@ def step_times(before: dict[str, dict], after: dict[str, dict], models: list[str
     return tuple(steps)
 
 
+# ------------------------------------------------------------- scheduling variants
+
+def with_schedule(config, delay_us: int, instances: int):
+    """A copy of a ModelConfig with this dynamic-batching delay and instance count (pure)."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    changed = pb.ModelConfig()
+    changed.CopyFrom(config)
+    if changed.platform == "ensemble":
+        return changed
+    if changed.max_batch_size > 0:
+        changed.dynamic_batching.max_queue_delay_microseconds = delay_us
+    for group in changed.instance_group:
+        group.count = instances
+    return changed
+
+
+def scheduled_copy(repository: Path, dest: Path, delay_us: int, instances: int) -> Path:
+    """Copy the repository (artifacts hard-linked where possible) with rewritten configs."""
+    from recdeploy.export.triton_config import config_text, parse_config_text
+
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(repository, dest, copy_function=link_or_copy)
+    for path in dest.glob("*/config.pbtxt"):
+        path.unlink()  # the hard link shares the original's inode: write a new file
+        source = repository / path.parent.name / "config.pbtxt"
+        path.write_text(config_text(with_schedule(parse_config_text(source.read_text()),
+                                                  delay_us, instances)))
+    return dest
+
+
 # ------------------------------------------------------------- the lab
 
 def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
@@ -163,30 +208,36 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
             log(f"in-process {ensemble} batch {batch}: "
                 f"{inprocess[ensemble, batch].recommendations_per_s:,.0f} recs/s")
     rows, results = [], []
-    with TritonServer(ServerConfig(model_repository=repository)) as server:
-        for ensemble in ensembles:
-            models = [step["model_name"] for step in _ensemble_steps(repository, ensemble)]
-            for batch in config.batch_sizes:
-                data = write_input_data(out_dir / "inputs" / f"users-b{batch}.json",
-                                        user_ids.tolist(), config.k, batch_size=batch)
-                perf = PerfConfig(model_name=ensemble, url=server.grpc_url, batch_size=batch,
-                                  concurrency=config.concurrency, input_data=data,
-                                  measurement_interval_ms=config.measurement_interval_ms,
-                                  stability_percentage=config.stability_percentage)
-                before = model_statistics(server.http_url)
-                result = run_sweep(perf, out_dir, progress=progress)
-                after = model_statistics(server.http_url)
-                results.append(result)
-                peak = result.peak()
-                row = LabRow(ensemble=ensemble, batch_size=batch,
-                             served_peak_recs_per_s=peak.throughput_infer_per_s,
-                             served_peak_concurrency=peak.concurrency,
-                             served_p99_ms_at_peak=peak.p99_us / 1e3,
-                             inprocess=inprocess[ensemble, batch],
-                             steps=step_times(before, after, models))
-                rows.append(row)
-                log(f"served {ensemble} batch {batch}: {row.served_peak_recs_per_s:,.0f} recs/s at "
-                    f"c={row.served_peak_concurrency} ({row.served_over_inprocess:.0%} of in-process)")
+    for delay_us, instances in config.schedules:
+        served_repo = repository
+        if (delay_us, instances) != (0, 1) or len(config.schedules) > 1:
+            served_repo = scheduled_copy(repository, out_dir / "repositories" /
+                                         f"delay{delay_us}-x{instances}", delay_us, instances)
+        with TritonServer(ServerConfig(model_repository=served_repo)) as server:
+            for ensemble in ensembles:
+                models = [step["model_name"] for step in _ensemble_steps(repository, ensemble)]
+                for batch in config.batch_sizes:
+                    data = write_input_data(out_dir / "inputs" / f"users-b{batch}.json",
+                                            user_ids.tolist(), config.k, batch_size=batch)
+                    perf = PerfConfig(model_name=ensemble, url=server.grpc_url, batch_size=batch,
+                                      concurrency=config.concurrency, input_data=data,
+                                      measurement_interval_ms=config.measurement_interval_ms,
+                                      stability_percentage=config.stability_percentage)
+                    before = model_statistics(server.http_url)
+                    result = run_sweep(perf, out_dir / f"delay{delay_us}-x{instances}", progress=progress)
+                    after = model_statistics(server.http_url)
+                    results.append(result)
+                    peak = result.peak()
+                    row = LabRow(ensemble=ensemble, batch_size=batch, delay_us=delay_us,
+                                 instances=instances, served_peak_recs_per_s=peak.throughput_infer_per_s,
+                                 served_peak_concurrency=peak.concurrency,
+                                 served_p99_ms_at_peak=peak.p99_us / 1e3,
+                                 inprocess=inprocess[ensemble, batch],
+                                 steps=step_times(before, after, models))
+                    rows.append(row)
+                    log(f"served {ensemble} batch {batch} (delay {delay_us} us, x{instances}): "
+                        f"{row.served_peak_recs_per_s:,.0f} recs/s at c={row.served_peak_concurrency} "
+                        f"({row.served_over_inprocess:.0%} of in-process)")
     return rows, results
 
 
@@ -195,18 +246,21 @@ def render_lab_markdown(rows: list[LabRow]) -> str:
              "Served: perf_analyzer's peak over the concurrency sweep (gRPC, one client machine "
              "shared with the server). In-process: the same pipeline and artifacts called back to "
              "back by one thread, no server.", "",
-             "| ensemble | batch | served recs/s (peak) | at concurrency | p99 ms | in-process recs/s "
-             "| served / in-process |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| ensemble | batch | queue delay us | instances | served recs/s (peak) | at concurrency "
+             "| p99 ms | in-process recs/s | served / in-process |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row.ensemble} | {row.batch_size} | {row.served_peak_recs_per_s:,.0f} | "
+        lines.append(f"| {row.ensemble} | {row.batch_size} | {row.delay_us} | {row.instances} | "
+                     f"{row.served_peak_recs_per_s:,.0f} | "
                      f"{row.served_peak_concurrency} | {row.served_p99_ms_at_peak:.2f} | "
                      f"{row.inprocess.recommendations_per_s:,.0f} | {row.served_over_inprocess:.0%} |")
     lines += ["", "## Where the server's time goes (Triton statistics, per execution)", "",
-              "| ensemble | batch | step | executions | queue ms | compute ms |",
-              "|---|---:|---|---:|---:|---:|"]
+              "| ensemble | batch | delay us | instances | step | executions | queue ms | compute ms |",
+              "|---|---:|---:|---:|---|---:|---:|---:|"]
     for row in rows:
         for step in row.steps:
-            lines.append(f"| {row.ensemble} | {row.batch_size} | {step.model} | {step.executions:,} | "
+            lines.append(f"| {row.ensemble} | {row.batch_size} | {row.delay_us} | {row.instances} | "
+                         f"{step.model} | {step.executions:,} | "
                          f"{step.queue_ms:.3f} | {step.compute_ms:.3f} |")
     return "\n".join(lines) + "\n"
 

@@ -39,3 +39,17 @@ def test_scale_markdown_states_ratio_to_roofline():
     text = render_scale_markdown([ScaleRow(items=1_000_000, batch=64, fused_ms=150.0, gemm_ms=100.0,
                                            recs_per_s=426.7)])
     assert "| 1,000,000 | 64 | 150.0 | 100.0 | 1.50x | 427 |" in text
+
+
+def test_with_schedule_rewrites_batching_and_instances_but_not_ensembles():
+    from recdeploy.export.fused import fused_ensemble_spec, fused_model_spec
+    from recdeploy.export.triton_config import build_ensemble_config, build_model_config
+    from recdeploy.perf.lab import with_schedule
+
+    model = build_model_config(fused_model_spec())
+    changed = with_schedule(model, 500, 2)
+    assert changed.dynamic_batching.max_queue_delay_microseconds == 500
+    assert changed.instance_group[0].count == 2
+    assert model.instance_group[0].count == 1  # the input is left alone
+    ensemble = build_ensemble_config(fused_ensemble_spec(fused_model_spec()))
+    assert with_schedule(ensemble, 500, 2) == ensemble
