@@ -115,15 +115,14 @@ def sample_user_indices(n_users: int, n: int = 64, seed: int = 0) -> np.ndarray:
 
 
 def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -> ParityReport:
-    """model: a trained TwoTower. Writes the whole repository; returns the ONNX parity report."""
-    from recdeploy.train.models.two_tower import RetrievalScorer
-
+    """model: any model with ``retrieval_scorer()`` (USER_INDEX -> SCORES). Writes the whole
+    repository; returns the ONNX parity report."""
     if card is not None and card.get("dataset_fingerprint") not in (None, ds.fingerprint()):
         raise ExportError(f"checkpoint was trained on dataset fingerprint "
                           f"{card['dataset_fingerprint']}, but {ds.name} now has {ds.fingerprint()}")
     repo = Path(repo)
     clear_repository(repo)
-    scorer = RetrievalScorer(model).eval()
+    scorer = model.retrieval_scorer().eval()
     users = sample_user_indices(ds.n_users).reshape(-1, 1)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(scorer, {"USER_INDEX": users}, ["SCORES"], Path(tmp) / "model.onnx")

@@ -25,6 +25,17 @@ class TrainConfig:
     # stop when validation NDCG@10 has not improved for this many epochs
     patience: int = 4
     seed: int = 0
+    # rating / retrieval_random tasks: L2 per example on the rows a batch touches (SGD-style)
+    reg: float = 0.05
+    # retrieval_random task, NeuMF: sampled negatives per positive for its BCE loss
+    negatives: int = 4
+    # sequential models (sasrec): history window, transformer blocks, heads, dropout
+    max_len: int = 200
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    # "cpu" or "cuda"; only tasks that support it read it (sequential does)
+    device: str = "cpu"
 
     def __post_init__(self):
         from recdeploy.train.data import DATASETS
@@ -36,8 +47,15 @@ class TrainConfig:
         for name in ("dim", "epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_len < 1 or self.layers < 1 or self.heads < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"need max_len, layers, heads >= 1 and 0 <= dropout < 1, got "
+                              f"{self.max_len}, {self.layers}, {self.heads}, {self.dropout}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.reg < 0:
+            raise ConfigError(f"reg must be >= 0, got {self.reg}")
+        if self.negatives < 1:
+            raise ConfigError(f"negatives must be >= 1, got {self.negatives}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
 

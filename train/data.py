@@ -291,3 +291,90 @@ def seen_items_by_user(ds: Dataset, rows: np.ndarray) -> list[np.ndarray]:
 def item_popularity(ds: Dataset, rows: np.ndarray) -> np.ndarray:
     """Interaction counts per internal item over the given rows (float32 [I])."""
     return np.bincount(ds.items[rows], minlength=ds.n_items).astype(np.float32)
+
+
+def filter_ratings(ds: Dataset, min_rating: float) -> Dataset:
+    """Keep the interactions rated >= min_rating; users, items and features keep their indices.
+
+    Indices stay valid for the unfiltered dataset, so a model trained on the filtered rows
+    exports against the full one (users/items with no kept rating remain, with no history).
+    """
+    from dataclasses import replace
+    keep = ds.ratings >= min_rating
+    return replace(ds, users=ds.users[keep], items=ds.items[keep], ratings=ds.ratings[keep],
+                   timestamps=ds.timestamps[keep])
+
+
+def _ratio_counts(n: int, ratios: tuple[float, ...]) -> list[int]:
+    """RecBole's split sizes: floor(ratio * n) for the later parts, at least 1 while train keeps 2."""
+    counts = [int(r * n) for r in ratios]
+    counts[0] = n - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * n < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
+
+
+def random_split(ds: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                 by_user: bool = False) -> Split:
+    """Seeded random train/valid/test split of the interaction rows.
+
+    by_user=False shuffles all rows together (the rating-prediction protocol). by_user=True
+    shuffles each user's rows and splits them by the ratios (RecBole's ``RS`` split with
+    ``group_by: user``), so every user with enough interactions has test items.
+    """
+    if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1.0) > 1e-6:
+        raise DatasetError(f"ratios must be three non-negative numbers summing to 1, got {ratios}")
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(ds.n_interactions)
+    if not by_user:
+        n_train, n_valid, _ = _ratio_counts(len(rows), ratios)
+        return Split(train=np.sort(rows[:n_train]), valid=np.sort(rows[n_train:n_train + n_valid]),
+                     test=np.sort(rows[n_train + n_valid:]))
+    rows = rows[np.argsort(ds.users[rows], kind="stable")]  # grouped by user, shuffled within
+    bounds = np.searchsorted(ds.users[rows], np.arange(ds.n_users + 1))
+    parts: tuple[list, list, list] = ([], [], [])
+    for u in range(ds.n_users):
+        own = rows[bounds[u]:bounds[u + 1]]
+        n_train, n_valid, _ = _ratio_counts(len(own), ratios) if len(own) else (0, 0, 0)
+        for part, chunk in zip(parts, (own[:n_train], own[n_train:n_train + n_valid],
+                                       own[n_train + n_valid:])):
+            part.append(chunk)
+    train, valid, test = (np.sort(np.concatenate(p)).astype(np.int64) if p else
+                          np.zeros(0, dtype=np.int64) for p in parts)
+    return Split(train=train, valid=valid, test=test)
+
+
+def filter_interactions(ds: Dataset, min_rating: float | None = None, min_user_count: int = 0,
+                        min_item_count: int = 0) -> Dataset:
+    """Keep ratings >= min_rating, then k-core: drop users/items with fewer interactions
+    until none is left (iterated, as RecBole's ``user/item_inter_num_interval`` does).
+
+    Users and items are re-indexed contiguously; raw ids, titles and features follow them.
+    """
+    keep = np.ones(ds.n_interactions, dtype=bool) if min_rating is None else ds.ratings >= min_rating
+    while True:
+        users, items = ds.users[keep], ds.items[keep]
+        bad_users = np.bincount(users, minlength=ds.n_users) < min_user_count
+        bad_items = np.bincount(items, minlength=ds.n_items) < min_item_count
+        drop = keep & (bad_users[ds.users] | bad_items[ds.items])
+        if not drop.any():
+            break
+        keep &= ~drop
+    kept_users = np.unique(ds.users[keep])
+    kept_items = np.unique(ds.items[keep])
+    user_map = np.full(ds.n_users, -1, dtype=np.int64)
+    user_map[kept_users] = np.arange(len(kept_users))
+    item_map = np.full(ds.n_items, -1, dtype=np.int64)
+    item_map[kept_items] = np.arange(len(kept_items))
+    per_item = {name: value[kept_items] if len(value) == ds.n_items and not name.endswith("_vocab")
+                else value for name, value in ds.item_features.items()}
+    return Dataset(name=ds.name, user_ids=ds.user_ids[kept_users], item_ids=ds.item_ids[kept_items],
+                   item_titles=tuple(ds.item_titles[i] for i in kept_items),
+                   users=user_map[ds.users[keep]], items=item_map[ds.items[keep]],
+                   ratings=ds.ratings[keep], timestamps=ds.timestamps[keep],
+                   user_features={k: v[kept_users] for k, v in ds.user_features.items()},
+                   item_features=per_item)

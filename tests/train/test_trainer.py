@@ -11,7 +11,7 @@ from recdeploy.train.models import UnknownModelError, build_model
 def test_config_round_trips_and_validates():
     config = TrainConfig(dim=16, lr=0.5)
     assert TrainConfig.from_json(config.to_json()) == config
-    with pytest.raises(ConfigError, match="unknown model 'svdpp'; valid: two_tower"):
+    with pytest.raises(ConfigError, match="unknown model .svdpp.; valid: .*two_tower"):
         TrainConfig(model="svdpp")
     with pytest.raises(ConfigError, match="dim must be >= 1, got 0"):
         TrainConfig(dim=0)
@@ -30,7 +30,7 @@ def test_cli_table_shows_model_and_baseline(trained_run):
 
 
 def test_registry_lists_valid_names():
-    with pytest.raises(UnknownModelError, match="unknown model 'nope'; valid models: two_tower"):
+    with pytest.raises(UnknownModelError, match="unknown model .nope.; valid models: .*two_tower"):
         build_model("nope", n_users=1, n_items=1)
 
 

@@ -1,0 +1,187 @@
+"""Retrieval on a random 8:1:1 split, full ranking: RecBole's "general" ML-1M benchmark protocol.
+
+    recdeploy train --model neumf --dataset ml-1m --out runs/neumf-ml1m
+    recdeploy train --model two_tower_features --dataset ml-1m --out runs/two_tower_features-ml1m
+
+Protocol (fixed, so results compare with the published anchors): ratings >= 3 kept as
+implicit positives; each user's interactions shuffled (seeded) and split 8:1:1 into train /
+validation / test (RecBole ``RS`` with ``group_by: user``). A user has several test items:
+the model ranks every item in the catalogue, the user's train (and, for test, validation)
+items excluded, and NDCG@10 / HR@10 / Recall@10 are computed over all of the user's held-out
+items, then averaged over users with at least one (RecBole's full-sort evaluation). Early
+stopping on validation NDCG@10. The most-popular baseline (train counts) is ranked the same way.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recdeploy.train.config import TrainConfig
+from recdeploy.train.data import Dataset, Split, filter_ratings, item_popularity, random_split
+from recdeploy.train.metrics import popularity_scorer
+from recdeploy.train.models import build_model
+from recdeploy.train.tasks import TrainResult, register_task
+
+MIN_RATING = 3.0
+RATIOS = (0.8, 0.1, 0.1)
+PROTOCOL = {"split": "ratings >= 3 kept; random 8:1:1 per user (seeded)",
+            "protocol": "full ranking over all items, the user's earlier-split items excluded; "
+                        "metrics over all of a user's held-out items, averaged over users"}
+
+
+@dataclass(frozen=True)
+class MultiTargetMetrics:
+    ndcg_at_10: float
+    hr_at_10: float
+    recall_at_10: float
+    n_users: int
+
+    def as_dict(self) -> dict:
+        return {"ndcg@10": round(self.ndcg_at_10, 4), "hr@10": round(self.hr_at_10, 4),
+                "recall@10": round(self.recall_at_10, 4), "users": self.n_users}
+
+
+def _csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((items, users))
+    return np.searchsorted(users[order], np.arange(n_users + 1)), items[order]
+
+
+def evaluate_multi_target(score_users: Callable[[np.ndarray], np.ndarray], n_users: int,
+                          target_users: np.ndarray, target_items: np.ndarray,
+                          exclude_users: np.ndarray, exclude_items: np.ndarray, k: int = 10,
+                          batch_size: int = 256) -> MultiTargetMetrics:
+    """Full-ranking @k where each user has a set of held-out items.
+
+    score_users(user indices B) -> B x I. (target_users, target_items) are the held-out pairs;
+    (exclude_users, exclude_items) the pairs removed from ranking (targets never are). Per user:
+    DCG = sum over hits at 0-based position p of 1/log2(p+2), IDCG = the same for min(#targets,
+    k) hits at the top; HR = any hit; Recall = hits / #targets. Ties count against the targets.
+    """
+    t_ptr, t_items = _csr(target_users, target_items, n_users)
+    e_ptr, e_items = _csr(exclude_users, exclude_items, n_users)
+    evaluated = np.flatnonzero(np.diff(t_ptr) > 0)
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    ideal = np.cumsum(discount)
+    ndcg, hr, recall = [], [], []
+    for start in range(0, len(evaluated), batch_size):
+        batch = evaluated[start:start + batch_size]
+        scores = np.asarray(score_users(batch), dtype=np.float64).copy()
+        is_target = np.zeros(scores.shape, dtype=bool)
+        for row, u in enumerate(batch):
+            scores[row, e_items[e_ptr[u]:e_ptr[u + 1]]] = -np.inf
+            is_target[row, t_items[t_ptr[u]:t_ptr[u + 1]]] = True
+        # a target tied with a non-target ranks below it: nudge targets one float64 ulp down
+        # (scores come from float32, so this never crosses another distinct score)
+        scores = np.where(is_target, np.nextafter(scores, -np.inf), scores)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), 1, kind="stable"), 1)
+        hits = np.take_along_axis(is_target, top, 1)
+        n_targets = is_target.sum(1)
+        ndcg.append((hits * discount).sum(1) / ideal[np.minimum(n_targets, k) - 1])
+        hr.append(hits.any(1))
+        recall.append(hits.sum(1) / n_targets)
+    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
+    ndcg, hr, recall = cat(ndcg), cat(hr), cat(recall)
+    mean = (lambda a: float(a.mean()) if len(a) else 0.0)
+    return MultiTargetMetrics(ndcg_at_10=mean(ndcg), hr_at_10=mean(hr), recall_at_10=mean(recall),
+                              n_users=len(evaluated))
+
+
+def _scorer(model: torch.nn.Module):
+    @torch.no_grad()
+    def score(users: np.ndarray) -> np.ndarray:
+        return model.score_all(torch.from_numpy(users)).numpy()
+    return score
+
+
+def _model_args(config: TrainConfig, ds: Dataset) -> tuple[dict, dict | None]:
+    """Builder arguments; models with side features also get their encoded feature codes."""
+    args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim}
+    if config.model != "two_tower_features":
+        return args, None
+    from recdeploy.train.models.two_tower import encode_side_features
+    encoded = encode_side_features(ds)
+    return {**args, **encoded["sizes"]}, encoded
+
+
+def _loss(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor,
+          generator: torch.Generator) -> torch.Tensor:
+    """Full softmax over the catalogue for models that score it cheaply (towers); otherwise BCE
+    with ``config.negatives`` uniform negatives per positive (NeuMF, as in its paper)."""
+    if not hasattr(model, "l2"):
+        return torch.nn.functional.cross_entropy(model.score_all(users), items)
+    negatives = torch.randint(0, model.n_items, (len(users) * config.negatives,), generator=generator)
+    all_users = torch.cat([users, users.repeat(config.negatives)])
+    all_items = torch.cat([items, negatives])
+    labels = torch.cat([torch.ones(len(users)), torch.zeros(len(negatives))])
+    logits = model(all_users, all_items)
+    return (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            + config.reg * model.l2(all_users, all_items).mean())
+
+
+@register_task("retrieval_random")
+def run(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResult:
+    positives = filter_ratings(ds, MIN_RATING)
+    return train(config, positives, random_split(positives, RATIOS, seed=config.seed, by_user=True),
+                 progress)
+
+
+def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True) -> TrainResult:
+    """ds holds only the positives; split indexes its rows."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    started = time.perf_counter()
+    model_args, encoded = _model_args(config, ds)
+    model = build_model(config.model, **model_args)
+    if encoded is not None:
+        model.set_features(encoded)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
+                                 weight_decay=0.0 if hasattr(model, "l2") else config.weight_decay)
+    users, items = torch.from_numpy(ds.users[split.train]), torch.from_numpy(ds.items[split.train])
+    train_valid = np.concatenate([split.train, split.valid])
+
+    def evaluate(score, rows: np.ndarray, seen_rows: np.ndarray) -> MultiTargetMetrics:
+        return evaluate_multi_target(score, ds.n_users, ds.users[rows], ds.items[rows],
+                                     ds.users[seen_rows], ds.items[seen_rows])
+
+    best, best_state, best_epoch, stale, epoch = -1.0, None, 0, 0, 0
+    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
+               unit="epoch")
+    for epoch in bar:
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(users)))
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            loss = _loss(model, config, users[batch], items[batch], generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+        model.eval()
+        valid = evaluate(_scorer(model), split.valid, split.train)
+        bar.set_postfix(loss=f"{total / len(users):.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
+        if valid.ndcg_at_10 > best:
+            best, best_state, best_epoch, stale = valid.ndcg_at_10, copy.deepcopy(
+                model.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    valid = evaluate(_scorer(model), split.valid, split.train)
+    test = evaluate(_scorer(model), split.test, train_valid)
+    popularity = popularity_scorer(item_popularity(ds, split.train))
+    pop_test = evaluate(popularity, split.test, train_valid)
+    return TrainResult(model=model, model_args=model_args,
+                       metrics={"valid": valid.as_dict(), "test": test.as_dict()},
+                       baselines={"most_popular": {"test": pop_test.as_dict()}}, protocol=PROTOCOL,
+                       epochs_run=epoch, best_epoch=best_epoch, seconds=time.perf_counter() - started)
