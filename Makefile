@@ -2,6 +2,7 @@
 #   make demo   set up .venv and run the end-to-end demo on MovieLens-100k (CPU)
 #   make test   set up .venv and run the whole test suite (unit + real tritonserver)
 #   make bench  performance benchmarks (not part of the test suite)
+#   make soak   reliability soak against the demo's repository (not part of the test suite)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export RECDEPLOY_CACHE ?= $(CURDIR)/.cache/recdeploy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench soak clean
 
 setup: $(STAMP)
 
@@ -28,6 +29,9 @@ test: setup
 bench: setup   # after `make demo`: every ensemble served vs in-process, plus catalogue scale
 	$(BIN)/recdeploy perf --lab model_repository --batch-size 1,64 --concurrency 1,2,4,8,16 \
 	    --scale 100000,1000000 --out reports/bench
+
+soak: setup    # after `make demo`: 60 s at concurrency 64, memory growth bounded, zero failures
+	$(BIN)/recdeploy serve soak --repository model_repository
 
 clean:
 	rm -rf $(VENV) runs reports

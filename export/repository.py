@@ -66,7 +66,9 @@ def write_manifest(repo: Path) -> Path:
 
 
 def verify_manifest(repo: Path) -> None:
-    """Raise ManifestError naming every file that is missing or whose sha256 differs."""
+    """Raise ManifestError naming every file that is missing, whose sha256 differs, or that
+    the manifest does not list (a model dropped into the repository after export would
+    otherwise be served unchecked). `recdeploy serve` calls this before starting."""
     repo = Path(repo)
     path = repo / MANIFEST
     if not path.is_file():
@@ -75,5 +77,7 @@ def verify_manifest(repo: Path) -> None:
     bad = [f"{name} (missing)" for name in expected if not (repo / name).is_file()]
     bad += [f"{name} (sha256 differs)" for name, digest in expected.items()
             if (repo / name).is_file() and sha256_file(repo / name) != digest]
+    bad += [f"{name} (not in the manifest)" for name in
+            (str(p.relative_to(repo)) for p in _artifact_files(repo)) if name not in expected]
     if bad:
         raise ManifestError(f"repository {repo} does not match its manifest: {', '.join(bad)}")

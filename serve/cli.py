@@ -1,6 +1,7 @@
 """``recdeploy serve``: run the real tritonserver on a model repository, in the foreground.
 
     recdeploy serve --repository model_repository            # or python -m recdeploy.serve
+    recdeploy serve soak --repository model_repository       # soak + hot-swap benchmark (soak.py)
 """
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ so models with platform "onnxruntime_onnx" load unchanged. The stub takes its pa
 the first python3 on PATH; recdeploy puts this interpreter's bin folder there and refuses to
 start if that environment has numpy >= 2 (this server then returns empty tensors) or lacks
 numpy / onnxruntime.
+
+Before starting, every artifact is checked against the repository's manifest.sha256.json
+(refused, naming the files, unless --no-verify). Before printing "ready", a canary request
+to the "recommend" ensemble (when the repository has it and recdeploy.json) must equal the
+in-process pipeline. While serving, a dead tritonserver or a dead python backend stub
+(Triton keeps reporting ready but fails every request to that model) ends the command with
+exit code 1 and the reason, or restarts the server (--restarts N).
 
 The same repository runs in the stock NGC container with its native backends:
   docker run --rm -p8000:8000 -p8001:8001 -p8002:8002 -v $PWD/model_repository:/models \\
@@ -45,12 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grpc-port", type=int, default=8001, help="default: %(default)s")
     parser.add_argument("--metrics-port", type=int, default=8002, help="default: %(default)s")
     parser.add_argument("--model-control-mode", default="none",
-                        choices=["none", "poll", "explicit"], help="default: %(default)s")
+                        choices=["none", "poll", "explicit"],
+                        help="none (default) keeps the load/unload API off; explicit turns it on "
+                             "for hot swaps (recdeploy.serve.swap) and loads every model at start")
     parser.add_argument("--startup-timeout", type=float, default=180.0, dest="startup_timeout_s",
                         help="seconds to wait for every model to load (default: %(default)s)")
     parser.add_argument("--log", type=Path, default=None, dest="log_path",
                         help="keep the server log at this path (default: a temporary file)")
     parser.add_argument("--verbose", action="store_true", help="tritonserver --log-verbose=1")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="serve even if artifacts do not match manifest.sha256.json")
+    parser.add_argument("--no-canary", action="store_true",
+                        help="skip the served-vs-in-process canary request before 'ready'")
+    parser.add_argument("--restarts", type=int, default=0,
+                        help="restart a server whose process or python stub died, up to N times "
+                             "(default: %(default)s: exit 1 instead)")
     return parser
 
 
@@ -61,46 +78,79 @@ def config_from_args(args: argparse.Namespace):
                         metrics_port=args.metrics_port,
                         model_control_mode=args.model_control_mode,
                         log_verbose=1 if args.verbose else 0,
-                        startup_timeout_s=args.startup_timeout_s, log_path=args.log_path)
+                        startup_timeout_s=args.startup_timeout_s, log_path=args.log_path,
+                        verify_manifest=not args.no_verify)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["soak"]:
+        from recdeploy.serve.soak import main as soak_main
+        return soak_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.restarts < 0:
+        print("recdeploy serve: --restarts must be >= 0", file=sys.stderr)
+        return 2
+    for attempt in range(args.restarts + 1):
+        code = _serve_once(args)
+        if code != EXIT_DIED or attempt == args.restarts:
+            return 1 if code == EXIT_DIED else code
+        print(f"recdeploy serve: restarting tritonserver ({attempt + 1} of {args.restarts}) ...",
+              file=sys.stderr, flush=True)
+    return 1  # pragma: no cover (the loop always returns)
+
+
+EXIT_DIED = -1  # internal: the server died while serving (main turns it into 1 or a restart)
+
+
+def _serve_once(args: argparse.Namespace) -> int:
+    from recdeploy.serve.canary import CanaryError, run_canary, wants_canary
     from recdeploy.serve.environment import StubEnvironmentError
     from recdeploy.serve.locate import TritonNotFoundError
     from recdeploy.serve.server import ServerStartError, TritonServer
     try:
         server = TritonServer(config_from_args(args))
-        print(f"starting tritonserver on {args.repository} ...", flush=True)
-        server.start()
-    except (ValueError, TritonNotFoundError, ServerStartError, StubEnvironmentError) as error:
+    except ValueError as error:
         print(f"recdeploy serve: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     try:
+        print(f"starting tritonserver on {args.repository} ...", flush=True)
+        server.start()
+        if not args.no_canary and wants_canary(args.repository):
+            print(run_canary(args.repository, server.grpc_url).summary(), flush=True)
         print(f"HTTP    {server.http_url}\ngRPC    {server.grpc_url}\n"
               f"metrics {server.metrics_url}\nlog     {server.log_path}")
         print("ready: every model loaded; Ctrl-C stops the server", flush=True)
         return serve_forever(server)
+    except (ValueError, TritonNotFoundError, ServerStartError, StubEnvironmentError) as error:
+        hint = ""
+        if type(error).__name__ == "ManifestError":
+            hint = " (re-export the repository, or pass --no-verify to serve it anyway)"
+        elif isinstance(error, CanaryError):
+            hint = " (the server started but answers wrongly; not reporting ready)"
+        print(f"recdeploy serve: {error}{hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         server.stop()
 
 
 def serve_forever(server, poll_s: float = 0.5) -> int:
-    """Block until Ctrl-C / SIGTERM (0) or until the server dies (1, log tail printed)."""
+    """Block until Ctrl-C / SIGTERM (0) or until the server or one of its python stubs dies
+    (EXIT_DIED, the reason and the log tail printed): never a silent hang."""
     restore = _sigterm_as_interrupt()
     try:
-        while server.is_alive():
+        while (failure := server.failure()) is None:
             time.sleep(poll_s)
     except KeyboardInterrupt:
         print("stopping tritonserver ...", flush=True)
         return 0
     finally:
         restore()
-    print(f"recdeploy serve: tritonserver exited unexpectedly (code {server.returncode}). "
-          f"Server log tail:\n{server.log_tail()}", file=sys.stderr)
-    return 1
+    print(f"recdeploy serve: {failure}. Server log tail:\n{server.log_tail()}",
+          file=sys.stderr, flush=True)
+    return EXIT_DIED
 
 
 def _sigterm_as_interrupt():

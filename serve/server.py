@@ -29,6 +29,7 @@ from pathlib import Path
 from recdeploy.serve.backends import compose_backend_dir
 from recdeploy.serve.environment import check_stub_environment
 from recdeploy.serve.locate import TritonInstall, find_triton_install
+from recdeploy.serve.processes import Stub, crashed_stubs, find_stubs, process_state
 
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 LOG_TAIL_LINES = 60
@@ -59,6 +60,13 @@ class ServerConfig:
     python_bin_dir: Path | None = None
     # None: the log lives in the server's temporary folder and goes away at stop()
     log_path: Path | None = None
+    # check every artifact against <repository>/manifest.sha256.json before starting.
+    # `recdeploy serve` turns it on (--no-verify turns it off); off here because test and
+    # scratch repositories often have no manifest
+    verify_manifest: bool = False
+    # explicit mode only: the models loaded at start-up ("*": all of them), so turning the
+    # model control API on does not also start an empty server
+    load_models: tuple[str, ...] = ("*",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_repository", Path(self.model_repository))
@@ -96,6 +104,8 @@ def build_argv(config: ServerConfig, server_bin: Path, backend_dir: Path,
         f"--grpc-address={config.host}", f"--grpc-port={grpc}",
         f"--metrics-address={config.host}", f"--metrics-port={metrics}",
         f"--model-control-mode={config.model_control_mode}",
+        *([f"--load-model={name}" for name in config.load_models]
+          if config.model_control_mode == "explicit" else []),
         # a model that fails to load stops the server at start-up instead of serving a
         # repository with a hole in it; ready means every model is ready
         "--exit-on-error=true", "--strict-readiness=true",
@@ -162,12 +172,17 @@ class TritonServer:
         self._workdir: Path | None = None
         self._log_path: Path | None = None
         self._ports: tuple[int, int, int] | None = None
+        self._stubs: dict[int, Stub] = {}
+        self._stub_died = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "TritonServer":
         if self._process is not None:
             raise RuntimeError("this TritonServer was already started; make a new one")
+        if self.config.verify_manifest:
+            from recdeploy.export.repository import verify_manifest
+            verify_manifest(self.config.model_repository)  # ManifestError names the files
         install = self._install or find_triton_install()
         python_bin_dir = Path(self.config.python_bin_dir or default_python_bin_dir())
         found = check_stub_environment(python_bin_dir)
@@ -208,6 +223,7 @@ class TritonServer:
                 raise ServerStartError(self._failure(f"tritonserver exited with code {code} "
                                                      f"before it was ready"))
             if _http_ok(url):
+                self._stubs = find_stubs(self._process.pid)
                 return
             if time.monotonic() > deadline:
                 raise ServerStartError(self._failure(
@@ -236,6 +252,32 @@ class TritonServer:
     def is_ready(self) -> bool:
         return self.is_alive() and _http_ok(f"http://{self.http_url}/v2/health/ready")
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def failure(self) -> str | None:
+        """None while the server can serve; else what broke: the server exited, or a python
+        backend stub died (Triton then still reports ready but fails every request to that
+        model: "Stub process '<instance>' is not healthy")."""
+        if self._process is None:
+            return "tritonserver was never started"
+        code = self._process.poll()
+        if code is not None:
+            return f"tritonserver exited unexpectedly (code {code})"
+        # stubs come and go with model (re)loads in poll / explicit mode; keep up with them
+        self._stubs = {pid: stub for pid, stub in self._stubs.items()
+                       if process_state(pid) is not None}
+        self._stubs.update(find_stubs(self._process.pid))
+        dead = crashed_stubs(self._stubs)
+        if dead:
+            self._stub_died = True
+            names = ", ".join(f"{stub.instance} (pid {stub.pid}, {stub.model_file})" for stub in dead)
+            return (f"python backend stub process died: {names}; tritonserver does not restart "
+                    f"it and still reports ready, but every request to that model now fails "
+                    f"with \"Stub process ... is not healthy\"")
+        return None
+
     def stop(self, timeout_s: float = 40.0) -> None:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL; removes the temporary folder.
 
@@ -243,6 +285,10 @@ class TritonServer:
         idle server with python models still takes a few seconds to unload them.
         """
         process = self._process
+        if self._stub_died:
+            # unloading a model whose stub is dead waits out Triton's own timeouts (~30 s)
+            # for nothing: the server is broken anyway
+            timeout_s = min(timeout_s, 3.0)
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
@@ -251,6 +297,11 @@ class TritonServer:
                 # the whole process group: tritonserver and its python backend stubs
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+        if process is not None:
+            try:  # stubs a crashed (kill -9) tritonserver left behind
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

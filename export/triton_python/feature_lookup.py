@@ -7,6 +7,9 @@ Outputs USER_INDEX INT64 [B, 1]   internal index (0 for unknown users; see IS_KN
 
 Artifacts beside this file: user_ids.npy (sorted raw ids), seen_indptr.npy + seen_items.npy
 (CSR rows aligned with user_ids; the internal user index of row r is r).
+
+No request field ever reaches the filesystem: files are read once, in initialize(), from
+the model's own version folder. Unknown, negative and out-of-vocabulary ids are cold starts.
 """
 import os
 
@@ -27,16 +30,32 @@ class UserTable:
         self.seen_items = np.asarray(seen_items, dtype=np.int64)
         if len(self.seen_indptr) != len(self.user_ids) + 1:
             raise ValueError("seen_indptr must have one entry more than user_ids")
+        if len(self.user_ids) == 0 or np.any(np.diff(self.user_ids) <= 0):
+            raise ValueError("user_ids must be non-empty, sorted and unique")
+        if self.seen_indptr[0] != 0 or self.seen_indptr[-1] != len(self.seen_items) \
+                or np.any(np.diff(self.seen_indptr) < 0):
+            raise ValueError("seen_indptr must rise from 0 to len(seen_items)")
 
     @classmethod
     def load(cls, folder):
-        return cls(*(np.load(os.path.join(folder, f"{name}.npy"))
-                     for name in ("user_ids", "seen_indptr", "seen_items")))
+        return cls(*(load_npy(folder, name) for name in ("user_ids", "seen_indptr", "seen_items")))
+
+
+def load_npy(folder, name):
+    """np.load(<folder>/<name>.npy) whose error names the file (a truncated copy, say)."""
+    path = os.path.join(folder, f"{name}.npy")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"cannot load {path}: {type(error).__name__}: {error}") from error
 
 
 def lookup_users(user_ids, table):
     """user_ids [B] or [B,1] int64 -> (user_index [B,1], seen [B,L] -1 padded, is_known [B,1])."""
-    user_ids = np.asarray(user_ids).reshape(-1)
+    user_ids = np.asarray(user_ids)
+    if user_ids.ndim > 2 or (user_ids.ndim == 2 and user_ids.shape[1] != 1):
+        raise ValueError(f"USER_ID must be [batch, 1], got {list(user_ids.shape)}")
+    user_ids = user_ids.reshape(-1)
     if user_ids.dtype.kind not in "iu":
         raise ValueError(f"USER_ID must be an integer tensor, got {user_ids.dtype}")
     user_ids = user_ids.astype(np.int64)

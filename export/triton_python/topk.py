@@ -8,6 +8,7 @@ Outputs ITEM_IDS   INT64 [B, K]  raw item ids, best first (-1 where fewer than K
         TOP_SCORES FP32  [B, K]
 
 Artifacts beside this file: item_ids.npy (raw id per internal index), popularity.npy.
+No request field ever reaches the filesystem: both are read once, in initialize().
 """
 import os
 
@@ -44,8 +45,13 @@ def top_k(scores, seen, is_known, k, popularity, item_ids):
     if scores.ndim != 2 or scores.shape[1] != len(item_ids):
         raise BadRequest(f"SCORES must be [batch, {len(item_ids)}], got {list(scores.shape)}")
     known = np.asarray(is_known).reshape(-1).astype(bool)
+    if len(known) != len(scores):
+        raise BadRequest(f"IS_KNOWN has {len(known)} rows, SCORES {len(scores)}")
     scores = np.where(known[:, None], scores, popularity[None, :]).astype(np.float32)
     seen = np.asarray(seen, dtype=np.int64).reshape(len(scores), -1)
+    if seen.size and seen.max() >= scores.shape[1]:
+        raise BadRequest(f"SEEN_ITEMS holds index {int(seen.max())}, beyond the catalogue "
+                         f"({scores.shape[1]} items)")
     rows, cols = np.nonzero(seen >= 0)
     scores[rows, seen[rows, cols]] = -np.inf
     if k < scores.shape[1]:
@@ -61,11 +67,23 @@ def top_k(scores, seen, is_known, k, popularity, item_ids):
     return ids.astype(np.int64), best_scores.astype(np.float32)
 
 
+def load_npy(folder, name):
+    """np.load(<folder>/<name>.npy) whose error names the file (a truncated copy, say)."""
+    path = os.path.join(folder, f"{name}.npy")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"cannot load {path}: {type(error).__name__}: {error}") from error
+
+
 class TritonPythonModel:
     def initialize(self, args):
         folder = os.path.join(args["model_repository"], args["model_version"])
-        self.item_ids = np.load(os.path.join(folder, "item_ids.npy")).astype(np.int64)
-        self.popularity = np.load(os.path.join(folder, "popularity.npy")).astype(np.float32)
+        self.item_ids = load_npy(folder, "item_ids").astype(np.int64)
+        self.popularity = load_npy(folder, "popularity").astype(np.float32)
+        if self.item_ids.ndim != 1 or self.popularity.shape != self.item_ids.shape:
+            raise ValueError(f"{folder}: item_ids.npy {list(self.item_ids.shape)} and "
+                             f"popularity.npy {list(self.popularity.shape)} must be equal 1-D")
 
     def execute(self, requests):
         responses = []

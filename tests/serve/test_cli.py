@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from recdeploy.serve.cli import build_parser, config_from_args, main, serve_forever
+from recdeploy.serve.cli import EXIT_DIED, build_parser, config_from_args, main, serve_forever
 
 
 def test_help_teaches_the_backend_dir_and_the_docker_line(capsys):
@@ -33,23 +33,42 @@ def test_a_missing_repository_is_an_error_not_a_traceback(tmp_path, capsys):
 
 
 class DeadServer:
-    returncode = 137
+    def __init__(self, polls_until_dead=0, reason="tritonserver exited unexpectedly (code 137)"):
+        self.polls, self.reason = polls_until_dead, reason
 
-    def is_alive(self):
-        return False
+    def failure(self):
+        self.polls -= 1
+        return self.reason if self.polls < 0 else None
 
     def log_tail(self):
         return "E1128 something fatal"
 
 
 def test_a_dying_server_ends_the_foreground_with_its_log(capsys):
-    assert serve_forever(DeadServer(), poll_s=0.01) == 1
+    assert serve_forever(DeadServer(polls_until_dead=3), poll_s=0.01) == EXIT_DIED
     err = capsys.readouterr().err
     assert "exited unexpectedly (code 137)" in err and "something fatal" in err
 
 
+def test_a_dead_stub_ends_the_foreground_too(capsys):
+    server = DeadServer(reason="python backend stub process died: topk_0_0 (pid 7, m.py)")
+    assert serve_forever(server, poll_s=0.01) == EXIT_DIED
+    assert "stub process died: topk_0_0" in capsys.readouterr().err
+
+
+def test_a_death_while_serving_restarts_up_to_n_times_then_exits_1(tmp_path, monkeypatch, capsys):
+    import recdeploy.serve.cli as cli
+    calls = []
+    monkeypatch.setattr(cli, "_serve_once", lambda args: calls.append(1) or EXIT_DIED)
+    assert main(["--repository", str(tmp_path), "--restarts", "2"]) == 1
+    assert len(calls) == 3 and "restarting tritonserver (2 of 2)" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_serve_once", lambda args: 0)
+    assert main(["--repository", str(tmp_path), "--restarts", "2"]) == 0
+    assert main(["--repository", str(tmp_path), "--restarts", "-1"]) == 2
+
+
 class InterruptedServer:
-    def is_alive(self):
+    def failure(self):
         raise KeyboardInterrupt
 
 

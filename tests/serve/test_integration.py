@@ -117,7 +117,7 @@ def test_cli_serves_in_the_foreground_until_sigterm(tmp_path, repository_builder
     root = repository_builders.good_repository(tmp_path / "repo")
     # the venv is deliberately not on PATH: the server must still find the venv's numpy
     process = subprocess.Popen(
-        [sys.executable, "-m", "recdeploy.serve", "--repository", str(root),
+        [sys.executable, "-m", "recdeploy.serve", "--repository", str(root), "--no-verify",
          "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})

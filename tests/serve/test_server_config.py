@@ -100,3 +100,24 @@ def test_stop_before_start_is_harmless(tmp_path):
     server.stop()
     server.stop()
     assert not server.is_alive()
+
+
+def test_explicit_mode_loads_every_model_at_start(tmp_path):
+    config = ServerConfig(model_repository=tmp_path, model_control_mode="explicit")
+    argv = build_argv(config, Path("/t/tritonserver"), Path("/b"), (1, 2, 3))
+    assert "--model-control-mode=explicit" in argv and "--load-model=*" in argv
+    assert "--load-model=*" not in build_argv(ServerConfig(model_repository=tmp_path),
+                                              Path("/t/tritonserver"), Path("/b"), (1, 2, 3))
+
+
+def test_start_refuses_a_repository_failing_its_manifest_before_anything_runs(tmp_path):
+    from recdeploy.export.repository import ManifestError, write_manifest
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "model.onnx").write_bytes(b"abc")
+    write_manifest(tmp_path)
+    (tmp_path / "m" / "1" / "model.onnx").write_bytes(b"ab")
+    server = TritonServer(ServerConfig(model_repository=tmp_path, verify_manifest=True),
+                          install=object())  # never reached: verification comes first
+    with pytest.raises(ManifestError, match=r"m/1/model.onnx \(sha256 differs\)"):
+        server.start()
+    assert not server.is_alive() and server.failure() == "tritonserver was never started"
