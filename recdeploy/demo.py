@@ -5,8 +5,9 @@
 
 train (two-tower, full ranking vs most-popular) -> export (ONNX parity-checked, Triton
 repository with the recommend ensemble) -> serve (the real tritonserver on 127.0.0.1) ->
-query over gRPC and HTTP, checked against the in-process pipeline -> perf_analyzer sweep ->
-``<out>/report.md``.
+query over gRPC and HTTP, checked against the in-process pipeline -> perf_analyzer sweep of
+every ensemble (three-step ``recommend`` and one-graph ``recommend_fused``) next to the same
+pipelines in-process -> ``<out>/report.md``.
 """
 from __future__ import annotations
 
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--concurrency", type=_int_list, default=(1, 2, 4),
-                        help="perf_analyzer concurrency levels (default 1,2,4)")
+    parser.add_argument("--concurrency", type=_int_list, default=(1, 4, 8),
+                        help="perf_analyzer concurrency levels (default 1,4,8)")
     parser.add_argument("--user", type=int, default=42, help="user whose recommendations are shown")
     args = parser.parse_args(argv)
 
@@ -76,10 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from recdeploy.clients.triton_client import RecommendClient
     from recdeploy.export.cli import run_export
     from recdeploy.export.inprocess import InProcessRecommender
-    from recdeploy.perf.analyzer import run_sweep
-    from recdeploy.perf.config import PerfConfig
-    from recdeploy.perf.input_data import write_input_data
-    from recdeploy.perf.report import write_report
+    from recdeploy.perf.lab import LabConfig, run_lab, write_lab_report
     from recdeploy.serve.server import ServerConfig, TritonServer
     from recdeploy.train.cli import run_training
     from recdeploy.train.data import load_dataset
@@ -106,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     cold_user = int(ds.user_ids.max()) + 1000
 
     print("== 3/5 serve (real tritonserver, 127.0.0.1)", flush=True)
-    with TritonServer(ServerConfig(model_repository=args.repository)) as server:
+    with TritonServer(ServerConfig(model_repository=args.repository, verify_manifest=True)) as server:
         t = lap("server start", t)
         print(f"   ready: grpc {server.grpc_url}, http {server.http_url}; log {server.log_path}")
 
@@ -128,22 +126,21 @@ def main(argv: list[str] | None = None) -> int:
               f"{served['max_score_diff']:.1e}); cold start -> most popular: {served['cold_ok']}")
         t = lap("query + checks", t)
 
-        print("== 5/5 perf_analyzer", flush=True)
-        perf_dir = args.out / "perf"
-        data = write_input_data(perf_dir / "input_data.json", ds.user_ids.tolist(), 10)
-        result = run_sweep(PerfConfig(model_name="recommend", url=server.grpc_url,
-                                      concurrency=args.concurrency, input_data=data,
-                                      stability_percentage=25), perf_dir)
-        files = write_report([result], perf_dir, {"dataset": args.dataset, "model": card["model"],
-                                                  "batch_size": 1, "k": 10, "device": "CPU"})
-        t = lap("perf", t)
+    print("== 5/5 perf_analyzer: every ensemble served vs in-process", flush=True)
+    perf_dir = args.out / "perf"
+    lab = LabConfig(repository=args.repository, batch_sizes=(1, 64), concurrency=args.concurrency,
+                    inprocess_seconds=2.0)
+    rows, results = run_lab(lab, perf_dir)
+    perf_md = write_lab_report(rows, results, perf_dir, {"dataset": args.dataset, "model": card["model"],
+                                                         "k": 10, "device": "CPU"})
+    t = lap("perf", t)
 
     seconds["total"] = time.perf_counter() - started
     report = args.out / "report.md"
-    report.write_text(render_report(card, parity, served, sample, files.markdown, seconds))
+    report.write_text(render_report(card, parity, served, sample, perf_md, seconds))
     (args.out / "demo.json").write_text(json.dumps({"card": card, "served": served, "seconds": seconds,
-                                                    "perf": [r.to_dict() for r in [result]]}, indent=2))
-    print(files.markdown.read_text())
+                                                    "perf": [row.to_dict() for row in rows]}, indent=2))
+    print(perf_md.read_text())
     print(f"demo done in {seconds['total']:.0f} s; report: {report}")
     return 0 if served["cold_ok"] else 1
 
