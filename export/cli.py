@@ -21,9 +21,17 @@ def run_export(run_dir: Path, repo: Path, data_path: Path | None = None) -> dict
     from recdeploy.export.retrieval import export_retrieval
     from recdeploy.train.checkpoint import load_checkpoint
     from recdeploy.train.data import load_dataset
+    from recdeploy.train.models import model_entry
 
     checkpoint = load_checkpoint(run_dir)
     ds = load_dataset(checkpoint.config.dataset, path=data_path)
+    if model_entry(checkpoint.config.model).task == "sequential":
+        from recdeploy.export.sequential import ENSEMBLE, export_sequential
+        report = export_sequential(checkpoint.model, ds, repo, checkpoint.card)
+        print(f"ONNX parity vs PyTorch (typical/short/long/empty histories): max |diff| "
+              f"{max(report.max_abs_diff().values()):.2e}")
+        print(f"model repository: {repo} (ensemble '{ENSEMBLE}')")
+        return {"parity": report.max_abs_diff()}
     parity = export_retrieval(checkpoint.model, ds, repo, checkpoint.card)
     print(f"ONNX parity vs PyTorch on {parity.n_rows} real users: max |diff| "
           f"{max(parity.max_abs_diff.values()):.2e}")

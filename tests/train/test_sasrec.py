@@ -1,0 +1,114 @@
+"""SASRec's parts, the sequential protocol's data handling, and a short real training run."""
+import numpy as np
+import pytest
+import torch
+
+from recdeploy.train.config import ConfigError, TrainConfig
+from recdeploy.train.data import Dataset, filter_interactions
+from recdeploy.train.models import build_model
+from recdeploy.train.models.sasrec import attention_mask
+from recdeploy.train.tasks import sequential as S
+
+
+def tiny_model(n_items=30, max_len=8, seed=0):
+    torch.manual_seed(seed)
+    return build_model("sasrec", n_items=n_items, dim=16, max_len=max_len, layers=2, heads=2,
+                       dropout=0.0).eval()
+
+
+class TestAttentionMask:
+    def test_causal_real_keys_and_self(self):
+        mask = attention_mask(torch.tensor([[0, 0, 3, 5]]))[0]
+        assert mask.int().tolist() == [[1, 0, 0, 0],
+                                       [0, 1, 0, 0],
+                                       [0, 0, 1, 0],
+                                       [0, 0, 1, 1]]
+
+    def test_empty_history_has_no_all_masked_row(self):
+        assert attention_mask(torch.zeros(2, 5, dtype=torch.long)).any(dim=-1).all()
+
+
+class TestSASRec:
+    def test_output_shape_and_empty_history_is_finite(self):
+        model = tiny_model()
+        with torch.no_grad():
+            scores = model(torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 2, 3]]))
+        assert scores.shape == (2, 30)
+        assert torch.isfinite(scores).all()
+
+    def test_output_ignores_whatever_sits_in_padded_positions(self):
+        model = tiny_model()
+        history = torch.tensor([[0, 0, 0, 0, 0, 4, 9, 2], [0, 0, 0, 0, 0, 0, 0, 7]])
+        with torch.no_grad():
+            before = model(history)
+            # scramble the padding row and the position rows that only padded columns use
+            model.embedding.item.weight[0].normal_()
+            model.embedding.position.weight[:5].normal_()
+            after = model(history)
+        torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+
+    def test_long_history_keeps_the_last_max_len_and_width_does_not_matter(self):
+        model = tiny_model()
+        long = torch.arange(1, 21).reshape(1, -1)           # 20 items, max_len 8
+        with torch.no_grad():
+            full = model(long)
+            last = model(long[:, -8:])
+            padded = model(torch.nn.functional.pad(long[:, -3:], (9, 0)))  # width 12
+            short = model(long[:, -3:])
+        torch.testing.assert_close(full, last, rtol=0, atol=0)
+        torch.testing.assert_close(padded, short, rtol=0, atol=1e-6)
+
+    def test_heads_must_divide_dim(self):
+        with pytest.raises(ValueError, match="dim 10 must be divisible by heads 3"):
+            build_model("sasrec", n_items=5, dim=10, heads=3)
+
+
+class TestProtocolData:
+    def test_filter_is_iterated_k_core_after_the_rating_filter(self):
+        # u0: items 0,1,2 (ratings 5); u1: items 0,1 (5) + 2 (1 star); u2: item 2 only
+        users = np.array([0, 0, 0, 1, 1, 1, 2])
+        items = np.array([0, 1, 2, 0, 1, 2, 2])
+        ratings = np.array([5, 5, 5, 5, 5, 1, 5], dtype=np.float32)
+        ds = Dataset("t", np.array([10, 20, 30]), np.array([100, 200, 300]), ("a", "b", "c"),
+                     users, items, ratings, np.arange(7))
+        out = filter_interactions(ds, min_rating=3, min_user_count=2, min_item_count=2)
+        # rating drop leaves item 2 with u0,u2; u2 then has 1 -> dropped; item 2 has 1 -> dropped
+        assert out.user_ids.tolist() == [10, 20] and out.item_ids.tolist() == [100, 200]
+        assert sorted(zip(out.users.tolist(), out.items.tolist())) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+    def test_history_tokens_are_right_aligned_and_truncated(self):
+        tokens = S.history_tokens([np.array([4, 5, 6]), np.array([], np.int64), np.arange(10)], 4)
+        assert tokens.tolist() == [[0, 5, 6, 7], [0, 0, 0, 0], [7, 8, 9, 10]]
+
+    def test_training_windows_predict_every_item_first_from_the_empty_history(self):
+        inputs, targets = S.training_windows([np.array([3, 1, 4, 1, 5])], 3)
+        assert inputs.tolist() == [[2, 5, 2], [0, 0, 4]]
+        assert targets.tolist() == [[4, 1, 5], [-100, 3, 1]]
+
+    def test_evaluation_sets_hold_out_last_two_by_time(self):
+        valid, test = S.evaluation_sets([np.array([7, 8, 9, 10])], 3)
+        assert valid.targets.tolist() == [9] and valid.tokens.tolist() == [[0, 8, 9]]
+        assert test.targets.tolist() == [10] and test.tokens.tolist() == [[8, 9, 10]]
+
+    def test_config_rejects_bad_sequence_fields(self):
+        with pytest.raises(ConfigError, match="need max_len, layers, heads >= 1 and 0 <= dropout < 1"):
+            TrainConfig(model="sasrec", dropout=1.5)
+
+    def test_generic_defaults_are_replaced_explicit_values_kept(self):
+        assert S.resolved_hparams(TrainConfig(model="sasrec")) == S.SASREC_DEFAULTS
+        assert S.resolved_hparams(TrainConfig(model="sasrec", lr=0.02))["lr"] == 0.02
+
+
+def test_short_training_on_ml100k_beats_most_popular(ml100k):
+    """A few seconds of training: a quality floor, not the reported numbers."""
+    config = TrainConfig(model="sasrec", dataset="ml-100k", dim=16, max_len=20, layers=1, epochs=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI box is shared: one thread beats two fighting for cores
+    try:
+        result = S.train(config, S.sequential_dataset(ml100k), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    ours, pop = result.metrics["test"], result.baselines["most_popular"]["test"]
+    assert result.extra["n_items"] == 1016 and ours["users"] == 939
+    assert ours["ndcg@10"] > pop["ndcg@10"]
+    assert ours["history_masked"]["ndcg@10"] > pop["history_masked"]["ndcg@10"]
