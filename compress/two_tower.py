@@ -1,0 +1,185 @@
+"""The two-tower retrieval family: coupled-dimension pruning, row-wise tables, its protocol.
+
+    family = family_named("two_tower")
+    data = family.task_data(model, ds)            # real users, fine-tune, full-ranking NDCG@10
+
+The score is user_vector · item_vector + item_bias, so dimension d of the user table and
+dimension d of the item table form one pruning group: removing one without the other breaks
+the dot product. torch-pruning has no built-in notion of that coupling, so this module
+registers a customized pruner for the pair (``CoupledTowersPruner``) and an importance that
+scores each dimension over both tables (``CoupledTowersImportance``).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from recdeploy.compress.api import TaskData
+from recdeploy.compress.families import ModelFamily, PruneSpec, register_family
+from recdeploy.compress.rowwise import RowwiseTable
+from recdeploy.train.models.two_tower import RetrievalScorer, TwoTower
+
+
+def _tables(model: TwoTower) -> tuple[nn.Embedding, nn.Embedding]:
+    return model.user_tower.embedding, model.item_tower.embedding
+
+
+def _coupled_pruner():
+    import torch_pruning as tp
+
+    class CoupledTowersPruner(tp.pruner.BasePruningFunc):
+        """Prunes embedding dimension d from the user and the item table together."""
+        TARGET_MODULES = (TwoTower,)
+
+        def prune_out_channels(self, layer: TwoTower, idxs) -> TwoTower:
+            for table in _tables(layer):
+                tp.prune_embedding_out_channels(table, idxs)
+            layer.dim = layer.user_tower.embedding.embedding_dim
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: TwoTower) -> int:
+            return layer.dim
+
+        get_in_channels = get_out_channels
+
+    return CoupledTowersPruner()
+
+
+def _coupled_importance(kind: str):
+    import torch_pruning as tp
+
+    class CoupledTowersImportance(tp.importance.Importance):
+        """Per-dimension importance summed over both tables: L2 magnitude or Taylor |w * grad|."""
+
+        @torch.no_grad()
+        def __call__(self, group) -> torch.Tensor:
+            for dep, _ in group:
+                layer = dep.target.module
+                if isinstance(layer, TwoTower):
+                    score = 0.0
+                    for table in _tables(layer):
+                        w = table.weight
+                        if kind == "taylor":
+                            if w.grad is None:
+                                raise RuntimeError("Taylor importance needs gradients; none were computed")
+                            score = score + (w * w.grad).abs().sum(dim=0)
+                        else:
+                            score = score + w.pow(2).sum(dim=0)
+                    return score
+            return None
+
+    return CoupledTowersImportance()
+
+
+class RowwiseRetrievalScorer(nn.Module):
+    """The served scorer with row-wise quantized user and item tables.
+
+    user index (B x 1, int64) -> scores over the catalogue (B x I), same contract as RetrievalScorer.
+    """
+
+    def __init__(self, model: TwoTower, bits: int):
+        super().__init__()
+        vectors, bias = model.item_tower.catalogue()
+        self.users = RowwiseTable.quantize(model.user_tower.embedding.weight, bits)
+        self.items = RowwiseTable.quantize(vectors, bits)
+        self.register_buffer("item_bias", bias.detach().clone())
+
+    def forward(self, user_index: torch.Tensor) -> torch.Tensor:
+        return self.items.matmul_t(self.users.rows(user_index[:, 0])) + self.item_bias
+
+
+@register_family
+class TwoTowerFamily(ModelFamily):
+    name = "two_tower"
+    model_types = (TwoTower,)
+    input_names = ("USER_INDEX",)
+    output_names = ("SCORES",)
+    primary_metric = "ndcg@10"
+
+    def served_module(self, model: TwoTower) -> nn.Module:
+        return RetrievalScorer(model).eval()
+
+    def rowwise_module(self, model: TwoTower, bits: int) -> nn.Module:
+        return RowwiseRetrievalScorer(model, bits)
+
+    def prune_spec(self, model: TwoTower, importance: str) -> PruneSpec:
+        return PruneSpec(example_inputs=torch.arange(min(4, model.n_users)),
+                         customized_pruners={TwoTower: _coupled_pruner()},
+                         root_module_types=[TwoTower], importance=_coupled_importance(importance))
+
+    def example_requests(self, ds, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """n real users of the dataset (with repeats when n exceeds the user count)."""
+        rng = np.random.default_rng(seed)
+        users = rng.choice(ds.n_users, size=n, replace=n > ds.n_users).astype(np.int64)
+        return {"USER_INDEX": users.reshape(-1, 1)}
+
+    def task_data(self, model, ds, n_requests: int = 256, seed: int = 0,
+                  weight_decay: float = 1e-4, batch_size: int = 1024) -> TaskData:
+        from recdeploy.train.data import leave_one_out
+        from recdeploy.train.metrics import evaluate_full_ranking
+        from recdeploy.train.tasks.retrieval_loo import evaluation_sets
+
+        split = leave_one_out(ds)
+        (valid_users, valid_targets, seen_train), (test_users, test_targets, seen_all) = \
+            evaluation_sets(ds, split)
+        train_users = torch.from_numpy(ds.users[split.train])
+        train_items = torch.from_numpy(ds.items[split.train])
+        requests = [{"USER_INDEX": batch} for batch in np.array_split(
+            self.example_requests(ds, n_requests, seed)["USER_INDEX"], max(1, n_requests // 64))]
+
+        def torch_scores(m):
+            @torch.no_grad()
+            def score(users: np.ndarray) -> np.ndarray:
+                return m.score_all(torch.from_numpy(users)).numpy()
+            return score
+
+        def loss(m: TwoTower) -> torch.Tensor:
+            rows = torch.from_numpy(np.random.default_rng(seed).choice(len(train_users),
+                                                                       size=min(4096, len(train_users)),
+                                                                       replace=False))
+            return nn.functional.cross_entropy(m.score_all(train_users[rows]), train_items[rows])
+
+        def finetune(m: TwoTower, epochs: int, lr: float, ft_seed: int = 0) -> TwoTower:
+            """The task's full-softmax objective; keeps the epoch with the best validation NDCG@10."""
+            torch.manual_seed(ft_seed)
+            rng = np.random.default_rng(ft_seed)
+            optimizer = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay)
+            m.eval()
+            best = evaluate_full_ranking(torch_scores(m), valid_users, valid_targets, seen_train).ndcg_at_10
+            best_state = copy.deepcopy(m.state_dict())
+            for _ in range(epochs):
+                m.train()
+                order = torch.from_numpy(rng.permutation(len(train_users)))
+                for start in range(0, len(order), batch_size):
+                    batch = order[start:start + batch_size]
+                    batch_loss = nn.functional.cross_entropy(m.score_all(train_users[batch]),
+                                                             train_items[batch])
+                    optimizer.zero_grad(set_to_none=True)
+                    batch_loss.backward()
+                    optimizer.step()
+                m.eval()
+                ndcg = evaluate_full_ranking(torch_scores(m), valid_users, valid_targets,
+                                             seen_train).ndcg_at_10
+                if ndcg > best:
+                    best, best_state = ndcg, copy.deepcopy(m.state_dict())
+            m.load_state_dict(best_state)
+            return m.eval()
+
+        def evaluate(score) -> dict:
+            """score({"USER_INDEX": B x 1}) -> B x I; full ranking on the test split."""
+            metrics = evaluate_full_ranking(lambda users: score({"USER_INDEX": users.reshape(-1, 1)}),
+                                            test_users, test_targets, seen_all)
+            return {"ndcg@10": metrics.ndcg_at_10, "hr@10": metrics.hr_at_10, "users": metrics.n_users}
+
+        return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate)
+
+    def write_variant(self, repo: Path, onnx_path: Path, ds, slug: str, info: dict | None = None) -> list[str]:
+        from recdeploy.export.retrieval import add_scorer_variant
+        pipeline = add_scorer_variant(Path(repo), Path(onnx_path), ds.n_items, slug, info)
+        return [pipeline.scorer.name, pipeline.ensemble.name]

@@ -1,0 +1,47 @@
+"""`recdeploy compress` end to end on the small trained run: report files, budget pick, and
+variants written beside the full model in a copy of the exported repository."""
+import json
+import shutil
+
+import numpy as np
+
+from recdeploy.compress.cli import main
+
+
+def test_compress_writes_report_and_serves_variants_beside_full_model(trained_run, repository, tmp_path, capsys):
+    run, _ = trained_run
+    repo = tmp_path / "repo"
+    shutil.copytree(repository, repo)
+    out = tmp_path / "report"
+    code = main(["--run", str(run), "--methods", "int8-dynamic,rowwise-int8", "--rounds", "2",
+                 "--batches", "1,8", "--quality-budget", "2%", "--out", str(out),
+                 "--repository", str(repo), "--export-variants", "all", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    for name in ("report.md", "report.json", "report.csv", "pareto.png"):
+        assert (out / name).stat().st_size > 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["variant"]: row for row in report["rows"]}
+    assert set(rows) == {"fp32", "int8-dynamic", "rowwise-int8"}
+    assert rows["fp32"]["x_smaller"] == 1.0 and rows["rowwise-int8"]["x_smaller"] > 3
+    assert "MatMulInteger:1" in rows["int8-dynamic"]["quantized_ops"]
+    assert all(row["rel_loss_pct"] < 2 for row in rows.values())
+    assert report["best"] in ("int8-dynamic", "rowwise-int8")
+
+    from recdeploy.export.inprocess import InProcessRecommender
+    from recdeploy.export.repository import verify_manifest
+
+    verify_manifest(repo)
+    meta = json.loads((repo / "recdeploy.json").read_text())
+    assert {"recommend", "recommend_int8_dynamic", "recommend_rowwise_int8"} <= set(meta["ensembles"])
+    assert meta["variants"]["rowwise_int8"]["methods"] == [{"method": "rowwise", "bits": 8}]
+    users = np.load(repo / "feature_lookup" / "1" / "user_ids.npy")[:50]
+    full, _ = InProcessRecommender(repo).recommend(users, k=10)
+    small, _ = InProcessRecommender(repo, variant_scorer="scorer_rowwise_int8").recommend(users, k=10)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(full, small)])
+    assert overlap > 0.9
+
+
+def test_unknown_method_is_a_clean_error(trained_run, capsys):
+    run, _ = trained_run
+    assert main(["--run", str(run), "--methods", "int3"]) == 2
+    assert "unknown compression method 'int3'; valid:" in capsys.readouterr().err
