@@ -1,0 +1,136 @@
+"""The multi-stage scenario (YouTube-style): retrieval top-N, then the CTR ranker's top-K.
+
+    parity = export_multistage(two_tower, dcn, ds, Path("model_repository"), n_candidates=100)
+    ids, scores = InProcessMultiStage(Path("model_repository")).recommend([42], k=10)
+
+Ensemble ``recommend_multistage``: USER_ID INT64 [B,1], K INT32 [B,1] ->
+ITEM_IDS INT64 [B,K], SCORES FP32 [B,K] (ranker logits), through
+feature_lookup -> scorer (two-tower, ONNX) -> retrieve_topn (N from its config) ->
+ranking_features -> ranker (DCN-v2, ONNX) -> rank_topk. The same repository also serves
+``recommend`` (retrieval alone) and ``rank`` (ranking of given candidates), so the stages
+can be measured apart. Unknown users: popular items as candidates, ranked with the
+ranker's unknown-user row. K must be between 1 and N.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recdeploy.export.onnx_export import ParityReport
+from recdeploy.export.ranking import (RESULT_OUTPUTS, InProcessRanker, load_python_model,
+                                      ranker_spec, rank_topk_spec, ranking_features_spec,
+                                      ranking_steps, write_ranking, check_compatible)
+from recdeploy.export.repository import write_manifest, write_model
+from recdeploy.export.retrieval import ExportError, export_retrieval
+from recdeploy.export.retrieval_specs import MAX_BATCH, lookup_spec, scorer_spec
+from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
+                                            build_ensemble_config, build_model_config, check_ensemble)
+from recdeploy.export.triton_python import SOURCES
+from recdeploy.train.data import Dataset
+
+DEFAULT_CANDIDATES = 100
+topn_module = load_python_model("retrieve_topn")
+lookup_module = load_python_model("feature_lookup")
+
+
+@dataclass(frozen=True)
+class MultiStagePipeline:
+    models: tuple[ModelSpec, ...]
+    ensemble: EnsembleSpec
+
+
+def retrieve_topn_spec(n_items: int, n_candidates: int, max_batch: int = MAX_BATCH) -> ModelSpec:
+    if not 1 <= n_candidates <= n_items:
+        raise ExportError(f"n_candidates must be between 1 and the catalogue size {n_items}, "
+                          f"got {n_candidates}")
+    return ModelSpec(
+        name="retrieve_topn", backend="python", max_batch_size=max_batch,
+        inputs=(TensorSpec("SCORES", "FP32", (n_items,)), TensorSpec("SEEN_ITEMS", "INT64", (-1,)),
+                TensorSpec("IS_KNOWN", "BOOL", (1,))),
+        outputs=(TensorSpec("CANDIDATES", "INT64", (n_candidates,)),),
+        parameters=(("n_candidates", str(n_candidates)),))
+
+
+def multistage_ensemble_spec(max_batch: int = MAX_BATCH) -> EnsembleSpec:
+    return EnsembleSpec(
+        name="recommend_multistage", max_batch_size=max_batch,
+        inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),
+        outputs=RESULT_OUTPUTS,
+        steps=(
+            EnsembleStep("feature_lookup", {"USER_ID": "USER_ID"},
+                         {"USER_INDEX": "user_index", "SEEN_ITEMS": "seen_items",
+                          "IS_KNOWN": "is_known"}),
+            EnsembleStep("scorer", {"USER_INDEX": "user_index"}, {"SCORES": "retrieval_scores"}),
+            EnsembleStep("retrieve_topn", {"SCORES": "retrieval_scores", "SEEN_ITEMS": "seen_items",
+                                           "IS_KNOWN": "is_known"}, {"CANDIDATES": "candidates"}),
+            *ranking_steps("candidates"),
+        ))
+
+
+def multistage_pipeline(n_items: int, n_genres: int, n_candidates: int = DEFAULT_CANDIDATES,
+                        max_batch: int = MAX_BATCH) -> MultiStagePipeline:
+    models = (lookup_spec(max_batch), scorer_spec(n_items, max_batch=max_batch),
+              retrieve_topn_spec(n_items, n_candidates, max_batch),
+              ranking_features_spec(n_genres, max_batch), ranker_spec(n_genres, max_batch),
+              rank_topk_spec(max_batch))
+    pipeline = MultiStagePipeline(models=models, ensemble=multistage_ensemble_spec(max_batch))
+    check_ensemble(pipeline.ensemble, {m.name: m for m in models})
+    return pipeline
+
+
+def export_multistage(retriever, ranker, ds: Dataset, repo: Path,
+                      n_candidates: int = DEFAULT_CANDIDATES, retriever_card: dict | None = None,
+                      ranker_card: dict | None = None) -> dict[str, ParityReport]:
+    """Write recommend + rank + recommend_multistage into one (cleared) repository.
+
+    retriever: a trained TwoTower; ranker: a trained DCNv2; both on ``ds``.
+    Returns the ONNX parity report of each scorer.
+    """
+    repo = Path(repo)
+    check_compatible(ranker, ds, ranker_card)
+    pipeline = multistage_pipeline(ds.n_items, ranker.n_genres, n_candidates)
+    parity = {"scorer": export_retrieval(retriever, ds, repo, retriever_card)}
+    parity["ranker"] = write_ranking(repo, ranker, ds, ranker_card)
+    topn = next(m for m in pipeline.models if m.name == "retrieve_topn")
+    write_model(repo, build_model_config(topn), {
+        "model.py": SOURCES["retrieve_topn"],
+        "item_ids.npy": repo / "topk" / "1" / "item_ids.npy",
+        "popularity.npy": repo / "topk" / "1" / "popularity.npy"})
+    write_model(repo, build_ensemble_config(pipeline.ensemble), {})
+    meta = json.loads((repo / "recdeploy.json").read_text())
+    meta.update({"scenario": "multistage", "n_candidates": n_candidates,
+                 "ensembles": ["recommend", "rank", "recommend_multistage"],
+                 "onnx_parity_max_abs_diff": {k: v.max_abs_diff for k, v in parity.items()},
+                 "ranker_card": ranker_card or {}})
+    (repo / "recdeploy.json").write_text(json.dumps(meta, indent=2))
+    write_manifest(repo)
+    return parity
+
+
+class InProcessMultiStage:
+    """``recommend_multistage`` in-process: the repository's artifacts and numpy cores."""
+
+    def __init__(self, repo: Path, threads: int = 2):
+        from recdeploy.export.ranking import onnx_session
+
+        repo = Path(repo)
+        self.table = lookup_module.UserTable.load(repo / "feature_lookup" / "1")
+        folder = repo / "retrieve_topn" / "1"
+        self.item_ids = np.load(folder / "item_ids.npy")
+        self.popularity = np.load(folder / "popularity.npy")
+        self.n = int(json.loads((repo / "recdeploy.json").read_text())["n_candidates"])
+        self.retrieval = onnx_session(repo / "scorer" / "1" / "model.onnx", threads)
+        self.ranker = InProcessRanker(repo, threads)
+
+    def candidates(self, user_ids) -> np.ndarray:
+        users = np.asarray(user_ids, dtype=np.int64).reshape(-1, 1)
+        index, seen, known = lookup_module.lookup_users(users, self.table)
+        scores = self.retrieval.run(["SCORES"], {"USER_INDEX": index})[0]
+        return topn_module.top_n_candidates(scores, seen, known, self.n, self.popularity, self.item_ids)
+
+    def recommend(self, user_ids, k: int) -> tuple[np.ndarray, np.ndarray]:
+        users = np.asarray(user_ids, dtype=np.int64).reshape(-1, 1)
+        return self.ranker.rank(users, self.candidates(users), k)
