@@ -38,7 +38,7 @@ def write_repository(repo: Path, modules: dict, variants, max_queue_delay_us: in
     from recdeploy.export.triton_config import build_ensemble_config, build_model_config
 
     for ensemble, model, kind, half, threads in variants:
-        spec = fused_model_spec(model, platform="pytorch_libtorch", kind=kind, threads=threads,
+        spec = fused_model_spec(model, platform="pytorch_libtorch", kind=kind, threads=threads, instances=1,
                                 max_queue_delay_us=max_queue_delay_us)
         with tempfile.TemporaryDirectory() as tmp:
             path = export_fused_torchscript(modules[half], Path(tmp) / "model.pt")

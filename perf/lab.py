@@ -168,6 +168,7 @@ def with_schedule(config, delay_us: int, instances: int):
 
 def scheduled_copy(repository: Path, dest: Path, delay_us: int, instances: int) -> Path:
     """Copy the repository (artifacts hard-linked where possible) with rewritten configs."""
+    from recdeploy.export.repository import write_manifest
     from recdeploy.export.triton_config import config_text, parse_config_text
 
     def link_or_copy(src, dst):
@@ -176,12 +177,15 @@ def scheduled_copy(repository: Path, dest: Path, delay_us: int, instances: int) 
         except OSError:
             shutil.copy2(src, dst)
 
+    if dest.exists():
+        shutil.rmtree(dest)
     shutil.copytree(repository, dest, copy_function=link_or_copy)
     for path in dest.glob("*/config.pbtxt"):
         path.unlink()  # the hard link shares the original's inode: write a new file
         source = repository / path.parent.name / "config.pbtxt"
         path.write_text(config_text(with_schedule(parse_config_text(source.read_text()),
                                                   delay_us, instances)))
+    write_manifest(dest)  # the configs changed: the copy must still verify
     return dest
 
 

@@ -46,6 +46,13 @@ def thread_options(config):
     return options
 
 
+def parameter(config, name, default=""):
+    """A string ``parameters`` entry of the model config."""
+    value = (config.get("parameters") or {}).get(name, {})
+    text = value.get("string_value", "") if isinstance(value, dict) else str(value)
+    return text.strip() or default
+
+
 def can_concatenate(feeds):
     """True when every request feeds the same inputs with equal dtypes and trailing shapes."""
     if len(feeds) < 2:
@@ -107,6 +114,10 @@ class OnnxRuntimeRunner:
         options = ort.SessionOptions()
         for attribute, value in thread_options(config).items():
             setattr(options, attribute, value)
+        # ORT's pool threads spin while waiting by default; in a server they spin on the cores
+        # tritonserver and the other stubs need. Off unless parameters {allow_spinning: "1"}.
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                          "1" if parameter(config, "allow_spinning") == "1" else "0")
         providers = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU" and \
                 "CUDAExecutionProvider" in ort.get_available_providers():
@@ -165,9 +176,8 @@ class TritonPythonModel:
                         for o in config.get("output", [])]
         self.batched = int(config.get("max_batch_size", 0)) > 0
         # parameters { key: "batch_group_inputs" value { string_value: "K" } }
-        group = (config.get("parameters") or {}).get("batch_group_inputs", {})
-        text = group.get("string_value", "") if isinstance(group, dict) else str(group)
-        self.group_inputs = [name.strip() for name in text.split(",") if name.strip()]
+        self.group_inputs = [name.strip() for name in parameter(config, "batch_group_inputs").split(",")
+                             if name.strip()]
 
     def execute(self, requests):
         responses = [None] * len(requests)

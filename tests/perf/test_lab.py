@@ -47,9 +47,9 @@ def test_with_schedule_rewrites_batching_and_instances_but_not_ensembles():
     from recdeploy.perf.lab import with_schedule
 
     model = build_model_config(fused_model_spec())
-    changed = with_schedule(model, 500, 2)
-    assert changed.dynamic_batching.max_queue_delay_microseconds == 500
-    assert changed.instance_group[0].count == 2
-    assert model.instance_group[0].count == 1  # the input is left alone
+    changed = with_schedule(model, 100, 3)
+    assert changed.dynamic_batching.max_queue_delay_microseconds == 100
+    assert changed.instance_group[0].count == 3
+    assert model.instance_group[0].count == 2  # the input is left alone
     ensemble = build_ensemble_config(fused_ensemble_spec(fused_model_spec()))
     assert with_schedule(ensemble, 500, 2) == ensemble
