@@ -25,6 +25,8 @@ from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpe
                                             check_ensemble)
 
 MAX_BATCH = 256
+# histories up to this long are masked after the TopK (see FusedRetrieval)
+POST_FILTER_MAX_SEEN = 64
 # Dense id -> row tables above this many entries would waste memory; sparse ids need a hash.
 MAX_DENSE_ID = 50_000_000
 
@@ -78,6 +80,10 @@ class FusedRetrieval(nn.Module):
         self.register_buffer("seen_items", torch.from_numpy(np.r_[np.asarray(seen_items, np.int64), 0]))
         self.register_buffer("item_ids", torch.from_numpy(np.asarray(item_ids, np.int64)))
         self.n_users, self.n_items = len(user_ids), n_items
+        # Short histories are masked after a TopK over k + L candidates (no pass over the
+        # B x I scores; the B x (k+L) x L comparison is small); long ones in place before it.
+        lengths = np.diff(indptr)
+        self.mask_after_topk = bool(len(lengths) == 0 or lengths.max() <= POST_FILTER_MAX_SEEN)
 
     def forward(self, user_id: torch.Tensor, k: torch.Tensor):
         uid = user_id[:, 0]
@@ -90,24 +96,51 @@ class FusedRetrieval(nn.Module):
         scores = (vectors @ self.item_vectors_t).float()                         # B x I
         if self.half:
             scores = torch.where(known[:, None], scores + self.item_bias, self.popularity[None, :])
-        # seen-item mask, in place on the scores: padding slots of a row repeat its first
-        # seen item (-inf again), or, for a row with nothing seen, rewrite item 0 unchanged
         start = self.seen_indptr[row]
         length = torch.where(known, self.seen_indptr[row + 1] - start, torch.zeros_like(start))
         offsets = torch.arange(length.max(), device=uid.device)
         valid = offsets[None, :] < length[:, None]                                # B x L
+        k = k[:, 0].to(torch.int64)
+        if self.mask_after_topk:
+            ids, best = self._top_k_then_mask(scores, start, offsets, valid, k)
+        else:
+            ids, best = self._mask_then_top_k(scores, start, offsets, valid, length, k)
+        keep = (torch.arange(best.shape[1], device=uid.device)[None, :] < k[:, None]) & torch.isfinite(best)
+        ids = torch.where(keep, ids, torch.full_like(ids, -1))
+        best = torch.where(keep, best, torch.full_like(best, float("-inf")))
+        return ids, best
+
+    def _mask_then_top_k(self, scores, start, offsets, valid, length, k):
+        """In-place mask: padding slots of a row repeat its first seen item (-inf again), or,
+        for a row with nothing seen, rewrite item 0 unchanged."""
         has_seen = (length > 0)[:, None]
         first = torch.where(has_seen, self.seen_items[start][:, None], torch.zeros_like(start)[:, None])
         index = torch.where(valid, self.seen_items[(start[:, None] + offsets[None, :]) * valid], first)
         values = torch.where(valid | has_seen, torch.full_like(index, float("-inf"), dtype=scores.dtype),
                              scores.gather(1, index))
-        scores = scores.scatter(1, index, values)
-        k = k[:, 0].to(torch.int64)
-        best, index = torch.topk(scores, k.max(), dim=1)
-        keep = (torch.arange(best.shape[1], device=uid.device)[None, :] < k[:, None]) & torch.isfinite(best)
-        ids = torch.where(keep, self.item_ids[index], torch.full_like(index, -1))
-        best = torch.where(keep, best, torch.full_like(best, float("-inf")))
-        return ids, best
+        best, top = torch.topk(scores.scatter(1, index, values), k.max(), dim=1)
+        return self.item_ids[top], best
+
+    def _top_k_then_mask(self, scores, start, offsets, valid, k):
+        """TopK over k + L, drop the seen candidates, keep the first k of the rest in order.
+
+        Removing items from a sorted list keeps its order (ties included), so this equals
+        masking first; at most L of the k + L candidates can be seen ones.
+        """
+        seen = torch.where(valid, self.seen_items[(start[:, None] + offsets[None, :]) * valid],
+                           torch.full_like(valid, -1, dtype=torch.int64))          # B x L
+        kmax = k.max()
+        best, top = torch.topk(scores, torch.clamp(kmax + offsets.shape[0], max=self.n_items), dim=1)
+        unseen = ~(top[:, :, None] == seen[:, None, :]).any(dim=2)               # B x W
+        rank = torch.cumsum(unseen.to(torch.int64), dim=1) - 1
+        # kept candidates land in column rank; the rest in a spare column W, sliced off
+        spare = torch.full_like(rank, 0) + top.shape[1]
+        column = torch.where(unseen & (rank < kmax), rank, spare)
+        ids = torch.cat([torch.full_like(top, -1), torch.full_like(top[:, :1], -1)], dim=1)
+        out = torch.cat([torch.full_like(best, float("-inf")), torch.full_like(best[:, :1], float("-inf"))], dim=1)
+        ids = ids.scatter(1, column, self.item_ids[top])
+        out = out.scatter(1, column, best)
+        return ids[:, :kmax], out[:, :kmax]
 
 
 def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:

@@ -71,8 +71,8 @@ class StepTime:
 class LabRow:
     ensemble: str
     batch_size: int
-    delay_us: int
-    instances: int
+    delay_us: int | None      # None: the repository's own config, not rewritten
+    instances: int | None
     served_peak_recs_per_s: float
     served_peak_concurrency: int
     served_p99_ms_at_peak: float
@@ -213,8 +213,8 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                 f"{inprocess[ensemble, batch].recommendations_per_s:,.0f} recs/s")
     rows, results = [], []
     for delay_us, instances in config.schedules:
-        served_repo = repository
-        if (delay_us, instances) != (0, 1) or len(config.schedules) > 1:
+        served_repo, rewritten = repository, (delay_us, instances) != (0, 1) or len(config.schedules) > 1
+        if rewritten:
             served_repo = scheduled_copy(repository, out_dir / "repositories" /
                                          f"delay{delay_us}-x{instances}", delay_us, instances)
         with TritonServer(ServerConfig(model_repository=served_repo)) as server:
@@ -232,8 +232,10 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                     after = model_statistics(server.http_url)
                     results.append(result)
                     peak = result.peak()
-                    row = LabRow(ensemble=ensemble, batch_size=batch, delay_us=delay_us,
-                                 instances=instances, served_peak_recs_per_s=peak.throughput_infer_per_s,
+                    row = LabRow(ensemble=ensemble, batch_size=batch,
+                                 delay_us=delay_us if rewritten else None,
+                                 instances=instances if rewritten else None,
+                                 served_peak_recs_per_s=peak.throughput_infer_per_s,
                                  served_peak_concurrency=peak.concurrency,
                                  served_p99_ms_at_peak=peak.p99_us / 1e3,
                                  inprocess=inprocess[ensemble, batch],
@@ -245,6 +247,10 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
     return rows, results
 
 
+def _setting(value: int | None) -> str:
+    return "as exported" if value is None else str(value)
+
+
 def render_lab_markdown(rows: list[LabRow]) -> str:
     lines = ["## Served vs in-process", "",
              "Served: perf_analyzer's peak over the concurrency sweep (gRPC, one client machine "
@@ -254,8 +260,8 @@ def render_lab_markdown(rows: list[LabRow]) -> str:
              "| p99 ms | in-process recs/s | served / in-process |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row.ensemble} | {row.batch_size} | {row.delay_us} | {row.instances} | "
-                     f"{row.served_peak_recs_per_s:,.0f} | "
+        lines.append(f"| {row.ensemble} | {row.batch_size} | {_setting(row.delay_us)} | "
+                     f"{_setting(row.instances)} | {row.served_peak_recs_per_s:,.0f} | "
                      f"{row.served_peak_concurrency} | {row.served_p99_ms_at_peak:.2f} | "
                      f"{row.inprocess.recommendations_per_s:,.0f} | {row.served_over_inprocess:.0%} |")
     lines += ["", "## Where the server's time goes (Triton statistics, per execution)", "",
@@ -263,8 +269,8 @@ def render_lab_markdown(rows: list[LabRow]) -> str:
               "|---|---:|---:|---:|---|---:|---:|---:|"]
     for row in rows:
         for step in row.steps:
-            lines.append(f"| {row.ensemble} | {row.batch_size} | {row.delay_us} | {row.instances} | "
-                         f"{step.model} | {step.executions:,} | "
+            lines.append(f"| {row.ensemble} | {row.batch_size} | {_setting(row.delay_us)} | "
+                         f"{_setting(row.instances)} | {step.model} | {step.executions:,} | "
                          f"{step.queue_ms:.3f} | {step.compute_ms:.3f} |")
     return "\n".join(lines) + "\n"
 

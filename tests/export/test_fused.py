@@ -74,3 +74,15 @@ def test_specs_keep_the_recommend_contract():
     step = fused_ensemble_spec(torch_model, "recommend_torch").steps[0]
     assert step.output_map == {"ITEM_IDS__0": "ITEM_IDS", "SCORES__1": "SCORES"}
     assert dict(model.parameters)["batch_group_inputs"] == "K"
+
+
+def test_both_masking_strategies_agree(tiny, tmp_path):
+    """Short histories are masked after a TopK over k + L, long ones in place before it."""
+    fused, features, all_scores = tiny
+    users = np.array([5, 9, 12, 7])
+    assert fused.mask_after_topk  # at most 2 seen items per user here
+    for strategy in (True, False):
+        fused.mask_after_topk = strategy
+        path = export_fused_onnx(fused, tmp_path / f"f{strategy}.onnx", np.array([5, 9]))
+        check_fused_parity(onnx_runner(path), fused, features, all_scores, users, ks=(1, 2, 4, 6))
+    fused.mask_after_topk = True
