@@ -70,3 +70,23 @@ def test_scorer_answers_an_explicit_history_including_an_empty_one(sequential_se
         scores = client.infer({"HISTORY": history}, ["SCORES"])["SCORES"]
     assert scores.shape == (3, len(reference.item_ids)) and np.isfinite(scores).all()
     np.testing.assert_allclose(scores, reference.score_history(history), rtol=1e-5, atol=1e-5)
+
+
+def test_over_long_history_is_truncated_to_the_last_max_len(sequential_server, reference):
+    rng = np.random.default_rng(3)
+    history = rng.integers(1, len(reference.item_ids) + 1, size=(2, 50)).astype(np.int64)  # max_len is 20
+    with RecommendClient(sequential_server.grpc_url, model=SCORER) as client:
+        long = client.infer({"HISTORY": history}, ["SCORES"])["SCORES"]
+        last = client.infer({"HISTORY": np.ascontiguousarray(history[:, -20:])}, ["SCORES"])["SCORES"]
+    np.testing.assert_allclose(long, last, rtol=1e-5, atol=1e-5)
+
+
+def test_history_token_beyond_the_vocabulary_is_an_error_and_server_stays_up(sequential_server, reference):
+    from tritonclient.utils import InferenceServerException
+
+    bad = np.array([[0, 0, 10 ** 6]], dtype=np.int64)
+    with RecommendClient(sequential_server.grpc_url, model=SCORER) as client:
+        with pytest.raises(InferenceServerException):
+            client.infer({"HISTORY": bad}, ["SCORES"])
+        good = client.infer({"HISTORY": np.array([[0, 0, 5]], dtype=np.int64)}, ["SCORES"])["SCORES"]
+    assert sequential_server.is_ready() and np.isfinite(good).all()
