@@ -68,3 +68,19 @@ def test_same_seed_same_metrics():
     a = train(config, ds, leave_one_out(ds), progress=False)
     b = train(config, ds, leave_one_out(ds), progress=False)
     assert a.metrics == b.metrics
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    import torch
+    from recdeploy.train.tasks import EarlyStopping
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    stopper = EarlyStopping(patience=2, higher_is_better=False)  # e.g. RMSE
+    stops = []
+    for epoch, (weight, rmse) in enumerate([(1.0, 0.9), (2.0, 0.8), (3.0, 0.85), (4.0, 0.81)], start=1):
+        with torch.no_grad():
+            model.weight.fill_(weight)
+        stops.append(stopper.update(model, rmse, epoch))
+    assert stops == [False, False, False, True]
+    assert stopper.best_epoch == 2 and stopper.best == 0.8
+    assert stopper.restore(model).weight.item() == 2.0

@@ -6,6 +6,7 @@ Every module in this package is imported on first use.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import pkgutil
 import time
@@ -40,6 +41,29 @@ class TrainResult:
                 **self.protocol, "metrics": self.metrics, "baselines": self.baselines,
                 "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
                 "train_seconds": round(self.seconds, 1), **self.extra}
+
+
+class EarlyStopping:
+    """Keeps the weights of the best validation epoch; says stop after ``patience`` epochs
+    without improvement. Every task's loop uses it, so they all stop the same way."""
+
+    def __init__(self, patience: int, higher_is_better: bool = True):
+        self.patience, self.sign = patience, 1.0 if higher_is_better else -1.0
+        self.best: float | None = None
+        self.best_state, self.best_epoch, self.stale = None, 0, 0
+
+    def update(self, model: torch.nn.Module, metric: float, epoch: int) -> bool:
+        """Record one epoch's validation metric; True when training should stop."""
+        if self.best is None or self.sign * metric > self.sign * self.best:
+            self.best, self.best_epoch, self.stale = metric, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> torch.nn.Module:
+        model.load_state_dict(self.best_state)
+        return model.eval()
 
 
 def register_task(name: str):

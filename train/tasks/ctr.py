@@ -15,7 +15,6 @@ user row the server uses for cold-start users is trained, not random.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import TrainResult, register_task
+from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
 
 PROTOCOL = {"split": "random 8:1:1 of rated pairs (seeded)",
             "protocol": "CTR: rating >= 4 click, <= 2 no click, 3 dropped; AUC, logloss",
@@ -190,7 +189,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
     labels = torch.from_numpy((ds.ratings[split.train] >= 4).astype(np.float32))
     valid_labels = (ds.ratings[split.valid] >= 4).astype(np.float32)
 
-    best_auc, best_state, best_epoch, stale, epoch = -1.0, None, 0, 0, 0
+    stopper, epoch = EarlyStopping(config.patience), 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
@@ -209,18 +208,13 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
             total += loss.item() * len(batch)
         valid_auc = auc(valid_labels, predict_logits(model, ds, split.valid))
         bar.set_postfix(loss=f"{total / len(users):.4f}", val_auc=f"{valid_auc:.4f}")
-        if valid_auc > best_auc:
-            best_auc, best_state, best_epoch, stale = valid_auc, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopper.update(model, valid_auc, epoch):
+            break
+    stopper.restore(model)
     test_labels = (ds.ratings[split.test] >= 4).astype(np.float32)
     metrics = {"valid": ctr_metrics(valid_labels, predict_logits(model, ds, split.valid)),
                "test": ctr_metrics(test_labels, predict_logits(model, ds, split.test))}
     return TrainResult(model=model, model_args=model_args, metrics=metrics,
                        baselines=baselines(ds, split.train, split.test), protocol=PROTOCOL,
-                       epochs_run=epoch, best_epoch=best_epoch,
+                       epochs_run=epoch, best_epoch=stopper.best_epoch,
                        seconds=time.perf_counter() - started)

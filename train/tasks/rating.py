@@ -10,7 +10,6 @@ on the same training rows (regularised alternating least squares, Surprise's Bas
 """
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, random_split
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import TrainResult, register_task
+from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
 
 RATIOS = (0.8, 0.1, 0.1)
 PROTOCOL = {"split": "random 80/10/10 of all ratings (seeded; train = one 5-fold CV fold's size)",
@@ -75,7 +74,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     def evaluate(rows: np.ndarray) -> float:
         return rmse(_predict(model, ds.users[rows], ds.items[rows], low, high), ds.ratings[rows])
 
-    best, best_state, best_epoch, stale, epoch = np.inf, None, 0, 0, 0
+    stopper, epoch = EarlyStopping(config.patience, higher_is_better=False), 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
@@ -94,14 +93,9 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
         model.eval()
         valid = evaluate(split.valid)
         bar.set_postfix(train_rmse=f"{np.sqrt(total / len(users)):.4f}", val_rmse=f"{valid:.4f}")
-        if valid < best:
-            best, best_state, best_epoch, stale = valid, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopper.update(model, valid, epoch):
+            break
+    stopper.restore(model)
     mu, b_u, b_i = fit_baseline(tr_u, tr_i, tr_r, ds.n_users, ds.n_items)
     te_u, te_i, te_r = ds.users[split.test], ds.items[split.test], ds.ratings[split.test]
     baselines = {
@@ -112,4 +106,4 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
                                 "test": {"rmse": round(evaluate(split.test), 4),
                                          "ratings": int(len(split.test))}},
                        baselines=baselines, protocol=PROTOCOL, epochs_run=epoch,
-                       best_epoch=best_epoch, seconds=time.perf_counter() - started)
+                       best_epoch=stopper.best_epoch, seconds=time.perf_counter() - started)

@@ -8,7 +8,6 @@ the same way, so the two numbers are comparable.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, item_popularity, leave_one_out, seen_items_by_user
 from recdeploy.train.metrics import evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import TrainResult, register_task
+from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
 
 PROTOCOL = {"split": "leave-one-out by timestamp",
             "protocol": "full ranking over all items, the user's known items excluded"}
@@ -59,7 +58,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     (valid_users, valid_targets, seen_train), (test_users, test_targets, seen_all) = \
         evaluation_sets(ds, split)
 
-    best_ndcg, best_state, best_epoch, stale, epoch = -1.0, None, 0, 0, 0
+    stopper, epoch = EarlyStopping(config.patience), 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
@@ -76,15 +75,9 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
         model.eval()
         valid = evaluate_full_ranking(_scorer(model), valid_users, valid_targets, seen_train)
         bar.set_postfix(loss=f"{total / len(users):.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
-        if valid.ndcg_at_10 > best_ndcg:
-            best_ndcg, best_state, best_epoch, stale = valid.ndcg_at_10, copy.deepcopy(
-                model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopper.update(model, valid.ndcg_at_10, epoch):
+            break
+    stopper.restore(model)
     valid = evaluate_full_ranking(_scorer(model), valid_users, valid_targets, seen_train)
     test = evaluate_full_ranking(_scorer(model), test_users, test_targets, seen_all)
     popularity = item_popularity(ds, np.concatenate([split.train, split.valid]))
@@ -92,4 +85,4 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     return TrainResult(model=model, model_args=model_args,
                        metrics={"valid": valid.as_dict(), "test": test.as_dict()},
                        baselines={"most_popular": {"test": pop_test.as_dict()}}, protocol=PROTOCOL,
-                       epochs_run=epoch, best_epoch=best_epoch, seconds=time.perf_counter() - started)
+                       epochs_run=epoch, best_epoch=stopper.best_epoch, seconds=time.perf_counter() - started)

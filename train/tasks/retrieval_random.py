@@ -13,7 +13,6 @@ stopping on validation NDCG@10. The most-popular baseline (train counts) is rank
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -26,7 +25,7 @@ from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, filter_ratings, item_popularity, random_split
 from recdeploy.train.metrics import popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import TrainResult, register_task
+from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
 
 MIN_RATING = 3.0
 RATIOS = (0.8, 0.1, 0.1)
@@ -151,7 +150,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
         return evaluate_multi_target(score, ds.n_users, ds.users[rows], ds.items[rows],
                                      ds.users[seen_rows], ds.items[seen_rows])
 
-    best, best_state, best_epoch, stale, epoch = -1.0, None, 0, 0, 0
+    stopper, epoch = EarlyStopping(config.patience), 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
@@ -168,15 +167,9 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
         model.eval()
         valid = evaluate(_scorer(model), split.valid, split.train)
         bar.set_postfix(loss=f"{total / len(users):.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
-        if valid.ndcg_at_10 > best:
-            best, best_state, best_epoch, stale = valid.ndcg_at_10, copy.deepcopy(
-                model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopper.update(model, valid.ndcg_at_10, epoch):
+            break
+    stopper.restore(model)
     valid = evaluate(_scorer(model), split.valid, split.train)
     test = evaluate(_scorer(model), split.test, train_valid)
     popularity = popularity_scorer(item_popularity(ds, split.train))
@@ -184,4 +177,4 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     return TrainResult(model=model, model_args=model_args,
                        metrics={"valid": valid.as_dict(), "test": test.as_dict()},
                        baselines={"most_popular": {"test": pop_test.as_dict()}}, protocol=PROTOCOL,
-                       epochs_run=epoch, best_epoch=best_epoch, seconds=time.perf_counter() - started)
+                       epochs_run=epoch, best_epoch=stopper.best_epoch, seconds=time.perf_counter() - started)

@@ -23,7 +23,6 @@ used are written into the card under ``hparams``.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, fields
 
@@ -36,7 +35,7 @@ from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, filter_interactions
 from recdeploy.train.metrics import RankingMetrics, evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import TrainResult, register_task
+from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
 
 MIN_RATING = 3
 MIN_COUNT = 10
@@ -157,7 +156,7 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     inputs, targets = (torch.from_numpy(a).to(device) for a in training_windows(
         [s[:-2] if len(s) >= 3 else s for s in sequences], config.max_len))
 
-    best_ndcg, best_state, best_epoch, stale, epoch = -1.0, None, 0, 0, 0
+    stopper, epoch = EarlyStopping(config.patience), 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
@@ -165,15 +164,9 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
         model.eval()
         score = valid.evaluate(model_scorer(model, valid.tokens), mask_history=False)
         bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{score.ndcg_at_10:.4f}")
-        if score.ndcg_at_10 > best_ndcg:
-            best_ndcg, best_state, best_epoch, stale = score.ndcg_at_10, copy.deepcopy(
-                model.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    model.eval()
+        if stopper.update(model, score.ndcg_at_10, epoch):
+            break
+    stopper.restore(model)
     seconds = time.perf_counter() - started
     metrics = {"valid": _both(valid, model_scorer(model, valid.tokens)),
                "test": _both(test, model_scorer(model, test.tokens))}
@@ -188,7 +181,7 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
              "hparams": hp, "device": config.device, "train_windows": len(inputs),
              "train_minutes": round(seconds / 60, 2)}
     return TrainResult(model=model, model_args=model_args, metrics=metrics, baselines=baselines,
-                       protocol=PROTOCOL, epochs_run=epoch, best_epoch=best_epoch,
+                       protocol=PROTOCOL, epochs_run=epoch, best_epoch=stopper.best_epoch,
                        seconds=seconds, extra=extra)
 
 
