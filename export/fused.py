@@ -143,13 +143,32 @@ class FusedRetrieval(nn.Module):
         return ids[:, :kmax], out[:, :kmax]
 
 
+def dot_product_parts(scorer: nn.Module):
+    """(user vectors U x D, item vectors I x D, item bias I) of a dot-product scorer, else None.
+
+    Two served-scorer layouts exist: RetrievalScorer (user_embedding, item_vectors_t,
+    item_bias) and DotProductScorer (user_embedding, item_table_t, biases folded into
+    extra columns). A scorer with neither (NeuMF's MLP) cannot be folded into one GEMM.
+    """
+    if not hasattr(scorer, "user_embedding"):
+        return None
+    users = scorer.user_embedding.weight.detach().numpy()
+    if hasattr(scorer, "item_vectors_t"):
+        return users, scorer.item_vectors_t.detach().numpy().T, scorer.item_bias.detach().numpy()
+    if hasattr(scorer, "item_table_t"):
+        items = scorer.item_table_t.detach().numpy().T
+        return users, items, np.zeros(len(items), np.float32)
+    return None
+
+
 def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:
-    """Build from a RetrievalScorer-like module (user_embedding, item_vectors_t, item_bias)
-    and the FeatureArrays the three-step ensemble serves from."""
+    """Build from a dot-product served scorer and the FeatureArrays of the three-step ensemble."""
+    parts = dot_product_parts(scorer)
+    if parts is None:
+        raise FusedExportError(f"{type(scorer).__name__} is not a dot-product scorer; it cannot be fused")
+    users, items, bias = parts
     return FusedRetrieval(
-        user_vectors=scorer.user_embedding.weight.detach().numpy(),
-        item_vectors=scorer.item_vectors_t.detach().numpy().T,
-        item_bias=scorer.item_bias.detach().numpy(), popularity=features.popularity,
+        user_vectors=users, item_vectors=items, item_bias=bias, popularity=features.popularity,
         user_ids=features.user_ids, seen_indptr=features.seen_indptr,
         seen_items=features.seen_items, item_ids=features.item_ids)
 

@@ -131,8 +131,8 @@ def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -
     features = build_feature_arrays(ds)
     write_python_models(repo, pipeline, features)
     ensembles = [pipeline.ensemble.name]
-    if hasattr(scorer, "item_vectors_t"):  # a dot-product scorer folds into one graph
-        from recdeploy.export.fused import write_fused_variant
+    from recdeploy.export.fused import dot_product_parts, write_fused_variant
+    if dot_product_parts(scorer) is not None:  # a dot-product scorer folds into one graph
         with torch.no_grad():
             all_scores = scorer(torch.arange(ds.n_users)[:, None]).numpy()
         write_fused_variant(repo, scorer, features, ds.user_ids[users[:, 0]], all_scores)

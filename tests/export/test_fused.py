@@ -86,3 +86,23 @@ def test_both_masking_strategies_agree(tiny, tmp_path):
         path = export_fused_onnx(fused, tmp_path / f"f{strategy}.onnx", np.array([5, 9]))
         check_fused_parity(onnx_runner(path), fused, features, all_scores, users, ks=(1, 2, 4, 6))
     fused.mask_after_topk = True
+
+
+def test_biased_mf_scorer_folds_into_the_fused_graph(tmp_path):
+    """DotProductScorer (biases as extra columns) fuses too; NeuMF's MLP scorer does not."""
+    from recdeploy.export.fused import dot_product_parts, fused_from_repository
+    from recdeploy.train.models import build_model
+
+    torch.manual_seed(0)
+    mf = build_model("biased_mf", n_users=3, n_items=6, dim=4, global_mean=3.5)
+    scorer = mf.retrieval_scorer().eval()
+    features = type("F", (), dict(
+        user_ids=np.array([5, 9, 12]), seen_indptr=np.array([0, 1, 3, 3]), seen_items=np.array([2, 0, 3]),
+        item_ids=np.arange(100, 106), popularity=np.array([4, 9, 9, 1, 0, 7], np.float32)))
+    fused = fused_from_repository(scorer, features)
+    with torch.no_grad():
+        all_scores = scorer(torch.arange(3)[:, None]).numpy()
+    path = export_fused_onnx(fused, tmp_path / "mf.onnx", np.array([5, 9]))
+    check_fused_parity(onnx_runner(path), fused, features, all_scores, np.array([5, 9, 12, 7]), ks=(1, 3, 6))
+    neumf = build_model("neumf", n_users=3, n_items=6, dim=4)
+    assert dot_product_parts(neumf.retrieval_scorer()) is None
