@@ -8,23 +8,14 @@ so "served equals offline" compares Triton's plumbing, not two implementations.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from recdeploy.export.triton_python import SOURCES
+from recdeploy.export.triton_python import load_python_model
 
-
-def _load_source(name: str):
-    spec = importlib.util.spec_from_file_location(f"recdeploy_triton_{name}", SOURCES[name])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lookup_module = _load_source("feature_lookup")
-topk_module = _load_source("topk")
+lookup_module = load_python_model("feature_lookup")
+topk_module = load_python_model("topk")
 
 
 class InProcessRecommender:

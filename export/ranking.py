@@ -11,8 +11,6 @@ ITEM_IDS INT64 [B,K], SCORES FP32 [B,K] (the ranker's logits; sigmoid gives pCTR
 """
 from __future__ import annotations
 
-import importlib.util
-import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -22,24 +20,16 @@ import numpy as np
 import torch
 
 from recdeploy.export.onnx_export import ParityReport, check_parity
-from recdeploy.export.repository import write_manifest, write_model
+from recdeploy.export.repository import npy_bytes, write_manifest, write_model
 from recdeploy.export.retrieval import ExportError, clear_repository
 from recdeploy.export.retrieval_specs import MAX_BATCH
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
                                             build_ensemble_config, build_model_config, check_ensemble)
-from recdeploy.export.triton_python import SOURCES
+from recdeploy.export.triton_python import SOURCES, load_python_model
 from recdeploy.train.data import Dataset
 
 N_SPARSE, N_DENSE = 6, 3
 FEATURE_TENSORS = ("SPARSE", "GENRES", "DENSE")
-
-
-def load_python_model(name: str):
-    """Import a python-backend model's numpy core (the file the server runs) by its name."""
-    spec = importlib.util.spec_from_file_location(f"recdeploy_triton_{name}", SOURCES[name])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 features_module = load_python_model("ranking_features")
@@ -121,12 +111,6 @@ def ranking_pipeline(n_genres: int, max_batch: int = MAX_BATCH) -> RankingPipeli
 
 # ---------------------------------------------------------------------------- export
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def feature_store(model, ds: Dataset):
     """The numpy FeatureStore the served model reads: the ranker's own tables + the raw ids."""
     tables = {name: getattr(model.features, name).numpy() for name in features_module.TABLES}
@@ -175,9 +159,10 @@ def write_ranking(repo: Path, model, ds: Dataset, card: dict | None = None) -> P
         parity = check_parity(model, onnx_path, inputs, ["SCORES"], atol=1e-5, rtol=1e-5)
         write_model(repo, build_model_config(pipeline.ranker), {"model.onnx": onnx_path})
     write_model(repo, build_model_config(pipeline.features), {
-        "model.py": SOURCES["ranking_features"], "user_ids.npy": _npy(ds.user_ids.astype(np.int64)),
-        "item_ids.npy": _npy(ds.item_ids.astype(np.int64)),
-        **{f"{name}.npy": _npy(getattr(store, name)) for name in features_module.TABLES}})
+        "model.py": SOURCES["ranking_features"],
+        "user_ids.npy": npy_bytes(ds.user_ids.astype(np.int64)),
+        "item_ids.npy": npy_bytes(ds.item_ids.astype(np.int64)),
+        **{f"{name}.npy": npy_bytes(getattr(store, name)) for name in features_module.TABLES}})
     write_model(repo, build_model_config(pipeline.topk), {"model.py": SOURCES["rank_topk"]})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
     return parity

@@ -8,10 +8,12 @@ Building configs is elsewhere (triton_config.py, pure); this module only touches
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 from tritonclient.grpc import model_config_pb2 as pb
 
 from recdeploy.export.triton_config import config_text, validate_model_name
@@ -42,6 +44,13 @@ def write_model(repo: Path, config: pb.ModelConfig, files: dict[str, Path | byte
         else:
             shutil.copyfile(content, target)
     return model_dir
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as the bytes of a .npy file (no pickles), for write_model's artifacts."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def sha256_file(path: Path) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from recdeploy.export.onnx_export import ParityReport, check_parity, export_onnx
-from recdeploy.export.repository import write_manifest, write_model
+from recdeploy.export.repository import npy_bytes, write_manifest, write_model
 from recdeploy.export.retrieval_specs import RetrievalPipeline, retrieval_pipeline
 from recdeploy.export.triton_config import build_ensemble_config, build_model_config
 from recdeploy.export.triton_python import SOURCES as PYTHON_MODEL_SOURCES
@@ -52,13 +52,6 @@ def build_feature_arrays(ds: Dataset) -> FeatureArrays:
                          popularity=item_popularity(ds, np.arange(ds.n_interactions)))
 
 
-def _npy(array: np.ndarray) -> bytes:
-    import io
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def clear_repository(repo: Path) -> None:
     """Remove earlier models (stale variants would otherwise be served); keep loose files."""
     repo.mkdir(parents=True, exist_ok=True)
@@ -70,13 +63,13 @@ def clear_repository(repo: Path) -> None:
 def write_python_models(repo: Path, pipeline: RetrievalPipeline, features: FeatureArrays) -> None:
     write_model(repo, build_model_config(pipeline.lookup), {
         "model.py": PYTHON_MODEL_SOURCES["feature_lookup"],
-        "user_ids.npy": _npy(features.user_ids),
-        "seen_indptr.npy": _npy(features.seen_indptr),
-        "seen_items.npy": _npy(features.seen_items)})
+        "user_ids.npy": npy_bytes(features.user_ids),
+        "seen_indptr.npy": npy_bytes(features.seen_indptr),
+        "seen_items.npy": npy_bytes(features.seen_items)})
     write_model(repo, build_model_config(pipeline.topk), {
         "model.py": PYTHON_MODEL_SOURCES["topk"],
-        "item_ids.npy": _npy(features.item_ids),
-        "popularity.npy": _npy(features.popularity)})
+        "item_ids.npy": npy_bytes(features.item_ids),
+        "popularity.npy": npy_bytes(features.popularity)})
 
 
 def write_scorer_variant(repo: Path, onnx_path: Path, n_items: int, variant: str = "") -> RetrievalPipeline:

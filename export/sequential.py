@@ -15,7 +15,6 @@ filtered catalogue of the sequential protocol, which differs from the retrieval 
 """
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ import numpy as np
 import torch
 
 from recdeploy.export.onnx_export import ParityReport, check_parity
-from recdeploy.export.repository import write_manifest, write_model
+from recdeploy.export.repository import npy_bytes, write_manifest, write_model
 from recdeploy.export.retrieval import clear_repository
-from recdeploy.export.retrieval_specs import MAX_BATCH, topk_spec
+from recdeploy.export.retrieval_specs import MAX_BATCH, RetrievalPipeline, topk_spec
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
                                             build_ensemble_config, build_model_config,
                                             check_ensemble)
@@ -45,16 +44,8 @@ class SequentialExportError(ValueError):
 
 # ---------------------------------------------------------------------------- specs (pure)
 
-@dataclass(frozen=True)
-class SequentialPipeline:
-    lookup: ModelSpec
-    scorer: ModelSpec
-    topk: ModelSpec
-    ensemble: EnsembleSpec
-
-    @property
-    def models(self) -> tuple[ModelSpec, ...]:
-        return (self.lookup, self.scorer, self.topk)
+# the same three steps as retrieval (lookup -> scorer -> topk), with a history lookup
+SequentialPipeline = RetrievalPipeline
 
 
 def history_lookup_spec(max_len: int, max_batch: int = MAX_BATCH) -> ModelSpec:
@@ -140,12 +131,6 @@ def build_history_arrays(raw: Dataset, ds: Dataset) -> HistoryArrays:
         popularity=np.bincount(ds.items, minlength=ds.n_items).astype(np.float32))
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 # ---------------------------------------------------------------------------- ONNX + checks
 
 @dataclass(frozen=True)
@@ -226,12 +211,12 @@ def export_sequential(model, raw: Dataset, repo: Path,
         write_model(repo, build_model_config(pipeline.scorer), {"model.onnx": onnx_path})
     arrays = build_history_arrays(raw, ds)
     write_model(repo, build_model_config(pipeline.lookup), {
-        "model.py": SOURCES["history_lookup"], "max_len.npy": _npy(np.array(model.max_len)),
-        **{f"{name}.npy": _npy(getattr(arrays, name)) for name in
+        "model.py": SOURCES["history_lookup"], "max_len.npy": npy_bytes(np.array(model.max_len)),
+        **{f"{name}.npy": npy_bytes(getattr(arrays, name)) for name in
            ("user_ids", "history_indptr", "history_items", "seen_indptr", "seen_items")}})
     write_model(repo, build_model_config(pipeline.topk), {
-        "model.py": SOURCES["topk"], "item_ids.npy": _npy(arrays.item_ids),
-        "popularity.npy": _npy(arrays.popularity)})
+        "model.py": SOURCES["topk"], "item_ids.npy": npy_bytes(arrays.item_ids),
+        "popularity.npy": npy_bytes(arrays.popularity)})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
     (repo / "recdeploy.json").write_text(json.dumps({
         "scenario": "sequential", "dataset": raw.name, "dataset_fingerprint": raw.fingerprint(),
@@ -251,10 +236,11 @@ class SequentialInProcess:
     def __init__(self, repo: Path, threads: int = 2):
         import onnxruntime as ort
 
-        from recdeploy.export.inprocess import _load_source, topk_module
+        from recdeploy.export.inprocess import topk_module
+        from recdeploy.export.triton_python import load_python_model
 
         repo = Path(repo)
-        self.lookup = _load_source("history_lookup")
+        self.lookup = load_python_model("history_lookup")
         self.topk = topk_module
         self.table = self.lookup.HistoryTable.load(repo / "history_lookup" / "1")
         self.item_ids = np.load(repo / "topk" / "1" / "item_ids.npy")

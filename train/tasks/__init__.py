@@ -66,6 +66,23 @@ class EarlyStopping:
         return model.eval()
 
 
+def run_epoch(model: torch.nn.Module, optimizer, n_rows: int, batch_size: int, rng,
+              batch_loss) -> float:
+    """One pass over n_rows in a seeded random order; batch_loss(row indices) -> loss tensor.
+    Returns the mean loss per row."""
+    model.train()
+    order = torch.from_numpy(rng.permutation(n_rows))
+    total = 0.0
+    for start in range(0, n_rows, batch_size):
+        batch = order[start:start + batch_size]
+        loss = batch_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / n_rows
+
+
 def register_task(name: str):
     def decorator(run):
         if name in TASKS:

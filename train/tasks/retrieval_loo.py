@@ -19,7 +19,7 @@ from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, item_popularity, leave_one_out, seen_items_by_user
 from recdeploy.train.metrics import evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
+from recdeploy.train.tasks import EarlyStopping, run_epoch, TrainResult, register_task
 
 PROTOCOL = {"split": "leave-one-out by timestamp",
             "protocol": "full ranking over all items, the user's known items excluded"}
@@ -62,19 +62,11 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
-        model.train()
-        order = torch.from_numpy(rng.permutation(len(users)))
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            loss = torch.nn.functional.cross_entropy(model.score_all(users[batch]), items[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
+        loss = run_epoch(model, optimizer, len(users), config.batch_size, rng, lambda batch:
+                         torch.nn.functional.cross_entropy(model.score_all(users[batch]), items[batch]))
         model.eval()
         valid = evaluate_full_ranking(_scorer(model), valid_users, valid_targets, seen_train)
-        bar.set_postfix(loss=f"{total / len(users):.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
+        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
         if stopper.update(model, valid.ndcg_at_10, epoch):
             break
     stopper.restore(model)

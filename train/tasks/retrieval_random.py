@@ -25,7 +25,7 @@ from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, filter_ratings, item_popularity, random_split
 from recdeploy.train.metrics import popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
+from recdeploy.train.tasks import EarlyStopping, run_epoch, TrainResult, register_task
 
 MIN_RATING = 3.0
 RATIOS = (0.8, 0.1, 0.1)
@@ -154,19 +154,11 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
-        model.train()
-        order = torch.from_numpy(rng.permutation(len(users)))
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            loss = _loss(model, config, users[batch], items[batch], generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
+        loss = run_epoch(model, optimizer, len(users), config.batch_size, rng,
+                         lambda batch: _loss(model, config, users[batch], items[batch], generator))
         model.eval()
         valid = evaluate(_scorer(model), split.valid, split.train)
-        bar.set_postfix(loss=f"{total / len(users):.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
+        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
         if stopper.update(model, valid.ndcg_at_10, epoch):
             break
     stopper.restore(model)
