@@ -14,16 +14,29 @@ from recdeploy.train.config import ConfigError, TrainConfig
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, named like the field; defaults come from the dataclass."""
+    """One flag per TrainConfig field, named like the field. A flag left out takes the model's
+    own default (see ``model_defaults_help``), else the dataclass default shown in --help."""
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         value = getattr(defaults, f.name)
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(value),
-                            default=value, help=f"(default: {value})")
+                            default=None, help=f"(default: {value}, unless the model sets its own)")
+
+
+def model_defaults_help() -> str:
+    """The per-model defaults, one line per model, for --help."""
+    from recdeploy.train.models import MODELS
+    lines = ["per-model defaults (used when the flag is not given):"]
+    for name, entry in sorted(MODELS.items()):
+        values = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in entry.defaults) or "(generic defaults)"
+        lines.append(f"  {name:<20} task {entry.task:<17} {values}")
+    return "\n".join(lines)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    return TrainConfig.for_model(given.pop("model", TrainConfig.model), **given)
 
 
 def format_metrics_table(card: dict) -> str:
@@ -58,7 +71,7 @@ def run_training(config: TrainConfig, out: Path, data_path: Path | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="recdeploy train", description=__doc__,
+        prog="recdeploy train", description=__doc__, epilog=model_defaults_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="run folder to write checkpoint/ into")
     parser.add_argument("--data-path", type=Path, default=None,

@@ -1,6 +1,11 @@
 """Training configuration: a dataclass that validates itself and round-trips to JSON.
 
-CLI flags mirror the field names (``--dim 64`` sets ``dim``).
+CLI flags mirror the field names (``--dim 64`` sets ``dim``). ``TrainConfig.for_model`` fills
+every field the caller did not give from the model's registered defaults first, then from
+the dataclass defaults below (the generic ones, tuned for the matrix-factorization models):
+
+    TrainConfig.for_model("sasrec", dataset="ml-1m")          # SASRec's own lr, batch, ...
+    TrainConfig.for_model("sasrec", dataset="ml-1m", lr=1e-3) # an explicit value always wins
 """
 from __future__ import annotations
 
@@ -58,6 +63,14 @@ class TrainConfig:
             raise ConfigError(f"negatives must be >= 1, got {self.negatives}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    @classmethod
+    def for_model(cls, model: str, **given) -> "TrainConfig":
+        """The config for ``model``: given values, else the model's defaults, else the generic ones."""
+        from recdeploy.train.models import MODELS
+        if model not in MODELS:
+            raise ConfigError(f"unknown model {model!r}; valid: {', '.join(sorted(MODELS))}")
+        return cls.from_dict({**MODELS[model].default_config, **given, "model": model})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -94,14 +94,40 @@ class TestProtocolData:
         with pytest.raises(ConfigError, match="need max_len, layers, heads >= 1 and 0 <= dropout < 1"):
             TrainConfig(model="sasrec", dropout=1.5)
 
-    def test_generic_defaults_are_replaced_explicit_values_kept(self):
-        assert S.resolved_hparams(TrainConfig(model="sasrec")) == S.SASREC_DEFAULTS
-        assert S.resolved_hparams(TrainConfig(model="sasrec", lr=0.02))["lr"] == 0.02
+    def test_model_defaults_apply_unless_given(self):
+        from recdeploy.train.models import MODELS
+        own = MODELS["sasrec"].default_config
+        assert own["lr"] != TrainConfig().lr
+        assert TrainConfig.for_model("sasrec").lr == own["lr"]
+        assert TrainConfig.for_model("sasrec", lr=0.02).lr == 0.02
+        assert TrainConfig.for_model("two_tower").lr == TrainConfig().lr
+
+    def test_length_buckets_cover_every_row_once_in_similar_lengths(self):
+        lengths = np.random.default_rng(0).integers(1, 200, 1000)
+        batches = S.length_buckets(lengths, 16, np.random.default_rng(1))
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+        assert spread < 20          # unsorted batches of 16 would spread over ~180
+
+    def test_cutting_padding_columns_changes_no_real_output(self):
+        torch.manual_seed(0)
+        model = build_model("sasrec", n_items=30, dim=8, max_len=12, layers=2, heads=2, dropout=0.0).eval()
+        tokens = torch.tensor([[0] * 7 + [3, 4, 5, 6, 7], [0] * 9 + [2, 9, 1]])
+        with torch.no_grad():
+            full, cut = model.encode(tokens)[:, -5:], model.encode(tokens[:, -5:])
+        assert torch.allclose(full[0], cut[0], atol=1e-5)
+        assert torch.allclose(full[1, -3:], cut[1, -3:], atol=1e-5)
+
+    def test_chunked_softmax_equals_one_shot(self):
+        hidden, items = torch.randn(5000, 8), torch.randn(40, 8)
+        wanted = torch.randint(0, 40, (5000,))
+        one_shot = torch.nn.functional.cross_entropy(hidden @ items.T, wanted)
+        assert torch.allclose(S.chunked_softmax_loss(hidden, items, wanted), one_shot, atol=1e-5)
 
 
 def test_short_training_on_ml100k_beats_most_popular(ml100k):
     """A few seconds of training: a quality floor, not the reported numbers."""
-    config = TrainConfig(model="sasrec", dataset="ml-100k", dim=16, max_len=20, layers=1, epochs=1)
+    config = TrainConfig.for_model("sasrec", dataset="ml-100k", dim=16, max_len=20, layers=1, epochs=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the CI box is shared: one thread beats two fighting for cores
     try:

@@ -4,7 +4,10 @@
     model = build_model("two_tower", n_users=943, n_items=1682, dim=64)
 
 Every module in this package is imported on first use, so a new model is one new file.
-``task`` names the training/evaluation protocol in ``recdeploy.train.tasks`` that trains it.
+``task`` names the training/evaluation protocol in ``recdeploy.train.tasks`` that trains it;
+``defaults`` are the model's own training hyper-parameters (TrainConfig field -> value), used
+by ``TrainConfig.for_model`` wherever the user gave no value, so every model trains well
+with no flags (a SASRec wants a smaller learning rate than a matrix factorization).
 """
 from __future__ import annotations
 
@@ -21,6 +24,11 @@ class ModelEntry:
     name: str
     build: Callable[..., torch.nn.Module]
     task: str
+    defaults: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def default_config(self) -> dict:
+        return dict(self.defaults)
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -30,11 +38,11 @@ class UnknownModelError(ValueError):
     pass
 
 
-def register_model(name: str, task: str):
+def register_model(name: str, task: str, defaults: dict | None = None):
     def decorator(builder):
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = ModelEntry(name, builder, task)
+        MODELS[name] = ModelEntry(name, builder, task, tuple(sorted((defaults or {}).items())))
         return builder
     return decorator
 

@@ -174,7 +174,9 @@ class DCNv2(nn.Module):
         return self(*self.features.gather(user_rows, item_rows))
 
 
-@register_model("dcn_v2", task="ctr")
+# tuned on ML-1M's validation split (AUC 0.9006 on test; the generic defaults give 0.8859)
+@register_model("dcn_v2", task="ctr", defaults={"dim": 16, "lr": 0.005, "weight_decay": 1e-5,
+                                                "batch_size": 2048, "epochs": 6, "patience": 1})
 def build_dcn_v2(n_users: int, n_items: int, n_genres: int, vocab_sizes: dict[str, int],
                  dim: int = 16, cross_layers: int = 3, cross_rank: int = 0,
                  hidden: tuple[int, ...] = (256, 128), dropout: float = 0.2) -> DCNv2:

@@ -129,7 +129,8 @@ class SASRec(nn.Module):
         return hidden @ self.item_vectors().T
 
 
-@register_model("sasrec", task="sequential")
+@register_model("sasrec", task="sequential",
+                defaults={"lr": 5e-3, "batch_size": 128, "weight_decay": 0.0})
 def build_sasrec(n_items: int, dim: int = 64, max_len: int = 200, layers: int = 2, heads: int = 2,
                  dropout: float = 0.1) -> SASRec:
     return SASRec(n_items, dim, max_len, layers, heads, dropout)
