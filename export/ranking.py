@@ -62,9 +62,14 @@ def ranking_features_spec(n_genres: int, max_batch: int = MAX_BATCH) -> ModelSpe
         outputs=(*feature_outputs(n_genres), TensorSpec("VALID", "BOOL", (-1,))))
 
 
-def ranker_spec(n_genres: int, max_batch: int = MAX_BATCH, threads: int = 2) -> ModelSpec:
+def ranker_name(variant: str = "") -> str:
+    """``ranker``, or ``ranker_<variant>`` for a compressed variant with the same tensors."""
+    return f"ranker_{variant}" if variant else "ranker"
+
+
+def ranker_spec(n_genres: int, max_batch: int = MAX_BATCH, threads: int = 2, variant: str = "") -> ModelSpec:
     return ModelSpec(
-        name="ranker", platform="onnxruntime_onnx", max_batch_size=max_batch,
+        name=ranker_name(variant), platform="onnxruntime_onnx", max_batch_size=max_batch,
         inputs=feature_outputs(n_genres), outputs=(TensorSpec("SCORES", "FP32", (-1,)),),
         parameters=(("intra_op_thread_count", str(threads)),))
 
@@ -77,12 +82,12 @@ def rank_topk_spec(max_batch: int = MAX_BATCH) -> ModelSpec:
         outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("TOP_SCORES", "FP32", (-1,))))
 
 
-def ranking_steps(candidates: str, user_id: str = "USER_ID") -> tuple[EnsembleStep, ...]:
+def ranking_steps(candidates: str, user_id: str = "USER_ID", ranker: str = "ranker") -> tuple[EnsembleStep, ...]:
     """ranking_features -> ranker -> rank_topk, reading the given candidate tensor."""
     return (
         EnsembleStep("ranking_features", {"USER_ID": user_id, "CANDIDATES": candidates},
                      {"SPARSE": "sparse", "GENRES": "genres", "DENSE": "dense", "VALID": "valid"}),
-        EnsembleStep("ranker", {"SPARSE": "sparse", "GENRES": "genres", "DENSE": "dense"},
+        EnsembleStep(ranker, {"SPARSE": "sparse", "GENRES": "genres", "DENSE": "dense"},
                      {"SCORES": "candidate_scores"}),
         EnsembleStep("rank_topk", {"SCORES": "candidate_scores", "CANDIDATES": candidates,
                                    "VALID": "valid", "K": "K"},
@@ -93,18 +98,20 @@ def ranking_steps(candidates: str, user_id: str = "USER_ID") -> tuple[EnsembleSt
 RESULT_OUTPUTS = (TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("SCORES", "FP32", (-1,)))
 
 
-def rank_ensemble_spec(max_batch: int = MAX_BATCH) -> EnsembleSpec:
+def rank_ensemble_spec(max_batch: int = MAX_BATCH, variant: str = "") -> EnsembleSpec:
+    """``rank``, or ``rank_<variant>`` through ``ranker_<variant>``."""
     return EnsembleSpec(
-        name="rank", max_batch_size=max_batch,
+        name=f"rank_{variant}" if variant else "rank", max_batch_size=max_batch,
         inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("CANDIDATES", "INT64", (-1,)),
                 TensorSpec("K", "INT32", (1,))),
-        outputs=RESULT_OUTPUTS, steps=ranking_steps("CANDIDATES"))
+        outputs=RESULT_OUTPUTS, steps=ranking_steps("CANDIDATES", ranker=ranker_name(variant)))
 
 
-def ranking_pipeline(n_genres: int, max_batch: int = MAX_BATCH) -> RankingPipeline:
+def ranking_pipeline(n_genres: int, max_batch: int = MAX_BATCH, variant: str = "") -> RankingPipeline:
     pipeline = RankingPipeline(features=ranking_features_spec(n_genres, max_batch),
-                               ranker=ranker_spec(n_genres, max_batch),
-                               topk=rank_topk_spec(max_batch), ensemble=rank_ensemble_spec(max_batch))
+                               ranker=ranker_spec(n_genres, max_batch, variant=variant),
+                               topk=rank_topk_spec(max_batch),
+                               ensemble=rank_ensemble_spec(max_batch, variant))
     check_ensemble(pipeline.ensemble, {m.name: m for m in pipeline.models})
     return pipeline
 
@@ -168,6 +175,36 @@ def write_ranking(repo: Path, model, ds: Dataset, card: dict | None = None) -> P
     return parity
 
 
+def add_ranker_variant(repo: Path, onnx_path: Path, variant: str, info: dict | None = None) -> RankingPipeline:
+    """ranker_<variant> + rank_<variant> beside the full ranker of an exported repository,
+    sharing its ranking_features and rank_topk; recorded in recdeploy.json ("ensembles",
+    "variants") and the manifest. onnx_path takes the ranker's tensors (B and N dynamic)."""
+    import onnx
+
+    repo = Path(repo)
+    meta_path = repo / "recdeploy.json"
+    features = repo / "ranking_features" / "1" / "item_genres.npy"
+    if not meta_path.is_file() or not features.is_file():
+        raise ExportError(f"{repo} has no exported ranking scenario (recdeploy.json and "
+                          "ranking_features); run `recdeploy export` on the DCN-v2 run first")
+    n_genres = np.load(features, mmap_mode="r").shape[1]
+    genres = next(t for t in onnx.load(str(onnx_path)).graph.input if t.name == "GENRES")
+    width = genres.type.tensor_type.shape.dim[-1].dim_value
+    if width != n_genres:
+        raise ExportError(f"variant {variant!r} reads {width} genres but {repo} serves {n_genres}: "
+                          "export the same run first")
+    pipeline = ranking_pipeline(n_genres, variant=variant)
+    write_model(repo, build_model_config(pipeline.ranker), {"model.onnx": onnx_path})
+    write_model(repo, build_ensemble_config(pipeline.ensemble), {})
+    meta = json.loads(meta_path.read_text())
+    if pipeline.ensemble.name not in meta.setdefault("ensembles", []):
+        meta["ensembles"].append(pipeline.ensemble.name)
+    meta.setdefault("variants", {})[variant] = info or {}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    write_manifest(repo)
+    return pipeline
+
+
 def export_ranking(model, ds: Dataset, repo: Path, card: dict | None = None) -> ParityReport:
     """A repository holding only the ranking scenario (cleared first), with its manifest."""
     repo = Path(repo)
@@ -193,12 +230,13 @@ def onnx_session(path: Path, threads: int = 2):
 
 
 class InProcessRanker:
-    """The ``rank`` ensemble in-process, from the repository's own artifacts and numpy cores."""
+    """The ``rank`` ensemble in-process, from the repository's own artifacts and numpy cores
+    (``ranker="ranker_<variant>"``: the ``rank_<variant>`` ensemble)."""
 
-    def __init__(self, repo: Path, threads: int = 2):
+    def __init__(self, repo: Path, threads: int = 2, ranker: str = "ranker"):
         repo = Path(repo)
         self.store = features_module.FeatureStore.load(repo / "ranking_features" / "1")
-        self.session = onnx_session(repo / "ranker" / "1" / "model.onnx", threads)
+        self.session = onnx_session(repo / ranker / "1" / "model.onnx", threads)
 
     def rank(self, user_ids, candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1, 1)
