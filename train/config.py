@@ -13,6 +13,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 
+LOSSES = ("bce", "sampled_softmax")
+
+
 class ConfigError(ValueError):
     pass
 
@@ -32,8 +35,13 @@ class TrainConfig:
     seed: int = 0
     # rating / retrieval_random tasks: L2 per example on the rows a batch touches (SGD-style)
     reg: float = 0.05
-    # retrieval_random task, NeuMF: sampled negatives per positive for its BCE loss
+    # retrieval_random task, NeuMF: sampled negatives per positive for its BCE loss, or the
+    # batch's shared negatives for the sampled softmax
     negatives: int = 4
+    # retrieval_random task, pairwise models (NeuMF): "bce" (the paper's pointwise loss) or
+    # "sampled_softmax" (softmax over the positive and ``negatives`` uniform items shared by
+    # the batch); the towers always train with the exact full softmax
+    loss: str = "bce"
     # sequential models (sasrec): history window, transformer blocks, heads, dropout
     max_len: int = 200
     layers: int = 2
@@ -61,6 +69,8 @@ class TrainConfig:
             raise ConfigError(f"reg must be >= 0, got {self.reg}")
         if self.negatives < 1:
             raise ConfigError(f"negatives must be >= 1, got {self.negatives}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
 

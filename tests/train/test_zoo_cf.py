@@ -122,6 +122,31 @@ class TestRetrievalRandom:
         assert torch.allclose(grid.reshape(-1), pairs, atol=1e-6)
         assert torch.allclose(served, grid, atol=1e-6)
 
+    def test_neumf_score_items_matches_pairwise_forward(self):
+        model = build_model("neumf", n_users=5, n_items=7, dim=8).eval()
+        users, items = torch.tensor([0, 3]), torch.tensor([1, 6, 2])
+        with torch.no_grad():
+            subset = model.score_items(users, items)
+            pairs = torch.stack([model(users, torch.full((2,), int(i))) for i in items], 1)
+        assert torch.allclose(subset, pairs, atol=1e-6)
+
+    def test_neumf_sampled_softmax_fits_a_batch_and_masks_accidental_hits(self):
+        from recdeploy.train.tasks.retrieval_random import _loss
+        torch.manual_seed(0)
+        config = TrainConfig(model="neumf", dim=8, loss="sampled_softmax", negatives=6, reg=0.0)
+        model = build_model("neumf", n_users=10, n_items=6, dim=8)
+        users, items = torch.arange(10), torch.arange(10) % 6
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        losses = []
+        for step in range(30):
+            loss = _loss(model, config, users, items, torch.Generator().manual_seed(step))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        # 6 negatives over 6 items: every row meets its own positive among them, masked, so finite
+        assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
+
     def test_feature_two_tower_uses_features_and_checkpoints_them(self, tiny, tmp_path):
         from recdeploy.train.checkpoint import load_checkpoint, save_checkpoint
         config = TrainConfig(model="two_tower_features", dataset="synthetic", dim=8, epochs=1,
@@ -157,6 +182,8 @@ def test_config_errors():
         TrainConfig(reg=-1)
     with pytest.raises(ConfigError, match="negatives must be >= 1, got 0"):
         TrainConfig(negatives=0)
+    with pytest.raises(ConfigError, match="unknown loss 'hinge'; valid: bce, sampled_softmax"):
+        TrainConfig(loss="hinge")
 
 
 def test_results_table_sets_anchor_beside_ours(tmp_path, capsys):

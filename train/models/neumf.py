@@ -48,12 +48,20 @@ class NeuMF(nn.Module):
         w_user, w_item = self.first.weight[:, :self.dim], self.first.weight[:, self.dim:]
         return w_user.T, self.mlp_item.weight @ w_item.T + self.first.bias
 
+    def score_items(self, users: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """user indices (B), item indices (N; None = the whole catalogue) -> logits B x N.
+
+        The first MLP layer is applied once per user and once per item, not per pair."""
+        w_user, w_item = self.first.weight[:, :self.dim], self.first.weight[:, self.dim:]
+        item_mlp = self.mlp_item.weight if items is None else self.mlp_item(items)
+        item_gmf = self.gmf_item.weight if items is None else self.gmf_item(items)
+        first = (self.mlp_user(users) @ w_user.T)[:, None, :] + (item_mlp @ w_item.T + self.first.bias)[None]
+        gmf = self.gmf_user(users)[:, None, :] * item_gmf[None]                  # B x N x D
+        return self._combine(gmf, first)
+
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """user indices (B) -> logits for every item (B x I)"""
-        w_user, item_part = self._split_first()
-        first = (self.mlp_user(users) @ w_user)[:, None, :] + item_part[None]     # B x I x 2D
-        gmf = self.gmf_user(users)[:, None, :] * self.gmf_item.weight[None]     # B x I x D
-        return self._combine(gmf, first)
+        return self.score_items(users)
 
     def retrieval_scorer(self) -> nn.Module:
         return NeuMFScorer(self)

@@ -111,10 +111,19 @@ def _model_args(config: TrainConfig, ds: Dataset) -> tuple[dict, dict | None]:
 
 def _loss(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor,
           generator: torch.Generator) -> torch.Tensor:
-    """Full softmax over the catalogue for models that score it cheaply (towers); otherwise BCE
-    with ``config.negatives`` uniform negatives per positive (NeuMF, as in its paper)."""
+    """Full softmax over the catalogue for models that score it cheaply (towers). Pairwise
+    models (NeuMF): BCE with ``config.negatives`` uniform negatives per positive (as in its
+    paper), or with ``loss="sampled_softmax"`` a softmax over each positive and ``negatives``
+    uniform items shared by the batch (a negative equal to the row's positive is masked)."""
     if not hasattr(model, "l2"):
         return torch.nn.functional.cross_entropy(model.score_all(users), items)
+    if config.loss == "sampled_softmax":
+        negatives = torch.randint(0, model.n_items, (config.negatives,), generator=generator)
+        sampled = model.score_items(users, negatives).masked_fill(negatives[None] == items[:, None],
+                                                                  float("-inf"))
+        logits = torch.cat([model(users, items)[:, None], sampled], 1)
+        return (torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long))
+                + config.reg * model.l2(users, items).mean())
     negatives = torch.randint(0, model.n_items, (len(users) * config.negatives,), generator=generator)
     all_users = torch.cat([users, users.repeat(config.negatives)])
     all_items = torch.cat([items, negatives])
