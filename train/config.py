@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 
 LOSSES = ("bce", "sampled_softmax")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class ConfigError(ValueError):
@@ -42,6 +43,10 @@ class TrainConfig:
     # "sampled_softmax" (softmax over the positive and ``negatives`` uniform items shared by
     # the batch); the towers always train with the exact full softmax
     loss: str = "bce"
+    # learning rate over training: "constant", or "cosine" (decays to 0 at the last of
+    # ``epochs``; with a fixed budget of epochs it ends in a well-annealed minimum);
+    # read by the sequential task
+    lr_schedule: str = "constant"
     # sequential models (sasrec): history window, transformer blocks, heads, dropout
     max_len: int = 200
     layers: int = 2
@@ -71,6 +76,8 @@ class TrainConfig:
             raise ConfigError(f"negatives must be >= 1, got {self.negatives}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
 

@@ -118,6 +118,18 @@ class TestProtocolData:
         assert torch.allclose(full[0], cut[0], atol=1e-5)
         assert torch.allclose(full[1, -3:], cut[1, -3:], atol=1e-5)
 
+    def test_cosine_schedule_halves_midway_and_ends_at_zero(self):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+        schedule = S.lr_schedule(optimizer, "cosine", total_steps=10)
+        seen = []
+        for _ in range(12):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        assert seen[0] == pytest.approx(0.4) and seen[5] == pytest.approx(0.2) and seen[11] == pytest.approx(0.0)
+        with pytest.raises(ConfigError, match="unknown lr_schedule 'step'"):
+            TrainConfig(lr_schedule="step")
+
     def test_chunked_softmax_equals_one_shot(self):
         hidden, items = torch.randn(5000, 8), torch.randn(40, 8)
         wanted = torch.randint(0, 40, (5000,))

@@ -149,7 +149,7 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
     hp = {"lr": config.lr, "batch_size": config.batch_size, "weight_decay": config.weight_decay,
-          "dropout": config.dropout, "max_len": config.max_len}
+          "dropout": config.dropout, "max_len": config.max_len, "lr_schedule": config.lr_schedule}
     model_args = {"n_items": ds.n_items, "dim": config.dim, "max_len": config.max_len,
                   "layers": config.layers, "heads": config.heads, "dropout": config.dropout}
     device = torch.device(config.device)
@@ -159,12 +159,14 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     valid, test = evaluation_sets(sequences, config.max_len)
     inputs, targets = (torch.from_numpy(a).to(device) for a in training_windows(
         [s[:-2] if len(s) >= 3 else s for s in sequences], config.max_len))
+    steps_per_epoch = -(-len(inputs) // hp["batch_size"])
+    schedule = lr_schedule(optimizer, config.lr_schedule, config.epochs * steps_per_epoch)
 
     stopper, epoch = EarlyStopping(config.patience), 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
-        loss = _train_epoch(model, optimizer, inputs, targets, hp["batch_size"], rng)
+        loss = _train_epoch(model, optimizer, inputs, targets, hp["batch_size"], rng, schedule)
         model.eval()
         score = valid.evaluate(model_scorer(model, valid.tokens), mask_history=False)
         bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{score.ndcg_at_10:.4f}")
@@ -210,8 +212,19 @@ def chunked_softmax_loss(hidden: torch.Tensor, items: torch.Tensor, wanted: torc
     return total / max(1, len(wanted))
 
 
+def lr_schedule(optimizer, kind: str, total_steps: int):
+    """A per-step LambdaLR: constant, or cosine from the set lr down to 0 at total_steps."""
+    import math
+
+    if kind == "cosine":
+        factor = (lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
+    else:
+        factor = (lambda step: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _train_epoch(model, optimizer, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                 rng: np.random.Generator) -> float:
+                 rng: np.random.Generator, schedule=None) -> float:
     """One pass over the windows; loss only on real targets, each batch cut to its longest window."""
     model.train()
     lengths = (targets != IGNORE).sum(1).cpu().numpy()
@@ -226,6 +239,8 @@ def _train_epoch(model, optimizer, inputs: torch.Tensor, targets: torch.Tensor, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         total += loss.item() * int(real.sum())
         count += int(real.sum())
     return total / max(1, count)
