@@ -136,7 +136,9 @@ def compress_run(run_dir: Path, variants: list[Variant], out: Path, quality_budg
     checkpoint = load_checkpoint(run_dir)
     ds = load_dataset(checkpoint.config.dataset, path=data_path)
     family = family_named(checkpoint.config.model)
-    data = family.task_data(checkpoint.model, ds, weight_decay=checkpoint.config.weight_decay)
+    # the run's seed: families whose split is random (DCN-v2's 8:1:1) must redraw the same split
+    data = family.task_data(checkpoint.model, ds, seed=checkpoint.config.seed,
+                            weight_decay=checkpoint.config.weight_decay)
     example = family.example_requests(ds, 64, seed=1)
     out = Path(out)
     onnx_dir = out / "onnx"

@@ -90,13 +90,14 @@ class CompressionReport:
 
     def markdown(self) -> str:
         rows = self.rows()
-        cols = ["variant", "size_mb", "x_smaller", "parameters", self.metric, "hr@10", "rel_loss_pct"]
+        extra = [k for k in self._ref().quality if k not in (self.metric, "users")]
+        cols = ["variant", "size_mb", "x_smaller", "parameters", self.metric, *extra, "rel_loss_pct"]
         for batch in self.batches:
             cols += [f"b{batch}_ms", f"b{batch}_min_ms", f"b{batch}_speedup", f"b{batch}_rows_per_s"]
         cols += ["quantized_ops", "notes"]
         lines = [f"# Compression report: {self.model} on {self.dataset}", "",
-                 f"Quality: {self.metric} (full ranking, test split) computed from each ONNX variant's "
-                 f"scores. Latency: ONNX Runtime in-process, {self.threads} threads, median of "
+                 f"Quality: {self.metric} on the test split of the model's own evaluation protocol, "
+                 f"computed from each ONNX variant's outputs. Latency: ONNX Runtime in-process, {self.threads} threads, median of "
                  f"{self.rounds} interleaved rounds (all variants in one run; min = best round); speedup is the "
                  f"median over rounds of the paired ratio reference/variant. Reference: "
                  f"`{self.reference}`; x_smaller is reference / variant.", "",
