@@ -29,7 +29,8 @@ def model_defaults_help() -> str:
     lines = ["per-model defaults (used when the flag is not given):"]
     for name, entry in sorted(MODELS.items()):
         values = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in entry.defaults) or "(generic defaults)"
-        lines.append(f"  {name:<20} task {entry.task:<17} {values}")
+        tasks = " (or " + ", ".join(entry.also) + ")" if entry.also else ""
+        lines.append(f"  {name:<20} task {entry.task + tasks:<17} {values}")
     return "\n".join(lines)
 
 

@@ -24,6 +24,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "two_tower"
+    # the training/evaluation protocol; "" = the model's own (a model may register others,
+    # e.g. two_tower also trains under retrieval_random, RecBole's general ML-1M protocol)
+    task: str = ""
     dataset: str = "ml-100k"
     dim: int = 64
     epochs: int = 40
@@ -60,6 +63,9 @@ class TrainConfig:
         from recdeploy.train.models import MODELS
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; valid: {', '.join(sorted(MODELS))}")
+        if self.task and self.task not in MODELS[self.model].tasks:
+            raise ConfigError(f"model {self.model!r} does not train under task {self.task!r}; "
+                              f"valid: {', '.join(MODELS[self.model].tasks)}")
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
         for name in ("dim", "epochs", "batch_size", "patience"):
@@ -88,6 +94,11 @@ class TrainConfig:
         if model not in MODELS:
             raise ConfigError(f"unknown model {model!r}; valid: {', '.join(sorted(MODELS))}")
         return cls.from_dict({**MODELS[model].default_config, **given, "model": model})
+
+    @property
+    def resolved_task(self) -> str:
+        from recdeploy.train.models import MODELS
+        return self.task or MODELS[self.model].task
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -53,9 +53,12 @@ class ResultRow:
 
 
 def _task(card: dict) -> str:
+    """The card's own task (cards since per-run tasks), else the model's registered one."""
     from recdeploy.train.models import MODELS
+    if card.get("task"):
+        return card["task"]
     entry = MODELS.get(card["model"])
-    return entry.task if entry is not None else card.get("task", "")
+    return entry.task if entry is not None else ""
 
 
 def row_from_card(card: dict, run: str = "") -> ResultRow:

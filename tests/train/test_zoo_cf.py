@@ -112,6 +112,16 @@ class TestRetrievalRandom:
         assert first.metrics == second.metrics and first.baselines == second.baselines
         assert set(first.metrics["test"]) == {"ndcg@10", "hr@10", "recall@10", "users"}
 
+    def test_two_tower_trains_under_the_random_protocol_when_asked(self, tiny):
+        config = TrainConfig(model="two_tower", task="retrieval_random", dataset="synthetic", dim=8,
+                             epochs=1, batch_size=256, patience=1)
+        result = run_task(config, tiny, progress=False)
+        card = result.card(config, tiny)
+        assert card["task"] == "retrieval_random" and "8:1:1" in card["split"]
+        assert set(result.metrics["test"]) == {"ndcg@10", "hr@10", "recall@10", "users"}
+        with pytest.raises(ConfigError, match="model 'two_tower' does not train under task 'ctr'"):
+            TrainConfig(model="two_tower", task="ctr")
+
     def test_neumf_score_all_matches_pairwise_forward(self):
         model = build_model("neumf", n_users=5, n_items=6, dim=8).eval()
         with torch.no_grad():

@@ -25,6 +25,11 @@ class ModelEntry:
     build: Callable[..., torch.nn.Module]
     task: str
     defaults: tuple[tuple[str, object], ...] = ()
+    also: tuple[str, ...] = ()        # other tasks (protocols) the model can train under
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return (self.task, *self.also)
 
     @property
     def default_config(self) -> dict:
@@ -38,11 +43,12 @@ class UnknownModelError(ValueError):
     pass
 
 
-def register_model(name: str, task: str, defaults: dict | None = None):
+def register_model(name: str, task: str, defaults: dict | None = None, also: tuple[str, ...] = ()):
     def decorator(builder):
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = ModelEntry(name, builder, task, tuple(sorted((defaults or {}).items())))
+        MODELS[name] = ModelEntry(name, builder, task, tuple(sorted((defaults or {}).items())),
+                                  tuple(also))
         return builder
     return decorator
 

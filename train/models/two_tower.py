@@ -96,7 +96,7 @@ class RetrievalScorer(nn.Module):
         return users @ self.item_vectors_t + self.item_bias
 
 
-@register_model("two_tower", task="retrieval_loo")
+@register_model("two_tower", task="retrieval_loo", also=("retrieval_random",))
 def build_two_tower(n_users: int, n_items: int, dim: int = 64) -> TwoTower:
     return TwoTower(n_users, n_items, dim)
 

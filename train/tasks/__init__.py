@@ -36,7 +36,7 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
     def card(self, config, ds) -> dict:
-        return {"model": config.model, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
+        return {"model": config.model, "task": config.resolved_task, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
                 "n_users": ds.n_users, "n_items": ds.n_items, "model_args": self.model_args,
                 **self.protocol, "metrics": self.metrics, "baselines": self.baselines,
                 "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
@@ -93,8 +93,7 @@ def register_task(name: str):
 
 
 def run_task(config, ds, progress: bool = True) -> TrainResult:
-    from recdeploy.train.models import model_entry
-    task = model_entry(config.model).task
+    task = config.resolved_task
     if task not in TASKS:
         raise UnknownTaskError(f"model {config.model!r} needs task {task!r}; known: {sorted(TASKS)}")
     torch.manual_seed(config.seed)
