@@ -91,7 +91,7 @@ class CompressionReport:
 
     def markdown(self) -> str:
         rows = self.rows()
-        extra = [k for k in self._ref().quality if k not in (self.metric, "users")]
+        extra = [k for k, v in self._ref().quality.items() if k != self.metric and isinstance(v, float)]
         cols = ["variant", "size_mb", "x_smaller", "parameters", self.metric, *extra, "rel_loss_pct"]
         for batch in self.batches:
             cols += [f"b{batch}_ms", f"b{batch}_min_ms", f"b{batch}_speedup", f"b{batch}_rows_per_s"]

@@ -100,7 +100,7 @@ def run_lab_command(args) -> int:
     models = () if args.model == ("recommend",) else args.model
     try:
         config = LabConfig(repository=args.lab, ensembles=models, batch_sizes=args.batch_size,
-                           concurrency=args.concurrency, k=args.k,
+                           concurrency=args.concurrency, k=args.k, protocol=args.protocol,
                            measurement_interval_ms=args.measurement_interval_ms,
                            stability_percentage=max(args.stability_percentage, 25.0),
                            schedules=tuple((d, n) for d in args.queue_delays_us for n in args.instances))

@@ -146,7 +146,7 @@ def test_lab_compares_served_with_inprocess(repository, tmp_path):
     from recdeploy.perf.lab import LabConfig, run_lab, write_lab_report
 
     config = LabConfig(repository=repository, batch_sizes=(1,), concurrency=(2,), measurement_interval_ms=800,
-                       stability_percentage=60, inprocess_seconds=0.5)
+                       stability_percentage=60, inprocess_seconds=0.5, protocol="http")
     rows, results = run_lab(config, tmp_path, progress=False, log=lambda _: None)
     assert [row.ensemble for row in rows] == ["recommend", "recommend_fused"]
     for row in rows:

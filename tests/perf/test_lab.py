@@ -35,6 +35,11 @@ def test_lab_config_refuses_a_folder_that_is_not_an_export(tmp_path):
         LabConfig(repository=tmp_path)
 
 
+def test_lab_config_refuses_an_unknown_protocol(repository):
+    with pytest.raises(LabError, match="protocol must be grpc or http, got 'udp'"):
+        LabConfig(repository=repository, protocol="udp")
+
+
 def test_scale_markdown_states_ratio_to_roofline():
     text = render_scale_markdown([ScaleRow(items=1_000_000, batch=64, fused_ms=150.0, gemm_ms=100.0,
                                            recs_per_s=426.7)])
