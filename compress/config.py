@@ -140,6 +140,12 @@ PRESETS: dict[str, CompressionConfig] = {
 
 
 def preset(name: str) -> CompressionConfig:
+    """A named preset; ``prune-NN`` (any NN) prunes NN % of the channels."""
+    import re
+
+    ratio = re.fullmatch(r"prune-(\d+)", name)
+    if name not in PRESETS and ratio:
+        return PruneConfig(ratio=int(ratio.group(1)) / 100)
     if name not in PRESETS:
         raise UnknownMethodError(f"unknown compression method {name!r}; valid: {', '.join(PRESETS)} "
                                  "(chain them with '+', e.g. prune-50+rowwise-int8)")

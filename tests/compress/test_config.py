@@ -19,6 +19,9 @@ def test_presets_carry_the_documented_settings():
     assert preset("prune-50") == PruneConfig(ratio=0.5)
     assert preset("rowwise-int4") == RowwiseConfig(bits=4)
     assert preset("cpu-int8") == DynamicInt8Config()
+    assert preset("prune-62") == PruneConfig(ratio=0.62)     # any prune-NN, not only the listed ones
+    with pytest.raises(CompressionConfigError, match=r"pruning ratio must be in \(0, 1\)"):
+        preset("prune-100")
     static = preset("int8-static")
     assert (static.quant_format, static.activation_type) == ("qdq", "int8")   # what TensorRT takes
 
