@@ -1,6 +1,6 @@
 """Measuring ONNX variants: file size, parameters, operators, quality, in-process latency.
 
-    sessions = {name: open_session(path) for name, path in files.items()}
+    sessions = {name: cpu_session(path) for name, path in files.items()}
     timings = interleaved_latency(sessions, {1: one_user, 256: many_users}, rounds=7)
 
 Latency is measured for all variants in one run, interleaved round by round (the order
@@ -41,15 +41,6 @@ def graph_summary(path: Path) -> tuple[int, Counter, dict[str, int]]:
         dtypes[helper.tensor_dtype_to_np_dtype(init.data_type).name] += n
     ops = Counter(node.op_type for node in model.graph.node)
     return params, ops, dict(dtypes)
-
-
-def open_session(path: Path, threads: int = 2):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def session_scorer(session, output: str) -> Callable[[dict], np.ndarray]:

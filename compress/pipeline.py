@@ -17,7 +17,8 @@ from recdeploy.compress.config import RowwiseConfig, Variant
 from recdeploy.compress.families import ModelFamily
 from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.compress.measure import (QUANTIZED_OPS, file_size, graph_summary, interleaved_latency,
-                                        open_session, session_scorer)
+                                        session_scorer)
+from recdeploy.export.onnx_export import cpu_session
 
 REFERENCE = "fp32"
 
@@ -108,7 +109,7 @@ def measure_variants(files: dict[str, tuple[Path, list[dict], list[str]]], famil
     sessions, results = {}, []
     for name, (path, methods, notes, params) in tqdm(files.items(), desc="quality", disable=not progress,
                                              unit="variant"):
-        session = open_session(path, threads)
+        session = cpu_session(path, threads)
         sessions[name] = session
         _, ops, dtypes = graph_summary(path)
         quality = data.evaluate(session_scorer(session, family.output_names[0]))

@@ -43,7 +43,8 @@ def retime(out: Path, run_dir: Path, rounds: int = 41, threads: int = 2, data_pa
            progress: bool = True):
     """Rewrite ``out``'s report with freshly measured, interleaved latency; returns the report."""
     from recdeploy.compress.families import family_named
-    from recdeploy.compress.measure import interleaved_latency, open_session
+    from recdeploy.compress.measure import interleaved_latency
+    from recdeploy.export.onnx_export import cpu_session
     from recdeploy.compress.report import CompressionReport
     from recdeploy.train.checkpoint import load_checkpoint
     from recdeploy.train.data import load_dataset
@@ -59,7 +60,7 @@ def retime(out: Path, run_dir: Path, rounds: int = 41, threads: int = 2, data_pa
     batches = tuple(saved["batches"])
     requests = {batch: [family.example_requests(ds, batch, seed=100 + i) for i in range(8)]
                 for batch in batches}
-    sessions = {r.name: open_session(r.onnx_path, threads) for r in results}
+    sessions = {r.name: cpu_session(r.onnx_path, threads) for r in results}
     timings = interleaved_latency(sessions, requests, rounds=rounds, progress=progress)
     for result in results:
         result.latency = timings[result.name]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recdeploy.export.onnx_export import cpu_session
 from recdeploy.export.triton_python import load_python_model
 
 lookup_module = load_python_model("feature_lookup")
@@ -20,16 +21,11 @@ topk_module = load_python_model("topk")
 
 class InProcessRecommender:
     def __init__(self, repo: Path, variant_scorer: str = "scorer", threads: int = 2):
-        import onnxruntime as ort
-
         repo = Path(repo)
         self.table = lookup_module.UserTable.load(repo / "feature_lookup" / "1")
         self.item_ids = np.load(repo / "topk" / "1" / "item_ids.npy")
         self.popularity = np.load(repo / "topk" / "1" / "popularity.npy")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(repo / variant_scorer / "1" / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(repo / variant_scorer / "1" / "model.onnx", threads)
 
     def recommend(self, user_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index, seen, known = lookup_module.lookup_users(np.asarray(user_ids, dtype=np.int64), self.table)

@@ -114,7 +114,7 @@ class InProcessMultiStage:
     """``recommend_multistage`` in-process: the repository's artifacts and numpy cores."""
 
     def __init__(self, repo: Path, threads: int = 2):
-        from recdeploy.export.ranking import onnx_session
+        from recdeploy.export.onnx_export import cpu_session
 
         repo = Path(repo)
         self.table = lookup_module.UserTable.load(repo / "feature_lookup" / "1")
@@ -122,7 +122,7 @@ class InProcessMultiStage:
         self.item_ids = np.load(folder / "item_ids.npy")
         self.popularity = np.load(folder / "popularity.npy")
         self.n = int(json.loads((repo / "recdeploy.json").read_text())["n_candidates"])
-        self.retrieval = onnx_session(repo / "scorer" / "1" / "model.onnx", threads)
+        self.retrieval = cpu_session(repo / "scorer" / "1" / "model.onnx", threads)
         self.ranker = InProcessRanker(repo, threads)
 
     def candidates(self, user_ids) -> np.ndarray:

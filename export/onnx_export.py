@@ -44,15 +44,21 @@ def export_onnx(module: torch.nn.Module, inputs: dict[str, np.ndarray], output_n
     return path
 
 
-def check_parity(module: torch.nn.Module, path: Path, inputs: dict[str, np.ndarray],
-                 output_names: list[str], atol: float = 1e-4, rtol: float = 1e-4) -> ParityReport:
-    """Run both on the same real inputs; raise OnnxParityError past atol + rtol*|reference|."""
+def cpu_session(path: Path, threads: int = 2):
+    """An ONNX Runtime session on the CPU provider with ``threads`` intra-op threads (one
+    inter-op thread: the graphs here run sequentially)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    got = session.run(output_names, inputs)
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def check_parity(module: torch.nn.Module, path: Path, inputs: dict[str, np.ndarray],
+                 output_names: list[str], atol: float = 1e-4, rtol: float = 1e-4) -> ParityReport:
+    """Run both on the same real inputs; raise OnnxParityError past atol + rtol*|reference|."""
+    got = cpu_session(path, threads=2).run(output_names, inputs)
     with torch.no_grad():
         expected = module(*(torch.from_numpy(v) for v in inputs.values()))
     expected = expected if isinstance(expected, (tuple, list)) else (expected,)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recdeploy.export.onnx_export import ParityReport, check_parity
-from recdeploy.export.repository import npy_bytes, write_manifest, write_model
+from recdeploy.export.onnx_export import ParityReport, check_parity, cpu_session
+from recdeploy.export.repository import npy_bytes, record_variant, write_manifest, write_model
 from recdeploy.export.retrieval import ExportError, clear_repository
 from recdeploy.export.retrieval_specs import MAX_BATCH
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
@@ -196,12 +196,7 @@ def add_ranker_variant(repo: Path, onnx_path: Path, variant: str, info: dict | N
     pipeline = ranking_pipeline(n_genres, variant=variant)
     write_model(repo, build_model_config(pipeline.ranker), {"model.onnx": onnx_path})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
-    meta = json.loads(meta_path.read_text())
-    if pipeline.ensemble.name not in meta.setdefault("ensembles", []):
-        meta["ensembles"].append(pipeline.ensemble.name)
-    meta.setdefault("variants", {})[variant] = info or {}
-    meta_path.write_text(json.dumps(meta, indent=2))
-    write_manifest(repo)
+    record_variant(repo, pipeline.ensemble.name, variant, info)
     return pipeline
 
 
@@ -221,14 +216,6 @@ def export_ranking(model, ds: Dataset, repo: Path, card: dict | None = None) -> 
 
 # ---------------------------------------------------------------------------- in-process
 
-def onnx_session(path: Path, threads: int = 2):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class InProcessRanker:
     """The ``rank`` ensemble in-process, from the repository's own artifacts and numpy cores
     (``ranker="ranker_<variant>"``: the ``rank_<variant>`` ensemble)."""
@@ -236,7 +223,7 @@ class InProcessRanker:
     def __init__(self, repo: Path, threads: int = 2, ranker: str = "ranker"):
         repo = Path(repo)
         self.store = features_module.FeatureStore.load(repo / "ranking_features" / "1")
-        self.session = onnx_session(repo / ranker / "1" / "model.onnx", threads)
+        self.session = cpu_session(repo / ranker / "1" / "model.onnx", threads)
 
     def rank(self, user_ids, candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1, 1)

@@ -74,6 +74,18 @@ def write_manifest(repo: Path) -> Path:
     return path
 
 
+def record_variant(repo: Path, ensemble: str, variant: str, info: dict | None = None) -> None:
+    """List a variant's ensemble (and its info) in ``recdeploy.json`` and refresh the manifest:
+    the last step of writing any variant beside the full model."""
+    meta_path = Path(repo) / "recdeploy.json"
+    meta = json.loads(meta_path.read_text())
+    if ensemble not in meta.setdefault("ensembles", []):
+        meta["ensembles"].append(ensemble)
+    meta.setdefault("variants", {})[variant] = info or {}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    write_manifest(repo)
+
+
 def verify_manifest(repo: Path) -> None:
     """Raise ManifestError naming every file that is missing, whose sha256 differs, or that
     the manifest does not list (a model dropped into the repository after export would

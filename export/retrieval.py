@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from recdeploy.export.onnx_export import ParityReport, check_parity, export_onnx
-from recdeploy.export.repository import npy_bytes, write_manifest, write_model
+from recdeploy.export.repository import npy_bytes, record_variant, write_manifest, write_model
 from recdeploy.export.retrieval_specs import RetrievalPipeline, retrieval_pipeline
 from recdeploy.export.triton_config import build_ensemble_config, build_model_config
 from recdeploy.export.triton_python import SOURCES as PYTHON_MODEL_SOURCES
@@ -94,11 +94,7 @@ def add_scorer_variant(repo: Path, onnx_path: Path, n_items: int, variant: str,
         raise ExportError(f"variant {variant!r} scores {n_items} items but {repo} serves "
                           f"{meta.get('n_items')}: export the same run first")
     pipeline = write_scorer_variant(repo, onnx_path, n_items, variant)
-    if pipeline.ensemble.name not in meta.setdefault("ensembles", []):
-        meta["ensembles"].append(pipeline.ensemble.name)
-    meta.setdefault("variants", {})[variant] = info or {}
-    meta_path.write_text(json.dumps(meta, indent=2))
-    write_manifest(repo)
+    record_variant(repo, pipeline.ensemble.name, variant, info)
     return pipeline
 
 

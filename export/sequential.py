@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recdeploy.export.onnx_export import ParityReport, check_parity
+from recdeploy.export.onnx_export import ParityReport, check_parity, cpu_session
 from recdeploy.export.repository import npy_bytes, write_manifest, write_model
 from recdeploy.export.retrieval import clear_repository
 from recdeploy.export.retrieval_specs import MAX_BATCH, RetrievalPipeline, topk_spec
@@ -234,8 +234,6 @@ class SequentialInProcess:
     """recommend_next in-process: the repository's own artifacts and python-model functions."""
 
     def __init__(self, repo: Path, threads: int = 2):
-        import onnxruntime as ort
-
         from recdeploy.export.inprocess import topk_module
         from recdeploy.export.triton_python import load_python_model
 
@@ -245,10 +243,7 @@ class SequentialInProcess:
         self.table = self.lookup.HistoryTable.load(repo / "history_lookup" / "1")
         self.item_ids = np.load(repo / "topk" / "1" / "item_ids.npy")
         self.popularity = np.load(repo / "topk" / "1" / "popularity.npy")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(repo / SCORER / "1" / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(repo / SCORER / "1" / "model.onnx", threads)
 
     def score_history(self, tokens: np.ndarray) -> np.ndarray:
         return self.session.run(["SCORES"], {"HISTORY": np.asarray(tokens, dtype=np.int64)})[0]

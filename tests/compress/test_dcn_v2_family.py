@@ -16,7 +16,8 @@ from recdeploy.compress import CompressionConfigError, PruneConfig, compress
 from recdeploy.compress.config import Variant, parse_variant
 from recdeploy.compress.dcn_v2 import RankerScorer, field_channel_scores, field_width
 from recdeploy.compress.families import family_named, family_of
-from recdeploy.compress.measure import open_session, session_scorer
+from recdeploy.compress.measure import session_scorer
+from recdeploy.export.onnx_export import cpu_session
 from recdeploy.compress.pipeline import build_variant_onnx, logical_parameters
 
 DIM, CROSS, HIDDEN = 8, 2, (32, 16)
@@ -56,13 +57,13 @@ def setup(dcn_run, ml100k, tmp_path_factory):
     out = tmp_path_factory.mktemp("dcn_compress")
     example = family.example_requests(ml100k, 32, seed=1)
     fp32, _, _ = build_variant_onnx(result.model, family, None, data, example, out)
-    reference = data.evaluate(session_scorer(open_session(fp32), "SCORES"))
+    reference = data.evaluate(session_scorer(cpu_session(fp32), "SCORES"))
     return SimpleNamespace(result=result, model=result.model, family=family, data=data, example=example,
                            out=out, fp32=fp32, reference=reference)
 
 
 def relative_loss(setup, path):
-    auc = setup.data.evaluate(session_scorer(open_session(path), "SCORES"))["auc"]
+    auc = setup.data.evaluate(session_scorer(cpu_session(path), "SCORES"))["auc"]
     return (setup.reference["auc"] - auc) / setup.reference["auc"]
 
 
@@ -167,7 +168,7 @@ def test_rowwise_table_scores_close_to_fp32(setup, spec, max_loss):
     per_row = 2 if spec.endswith("8") else 4
     saving = rows * DIM * 4 - int(np.prod(codes[0].dims)) - per_row * rows
     assert fp32.stat().st_size - path.stat().st_size > 0.85 * saving
-    full, small = (open_session(p).run(["SCORES"], setup.example)[0] for p in (fp32, path))
+    full, small = (cpu_session(p).run(["SCORES"], setup.example)[0] for p in (fp32, path))
     assert np.abs(full - small).max() < (0.05 if spec.endswith("8") else 0.5)
     assert relative_loss(setup, path) < max_loss
 
@@ -208,7 +209,7 @@ def test_compress_cli_builds_a_report_and_serves_variants_beside_the_ranker(dcn_
         ids, scores = ranker.rank(users, candidates, k=10)
         # served over [B, N] candidates == the measured [B*N, 1] file, row by row
         sparse, genres, dense, valid = features_module.candidate_features(users, candidates, ranker.store)
-        flat = open_session(report["variants"][variant]["onnx"]).run(["SCORES"], {
+        flat = cpu_session(report["variants"][variant]["onnx"]).run(["SCORES"], {
             "SPARSE": sparse.reshape(-1, 1, 6), "GENRES": genres.reshape(-1, 1, genres.shape[-1]),
             "DENSE": dense.reshape(-1, 1, 3)})[0].reshape(candidates.shape)
         best = -np.sort(-np.where(valid, flat, -np.inf), axis=1)[:, :10]

@@ -15,7 +15,8 @@ import torch
 from recdeploy.compress import (CalibrationError, CompressionConfigError, DynamicInt8Config, Fp16Config,
                                 MissingDataError, PruneConfig, StaticInt8Config, TaskData, compress)
 from recdeploy.compress.families import UnknownFamilyError, family_named
-from recdeploy.compress.measure import open_session, session_scorer
+from recdeploy.compress.measure import session_scorer
+from recdeploy.export.onnx_export import cpu_session
 from recdeploy.compress.pipeline import build_variant_onnx, logical_parameters
 from recdeploy.compress.config import parse_variant
 
@@ -28,12 +29,12 @@ def setup(trained_run, ml100k, tmp_path_factory):
     out = tmp_path_factory.mktemp("compress")
     example = family.example_requests(ml100k, 32, seed=1)
     fp32, _, _ = build_variant_onnx(result.model, family, None, data, example, out)
-    reference = data.evaluate(session_scorer(open_session(fp32), "SCORES"))["ndcg@10"]
+    reference = data.evaluate(session_scorer(cpu_session(fp32), "SCORES"))["ndcg@10"]
     return result.model, family, data, example, out, fp32, reference
 
 
 def relative_loss(setup, path):
-    ndcg = setup[2].evaluate(session_scorer(open_session(path), "SCORES"))["ndcg@10"]
+    ndcg = setup[2].evaluate(session_scorer(cpu_session(path), "SCORES"))["ndcg@10"]
     return (setup[6] - ndcg) / setup[6]
 
 

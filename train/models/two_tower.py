@@ -42,12 +42,9 @@ class ItemTower(nn.Module):
         return self.embedding.weight, self.bias.weight.squeeze(1)
 
 
-class TwoTower(nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int = 64):
-        super().__init__()
-        self.n_users, self.n_items, self.dim = n_users, n_items, dim
-        self.user_tower = UserTower(n_users, dim)
-        self.item_tower = ItemTower(n_items, dim)
+class TowerScores(nn.Module):
+    """score = user_tower(user) · item vector + item bias, over the whole catalogue; a
+    subclass sets ``user_tower`` and an ``item_tower`` with ``catalogue() -> (I x D, I)``."""
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """user indices (B) -> scores over the whole catalogue (B x I)"""
@@ -56,6 +53,14 @@ class TwoTower(nn.Module):
 
     def forward(self, users: torch.Tensor) -> torch.Tensor:
         return self.score_all(users)
+
+
+class TwoTower(TowerScores):
+    def __init__(self, n_users: int, n_items: int, dim: int = 64):
+        super().__init__()
+        self.n_users, self.n_items, self.dim = n_users, n_items, dim
+        self.user_tower = UserTower(n_users, dim)
+        self.item_tower = ItemTower(n_items, dim)
 
     def retrieval_scorer(self) -> nn.Module:
         """The served scorer (export/retrieval.py calls ``model.retrieval_scorer()``)."""
@@ -182,7 +187,7 @@ class FeatureItemTower(nn.Module):
         return self.forward(torch.arange(self.bias.num_embeddings)), self.bias.weight[:, 0]
 
 
-class FeatureTwoTower(nn.Module):
+class FeatureTwoTower(TowerScores):
     """Two towers over ids + side features; score = user · item + item bias (B x I)."""
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, n_ages: int = 1,
@@ -201,14 +206,6 @@ class FeatureTwoTower(nn.Module):
             self.item_tower.genres.copy_(torch.from_numpy(encoded["item_genres"]))
             self.item_tower.year_code.copy_(torch.from_numpy(encoded["item_year"]))
         return self
-
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """user indices (B) -> scores over the whole catalogue (B x I)"""
-        vectors, bias = self.item_tower.catalogue()
-        return self.user_tower(users) @ vectors.T + bias
-
-    def forward(self, users: torch.Tensor) -> torch.Tensor:
-        return self.score_all(users)
 
     def retrieval_scorer(self) -> nn.Module:
         """Every known user's tower output precomputed into a table, so serving stays
