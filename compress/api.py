@@ -40,11 +40,13 @@ class TaskData:
     finetune(model, epochs, lr, seed) -> model: the family's own training objective.
     loss(model) -> scalar tensor on a real batch: gradients for Taylor importance.
     evaluate(score) -> metrics: the family's quality protocol; score(inputs dict) -> outputs.
+    train_lr: the run's own learning rate, the fine-tune's default where the family sets it.
     """
     requests: list[dict[str, np.ndarray]] = field(default_factory=list)
     finetune: Callable[..., Any] | None = None
     loss: Callable[..., Any] | None = None
     evaluate: Callable[..., dict] | None = None
+    train_lr: float | None = None
 
 
 def register_method(config_type: type[CompressionConfig]):

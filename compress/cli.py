@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds (median)")
     parser.add_argument("--batches", default="1,256", help="batch sizes to time (default: 1,256)")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--spinning", action="store_true",
+                        help="let ONNX Runtime's idle threads spin-wait while timing (default off: on "
+                             "shared cores spinning made batch-256 medians 1.8x slower and noisier)")
     parser.add_argument("--repository", type=Path, default=None,
                         help="an exported repository of this run: write variants beside its full model")
     parser.add_argument("--export-variants", default="best",
@@ -68,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.retime:
             from recdeploy.compress.retime import retime
             report = retime(out, args.run, rounds=args.rounds, threads=args.threads,
-                            data_path=args.data_path, progress=not args.no_progress)
+                            data_path=args.data_path, progress=not args.no_progress,
+                            spinning=args.spinning)
             print(report.markdown())
             print(f"report: {out}/report.md (latency re-measured, {args.rounds} rounds)")
             return 0
         report, ds, family = compress_run(args.run, variants, out, budget, rounds=args.rounds,
                                           batches=batches, threads=args.threads,
-                                          data_path=args.data_path, progress=not args.no_progress)
+                                          data_path=args.data_path, progress=not args.no_progress,
+                                          spinning=args.spinning)
         print(report.markdown())
         print(f"report: {out}/report.md (+ .json, .csv, pareto.png)")
         if args.repository is not None:

@@ -294,9 +294,13 @@ class DcnV2Family(ModelFamily):
         return row_features(ds, rows, split)
 
     def task_data(self, model: DCNv2, ds, n_requests: int = 256, seed: int = SPLIT_SEED,
-                  weight_decay: float = 1e-5, batch_size: int = 2048) -> TaskData:
+                  weight_decay: float = 1e-5, batch_size: int = 2048, task: str = "ctr",
+                  lr: float | None = None) -> TaskData:
         """seed: the run's training seed, which drew its 8:1:1 split (checked against the
-        model's feature tables); the test rows are the run's own held-out rows."""
+        model's feature tables); the test rows are the run's own held-out rows. lr (the run's)
+        is not the fine-tune's default here: DCN-v2's variants were measured fine-tuned at 0.01."""
+        if task != "ctr":
+            raise CompressionConfigError(f"dcn_v2 compression knows the task ctr, not {task!r}")
         from recdeploy.train.tasks import EarlyStopping, run_epoch
         from recdeploy.train.tasks.ctr import UNKNOWN_USER_SHARE, auc, logloss, predict_logits
 

@@ -46,8 +46,10 @@ class ModelFamily:
         """The module exported to ONNX (e.g. the scorer with a frozen item catalogue)."""
         raise NotImplementedError(f"{self.name}: no served module")
 
-    def task_data(self, model, ds, n_requests: int = 256, seed: int = 0):
-        """TaskData (real requests, fine-tune, loss, evaluate) for this model on ds."""
+    def task_data(self, model, ds, n_requests: int = 256, seed: int = 0, task: str = "",
+                  lr: float | None = None):
+        """TaskData (real requests, fine-tune, loss, evaluate) for this model on ds, under the
+        run's own protocol: ``task``, ``seed`` and the training ``lr`` come from its card."""
         raise NotImplementedError(f"{self.name}: no task data")
 
     def prune_spec(self, model, importance: str) -> PruneSpec:

@@ -65,7 +65,9 @@ def interleaved_latency(sessions: dict[str, object], requests: dict[int, list[di
 
     requests[batch]: real requests of that batch size, cycled through.
     """
-    calls = calls or {batch: max(4, 100 // batch) for batch in requests}
+    # >= 20 calls a sample: with 4 (the old floor) a batch-256 sample also timed waking the
+    # pool's second thread after the batch-1 calls, and paired ratios swung ~10 % run to run
+    calls = calls or {batch: max(20, 1000 // batch) for batch in requests}
     names = list(sessions)
     for name in names:                      # warm-up: first calls allocate and JIT-pack weights
         for batch in requests:

@@ -102,14 +102,14 @@ def build_variant_onnx(model, family: ModelFamily, variant: Variant | None, data
 
 def measure_variants(files: dict[str, tuple[Path, list[dict], list[str]]], family: ModelFamily,
                      data: TaskData, requests: dict[int, list[dict]], rounds: int = 15,
-                     threads: int = 2, progress: bool = True) -> list[VariantResult]:
+                     threads: int = 2, progress: bool = True, spinning: bool = False) -> list[VariantResult]:
     """files: {name: (onnx path, method dicts, notes, parameters)}; quality, then interleaved latency."""
     from tqdm.auto import tqdm
 
     sessions, results = {}, []
     for name, (path, methods, notes, params) in tqdm(files.items(), desc="quality", disable=not progress,
                                              unit="variant"):
-        session = cpu_session(path, threads)
+        session = cpu_session(path, threads, spinning)
         sessions[name] = session
         _, ops, dtypes = graph_summary(path)
         quality = data.evaluate(session_scorer(session, family.output_names[0]))
@@ -125,8 +125,11 @@ def measure_variants(files: dict[str, tuple[Path, list[dict], list[str]]], famil
 
 def compress_run(run_dir: Path, variants: list[Variant], out: Path, quality_budget: float | None = None,
                  rounds: int = 15, batches: tuple[int, ...] = (1, 256), threads: int = 2,
-                 data_path: Path | None = None, progress: bool = True):
-    """Build every variant from run_dir's checkpoint, measure them all, write the report."""
+                 data_path: Path | None = None, progress: bool = True, spinning: bool = False):
+    """Build every variant from run_dir's checkpoint, measure them all, write the report.
+
+    spinning: let ONNX Runtime's idle threads spin-wait while timing (off by default: on a
+    machine with shared cores it makes the medians swing, see cpu_session)."""
     from tqdm.auto import tqdm
 
     from recdeploy.compress.families import family_named
@@ -137,9 +140,11 @@ def compress_run(run_dir: Path, variants: list[Variant], out: Path, quality_budg
     checkpoint = load_checkpoint(run_dir)
     ds = load_dataset(checkpoint.config.dataset, path=data_path)
     family = family_named(checkpoint.config.model)
-    # the run's seed: families whose split is random (DCN-v2's 8:1:1) must redraw the same split
+    # the run's task and seed: quality is measured under the run's own protocol, and a random
+    # split (DCN-v2's or two-tower's 8:1:1) is redrawn the same
     data = family.task_data(checkpoint.model, ds, seed=checkpoint.config.seed,
-                            weight_decay=checkpoint.config.weight_decay)
+                            weight_decay=checkpoint.config.weight_decay,
+                            task=checkpoint.config.resolved_task, lr=checkpoint.config.lr)
     example = family.example_requests(ds, 64, seed=1)
     out = Path(out)
     onnx_dir = out / "onnx"
@@ -155,10 +160,10 @@ def compress_run(run_dir: Path, variants: list[Variant], out: Path, quality_budg
 
     requests = {batch: [family.example_requests(ds, batch, seed=100 + i) for i in range(8)]
                 for batch in batches}
-    results = measure_variants(files, family, data, requests, rounds, threads, progress)
+    results = measure_variants(files, family, data, requests, rounds, threads, progress, spinning)
     report = CompressionReport(model=checkpoint.config.model, dataset=ds.name,
                                metric=family.primary_metric, reference=REFERENCE,
                                results=results, quality_budget=quality_budget, threads=threads,
-                               batches=tuple(batches), rounds=rounds)
+                               batches=tuple(batches), rounds=rounds, spinning=spinning)
     report.write(out)
     return report, ds, family

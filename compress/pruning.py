@@ -18,6 +18,9 @@ from recdeploy.compress.config import CompressionConfigError, PruneConfig
 from recdeploy.compress.families import family_of
 
 
+DEFAULT_FINETUNE_LR = 0.01   # the fine-tune's lr when neither the config nor the family gives one
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
 
@@ -60,5 +63,6 @@ def prune(model: torch.nn.Module, config: PruneConfig, data: TaskData | None = N
         raise CompressionConfigError(f"ratio {config.ratio} removed nothing from "
                                      f"{type(model).__name__} (too few channels to prune)")
     if config.finetune_epochs:
-        model = data.finetune(model, config.finetune_epochs, config.finetune_lr, config.seed)
+        lr = config.finetune_lr or data.train_lr or DEFAULT_FINETUNE_LR
+        model = data.finetune(model, config.finetune_epochs, lr, config.seed)
     return model.eval()

@@ -40,6 +40,7 @@ class CompressionReport:
     threads: int
     batches: tuple[int, ...]
     rounds: int
+    spinning: bool = False       # ONNX Runtime's intra-op threads spin-waiting (cpu_session)
 
     def _ref(self):
         return next(r for r in self.results if r.name == self.reference)
@@ -82,8 +83,8 @@ class CompressionReport:
     def to_dict(self) -> dict:
         return {"model": self.model, "dataset": self.dataset, "metric": self.metric,
                 "reference": self.reference, "quality_budget": self.quality_budget,
-                "threads": self.threads, "batches": list(self.batches), "rounds": self.rounds,
-                "best": self.best(), "rows": self.rows(),
+                "threads": self.threads, "spinning": self.spinning, "batches": list(self.batches),
+                "rounds": self.rounds, "best": self.best(), "rows": self.rows(),
                 "variants": {r.name: {"methods": r.methods, "onnx": str(r.onnx_path), "ops": r.ops,
                                       "quality": r.quality,
                                       "initializer_dtypes": r.initializer_dtypes}
@@ -98,7 +99,8 @@ class CompressionReport:
         cols += ["quantized_ops", "notes"]
         lines = [f"# Compression report: {self.model} on {self.dataset}", "",
                  f"Quality: {self.metric} on the test split of the model's own evaluation protocol, "
-                 f"computed from each ONNX variant's outputs. Latency: ONNX Runtime in-process, {self.threads} threads, median of "
+                 f"computed from each ONNX variant's outputs. Latency: ONNX Runtime in-process, {self.threads} threads "
+                 f"(spin-waiting {'on' if self.spinning else 'off'}), median of "
                  f"{self.rounds} interleaved rounds (all variants in one run; min = best round); speedup is the "
                  f"median over rounds of the paired ratio reference/variant. Reference: "
                  f"`{self.reference}`; x_smaller is reference / variant.", "",

@@ -40,7 +40,7 @@ def _results_from_report(saved: dict) -> list:
 
 
 def retime(out: Path, run_dir: Path, rounds: int = 41, threads: int = 2, data_path: Path | None = None,
-           progress: bool = True):
+           progress: bool = True, spinning: bool = False):
     """Rewrite ``out``'s report with freshly measured, interleaved latency; returns the report."""
     from recdeploy.compress.families import family_named
     from recdeploy.compress.measure import interleaved_latency
@@ -60,13 +60,13 @@ def retime(out: Path, run_dir: Path, rounds: int = 41, threads: int = 2, data_pa
     batches = tuple(saved["batches"])
     requests = {batch: [family.example_requests(ds, batch, seed=100 + i) for i in range(8)]
                 for batch in batches}
-    sessions = {r.name: cpu_session(r.onnx_path, threads) for r in results}
+    sessions = {r.name: cpu_session(r.onnx_path, threads, spinning) for r in results}
     timings = interleaved_latency(sessions, requests, rounds=rounds, progress=progress)
     for result in results:
         result.latency = timings[result.name]
     report = CompressionReport(model=saved["model"], dataset=saved["dataset"], metric=saved["metric"],
                                reference=saved["reference"], results=results,
                                quality_budget=saved["quality_budget"], threads=threads,
-                               batches=batches, rounds=rounds)
+                               batches=batches, rounds=rounds, spinning=spinning)
     report.write(Path(out))
     return report

@@ -2,7 +2,7 @@
 
     table = RowwiseTable.quantize(weight, bits=4)     # R x D float -> packed codes + per-row scale
     vectors = table.rows(index)                       # B -> B x D float (gather, then dequantize)
-    scores = table.matmul_t(users)                    # B x D -> B x R
+    table.dequantize()                                # R x D float: a constant ONNX Runtime folds
 
 INT8 is symmetric (scale = max|row| / 127). INT4 is asymmetric (per-row min and step, the
 scheme of Guan et al. 2019) with two codes packed per byte: columns [0, D/2) in the low
@@ -60,22 +60,18 @@ class RowwiseTable(nn.Module):
         high = torch.floor(x / 16.0)
         return torch.cat([x - 16.0 * high, high], dim=1)[:, :self.dim]
 
+    def _dequantize(self, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        values = self._dequantized_codes(codes) * scale.float()[:, None]
+        return values + offset.float()[:, None] if self.bits == 4 else values
+
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """index (B) -> B x D float"""
-        values = self._dequantized_codes(self.codes[index]) * self.scale[index].float()[:, None]
-        return values + self.offset[index].float()[:, None] if self.bits == 4 else values
-
-    def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B x D) -> x @ table.T (B x R).
-
-        The dequantized table depends on constants only, so ONNX Runtime folds it once at load
-        and each call is one FP32 MatMul. Factoring the per-row scale out of the dot product
-        instead would cost an extra pass over the B x R output on every call (measured slower).
-        """
-        return x @ self.dequantize().T
+        return self._dequantize(self.codes[index], self.scale[index], self.offset[index])
 
     def dequantize(self) -> torch.Tensor:
-        return self.rows(torch.arange(self.codes.shape[0]))
+        """The whole table, R x D float. No row index: exported, an arange index would be a
+        constant of 8 bytes a row, twice the int4 codes it gathers."""
+        return self._dequantize(self.codes, self.scale, self.offset)
 
 
 @register_method(RowwiseConfig)

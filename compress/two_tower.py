@@ -1,7 +1,7 @@
 """The two-tower retrieval family: coupled-dimension pruning, row-wise tables, its protocol.
 
     family = family_named("two_tower")
-    data = family.task_data(model, ds)            # real users, fine-tune, full-ranking NDCG@10
+    data = family.task_data(model, ds, task="retrieval_random", seed=0)  # the run's protocol
 
 The score is user_vector · item_vector + item_bias, so dimension d of the user table and
 dimension d of the item table form one pruning group: removing one without the other breaks
@@ -12,13 +12,16 @@ scores each dimension over both tables (``CoupledTowersImportance``).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from recdeploy.compress.api import TaskData
+from recdeploy.compress.config import CompressionConfigError
 from recdeploy.compress.families import ModelFamily, PruneSpec, register_family
 from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.train.models.two_tower import RetrievalScorer, TwoTower
@@ -77,10 +80,67 @@ def _coupled_importance(kind: str):
     return CoupledTowersImportance()
 
 
+@dataclass(frozen=True)
+class _Protocol:
+    """A retrieval run's training pairs and its validation / test metrics.
+    valid(score) and test(score): score(user indices B) -> B x I; returns a metrics dict."""
+    train_users: np.ndarray
+    train_items: np.ndarray
+    valid: Callable[[Callable], dict]
+    test: Callable[[Callable], dict]
+
+
+def _protocol(task: str, ds, seed: int) -> _Protocol:
+    if task == "retrieval_loo":
+        from recdeploy.train.data import leave_one_out
+        from recdeploy.train.metrics import evaluate_full_ranking
+        from recdeploy.train.tasks.retrieval_loo import evaluation_sets
+
+        split = leave_one_out(ds)
+        (valid_users, valid_targets, seen_train), (test_users, test_targets, seen_all) = \
+            evaluation_sets(ds, split)
+
+        def loo(users, targets, seen):
+            def metrics(score) -> dict:
+                m = evaluate_full_ranking(score, users, targets, seen)
+                return {"ndcg@10": m.ndcg_at_10, "hr@10": m.hr_at_10, "users": m.n_users}
+            return metrics
+        return _Protocol(ds.users[split.train], ds.items[split.train],
+                         loo(valid_users, valid_targets, seen_train), loo(test_users, test_targets, seen_all))
+    if task == "retrieval_random":
+        from recdeploy.train.data import filter_ratings, random_split
+        from recdeploy.train.tasks.retrieval_random import MIN_RATING, RATIOS, evaluate_multi_target
+
+        positives = filter_ratings(ds, MIN_RATING)
+        split = random_split(positives, RATIOS, seed=seed, by_user=True)
+
+        def multi(rows, seen_rows):
+            def metrics(score) -> dict:
+                m = evaluate_multi_target(score, positives.n_users, positives.users[rows],
+                                          positives.items[rows], positives.users[seen_rows],
+                                          positives.items[seen_rows])
+                return {"ndcg@10": m.ndcg_at_10, "hr@10": m.hr_at_10, "users": m.n_users}
+            return metrics
+        return _Protocol(positives.users[split.train], positives.items[split.train],
+                         multi(split.valid, split.train),
+                         multi(split.test, np.concatenate([split.train, split.valid])))
+    raise CompressionConfigError(f"two_tower compression knows the tasks retrieval_loo and "
+                                 f"retrieval_random, not {task!r}")
+
+
 class RowwiseRetrievalScorer(nn.Module):
     """The served scorer with row-wise quantized user and item tables.
 
-    user index (B x 1, int64) -> scores over the catalogue (B x I), same contract as RetrievalScorer.
+    user index (B x 1, int64) -> scores over the catalogue (B x I), same contract as
+    RetrievalScorer, and like it the item bias rides in the matrix product as one more column
+    (kept FP32) with a constant 1 on the user side.
+
+    The file holds the int8/int4 codes. Both dequantized tables depend on constants only, so
+    ONNX Runtime folds them once at load and a call is the FP32 scorer's Gather and MatMul:
+    the saving is file size and transfer, not RAM. Measured on the 2-core VM (ML-100k, dim 24,
+    batch 256): dequantizing the gathered user rows per call instead (Gather, Cast, Mul, Pad:
+    six small ops) cost ~15 % of the call; factoring the per-row scales out of the product
+    costs an extra pass over the B x I scores.
     """
 
     def __init__(self, model: TwoTower, bits: int):
@@ -91,7 +151,9 @@ class RowwiseRetrievalScorer(nn.Module):
         self.register_buffer("item_bias", bias.detach().clone())
 
     def forward(self, user_index: torch.Tensor) -> torch.Tensor:
-        return self.items.matmul_t(self.users.rows(user_index[:, 0])) + self.item_bias
+        users = nn.functional.pad(self.users.dequantize(), (0, 1), value=1.0)    # U x (D + 1)
+        items = torch.cat([self.items.dequantize(), self.item_bias[:, None]], 1)  # I x (D + 1)
+        return users[user_index[:, 0]] @ items.T
 
 
 @register_family
@@ -120,16 +182,14 @@ class TwoTowerFamily(ModelFamily):
         return {"USER_INDEX": users.reshape(-1, 1)}
 
     def task_data(self, model, ds, n_requests: int = 256, seed: int = 0,
-                  weight_decay: float = 1e-4, batch_size: int = 1024) -> TaskData:
-        from recdeploy.train.data import leave_one_out
-        from recdeploy.train.metrics import evaluate_full_ranking
-        from recdeploy.train.tasks.retrieval_loo import evaluation_sets
-
-        split = leave_one_out(ds)
-        (valid_users, valid_targets, seen_train), (test_users, test_targets, seen_all) = \
-            evaluation_sets(ds, split)
-        train_users = torch.from_numpy(ds.users[split.train])
-        train_items = torch.from_numpy(ds.items[split.train])
+                  weight_decay: float = 1e-4, batch_size: int = 1024,
+                  task: str = "retrieval_loo", lr: float | None = None) -> TaskData:
+        """Fine-tuning and quality under the run's own protocol (the card's ``task``):
+        leave-one-out (one held-out item per user) or random 8:1:1 over the ratings >= 3
+        (every held-out item of a user; seed: the run's, which drew the split)."""
+        protocol = _protocol(task, ds, seed)
+        train_users = torch.from_numpy(protocol.train_users)
+        train_items = torch.from_numpy(protocol.train_items)
         requests = [{"USER_INDEX": batch} for batch in np.array_split(
             self.example_requests(ds, n_requests, seed)["USER_INDEX"], max(1, n_requests // 64))]
 
@@ -151,7 +211,7 @@ class TwoTowerFamily(ModelFamily):
             rng = np.random.default_rng(ft_seed)
             optimizer = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay)
             m.eval()
-            best = evaluate_full_ranking(torch_scores(m), valid_users, valid_targets, seen_train).ndcg_at_10
+            best = protocol.valid(torch_scores(m))["ndcg@10"]
             best_state = copy.deepcopy(m.state_dict())
             for _ in range(epochs):
                 m.train()
@@ -164,8 +224,7 @@ class TwoTowerFamily(ModelFamily):
                     batch_loss.backward()
                     optimizer.step()
                 m.eval()
-                ndcg = evaluate_full_ranking(torch_scores(m), valid_users, valid_targets,
-                                             seen_train).ndcg_at_10
+                ndcg = protocol.valid(torch_scores(m))["ndcg@10"]
                 if ndcg > best:
                     best, best_state = ndcg, copy.deepcopy(m.state_dict())
             m.load_state_dict(best_state)
@@ -173,11 +232,9 @@ class TwoTowerFamily(ModelFamily):
 
         def evaluate(score) -> dict:
             """score({"USER_INDEX": B x 1}) -> B x I; full ranking on the test split."""
-            metrics = evaluate_full_ranking(lambda users: score({"USER_INDEX": users.reshape(-1, 1)}),
-                                            test_users, test_targets, seen_all)
-            return {"ndcg@10": metrics.ndcg_at_10, "hr@10": metrics.hr_at_10, "users": metrics.n_users}
+            return protocol.test(lambda users: score({"USER_INDEX": users.reshape(-1, 1)}))
 
-        return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate)
+        return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate, train_lr=lr)
 
     def write_variant(self, repo: Path, onnx_path: Path, ds, slug: str, info: dict | None = None) -> list[str]:
         from recdeploy.export.retrieval import add_scorer_variant

@@ -146,15 +146,13 @@ class FusedRetrieval(nn.Module):
 def dot_product_parts(scorer: nn.Module):
     """(user vectors U x D, item vectors I x D, item bias I) of a dot-product scorer, else None.
 
-    Two served-scorer layouts exist: RetrievalScorer (user_embedding, item_vectors_t,
-    item_bias) and DotProductScorer (user_embedding, item_table_t, biases folded into
-    extra columns). A scorer with neither (NeuMF's MLP) cannot be folded into one GEMM.
+    Dot-product scorers (DotProductScorer and its RetrievalScorer) hold user_embedding and
+    item_table_t, biases folded into extra columns. A scorer without them (NeuMF's MLP)
+    cannot be folded into one GEMM.
     """
     if not hasattr(scorer, "user_embedding"):
         return None
     users = scorer.user_embedding.weight.detach().numpy()
-    if hasattr(scorer, "item_vectors_t"):
-        return users, scorer.item_vectors_t.detach().numpy().T, scorer.item_bias.detach().numpy()
     if hasattr(scorer, "item_table_t"):
         items = scorer.item_table_t.detach().numpy().T
         return users, items, np.zeros(len(items), np.float32)
@@ -260,11 +258,9 @@ def check_fused_parity(run_fused, fused: FusedRetrieval, features, all_scores: n
     return FusedParity(users_checked=len(user_ids), max_score_diff=worst)
 
 
-def onnx_runner(path: Path, threads: int = 2):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def onnx_runner(path: Path, threads: int = 2, spinning: bool = True):
+    from recdeploy.export.onnx_export import cpu_session
+    session = cpu_session(path, threads, spinning)
     return lambda users, k: tuple(session.run(["ITEM_IDS", "SCORES"], {"USER_ID": users, "K": k}))
 
 

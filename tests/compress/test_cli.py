@@ -42,9 +42,11 @@ def test_compress_writes_report_and_serves_variants_beside_full_model(trained_ru
 
     # --retime: new latency, the same quality and sizes, every variant still there
     before = {row["variant"]: row for row in report["rows"]}
-    assert main(["--run", str(run), "--retime", "--rounds", "3", "--out", str(out), "--no-progress"]) == 0
+    assert report["spinning"] is False and "spin-waiting off" in (out / "report.md").read_text()
+    assert main(["--run", str(run), "--retime", "--rounds", "3", "--out", str(out), "--spinning",
+                 "--no-progress"]) == 0
     retimed = json.loads((out / "report.json").read_text())
-    assert retimed["rounds"] == 3 and retimed["batches"] == [1, 8]
+    assert retimed["rounds"] == 3 and retimed["batches"] == [1, 8] and retimed["spinning"] is True
     for row in retimed["rows"]:
         old = before[row["variant"]]
         assert (row["ndcg@10"], row["x_smaller"], row["rel_loss_pct"]) == \

@@ -84,7 +84,9 @@ def test_rowwise_tables_are_smaller_within_floor(setup, spec, max_loss, min_rati
     model, family, data, example, out, fp32, _ = setup
     path, _, params = build_variant_onnx(model, family, parse_variant(spec), data, example, out)
     assert fp32.stat().st_size / path.stat().st_size >= min_ratio
-    assert params == logical_parameters(family.served_module(model))
+    # the tables hold every trained weight (the FP32 scorer stores one more constant column of ones)
+    assert params == sum(p.numel() for p in model.parameters())
+    assert logical_parameters(family.served_module(model)) == params + model.n_users
     assert relative_loss(setup, path) < max_loss
 
 
@@ -119,3 +121,26 @@ def test_methods_refuse_the_wrong_kind_of_target(setup):
         compress(setup[0], DynamicInt8Config(), out=Path("x.onnx"))
     with pytest.raises(UnknownFamilyError, match="no compression support for Linear"):
         compress(torch.nn.Linear(3, 3), PruneConfig(finetune_epochs=0))
+
+
+def test_quality_follows_the_runs_task(setup, ml100k):
+    """A run trained under retrieval_random is measured under retrieval_random: every held-out
+    item of a user among the ratings >= 3, the same numbers the training task reports."""
+    from recdeploy.train.data import filter_ratings, random_split
+    from recdeploy.train.tasks.retrieval_random import MIN_RATING, RATIOS, evaluate_multi_target
+
+    model, family = setup[0], setup[1]
+    data = family.task_data(model, ml100k, n_requests=64, seed=3, task="retrieval_random")
+    score = lambda users: model.score_all(torch.from_numpy(users)).detach().numpy()
+    measured = data.evaluate(lambda inputs: score(inputs["USER_INDEX"][:, 0]))
+    positives = filter_ratings(ml100k, MIN_RATING)
+    split = random_split(positives, RATIOS, seed=3, by_user=True)
+    seen = np.concatenate([split.train, split.valid])
+    expected = evaluate_multi_target(score, positives.n_users, positives.users[split.test],
+                                     positives.items[split.test], positives.users[seen], positives.items[seen])
+    assert measured["ndcg@10"] == pytest.approx(expected.ndcg_at_10)
+    assert measured["users"] == expected.n_users > 900          # most users have held-out items
+    loo = setup[2].evaluate(lambda inputs: score(inputs["USER_INDEX"][:, 0]))
+    assert measured["ndcg@10"] != pytest.approx(loo["ndcg@10"])
+    with pytest.raises(CompressionConfigError, match="not 'sequential'"):
+        family.task_data(model, ml100k, task="sequential")

@@ -83,22 +83,21 @@ class DotProductScorer(nn.Module):
         return self.user_embedding(user_index[:, 0]) @ self.item_table_t
 
 
-class RetrievalScorer(nn.Module):
+class RetrievalScorer(DotProductScorer):
     """The served scorer: user index (B x 1, int64) -> scores over the catalogue (B x I).
 
-    The item tower is frozen into a constant catalogue matrix at export time.
+    The item tower is frozen into a constant catalogue matrix at export time, and the item
+    bias rides in the matrix product as one more column (a constant 1 on the user side): a
+    call is one Gather and one MatMul, with no second pass over the B x I scores to add the
+    bias. That pass is a fixed cost the embedding width does not shrink, so folding it is
+    what lets a pruned (narrower) scorer run proportionally faster.
     """
 
     def __init__(self, model: TwoTower):
-        super().__init__()
         vectors, bias = model.item_tower.catalogue()
-        self.user_embedding = nn.Embedding.from_pretrained(model.user_tower.embedding.weight.detach())
-        self.register_buffer("item_vectors_t", vectors.detach().T.contiguous())
-        self.register_buffer("item_bias", bias.detach().clone())
-
-    def forward(self, user_index: torch.Tensor) -> torch.Tensor:
-        users = self.user_embedding(user_index[:, 0])
-        return users @ self.item_vectors_t + self.item_bias
+        users = model.user_tower.embedding.weight
+        super().__init__(torch.cat([users, torch.ones(len(users), 1)], 1),
+                         torch.cat([vectors, bias[:, None]], 1))
 
 
 @register_model("two_tower", task="retrieval_loo", also=("retrieval_random",))
