@@ -46,6 +46,11 @@ class TrainConfig:
     # "sampled_softmax" (softmax over the positive and ``negatives`` uniform items shared by
     # the batch); the towers always train with the exact full softmax
     loss: str = "bce"
+    # retrieval_random task, NeuMF: epochs of GMF-branch pretraining on the exact softmax before
+    # the joint training (the NeuMF paper pretrains its branches); early-stopped like the rest
+    pretrain_epochs: int = 0
+    # NeuMF: the MLP branch's embedding width (0: the same as dim); its layers run per pair
+    mlp_dim: int = 0
     # learning rate over training: "constant", or "cosine" (decays to 0 at the last of
     # ``epochs``; with a fixed budget of epochs it ends in a well-annealed minimum);
     # read by the sequential task
@@ -78,6 +83,9 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.reg < 0:
             raise ConfigError(f"reg must be >= 0, got {self.reg}")
+        if self.pretrain_epochs < 0 or self.mlp_dim < 0:
+            raise ConfigError(f"pretrain_epochs and mlp_dim must be >= 0, got "
+                              f"{self.pretrain_epochs}, {self.mlp_dim}")
         if self.negatives < 1:
             raise ConfigError(f"negatives must be >= 1, got {self.negatives}")
         if self.loss not in LOSSES:

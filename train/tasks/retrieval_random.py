@@ -102,6 +102,8 @@ def _scorer(model: torch.nn.Module):
 def _model_args(config: TrainConfig, ds: Dataset) -> tuple[dict, dict | None]:
     """Builder arguments; models with side features also get their encoded feature codes."""
     args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim}
+    if config.mlp_dim:
+        args["mlp_dim"] = config.mlp_dim
     if config.model != "two_tower_features":
         return args, None
     from recdeploy.train.models.two_tower import encode_side_features
@@ -133,6 +135,37 @@ def _loss(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor,
             + config.reg * model.l2(all_users, all_items).mean())
 
 
+def _pretrain_gmf(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor, rng,
+                  progress: bool, valid_ndcg: Callable) -> None:
+    """NeuMF's GMF branch alone on the exact softmax over the catalogue (model.gmf_scores),
+    early-stopped on validation NDCG@10; then the MLP branch's output weights start at zero,
+    so joint training starts from exactly the pretrained GMF model."""
+    if not hasattr(model, "gmf_scores"):
+        raise ValueError(f"pretrain_epochs: {config.model} has no GMF branch to pretrain")
+    optimizer = torch.optim.Adam(model.gmf_parameters(), lr=config.lr)
+    with torch.no_grad():
+        model.out.weight[0, model.dim:] = 0.0
+    stopper = EarlyStopping(config.patience)
+
+    @torch.no_grad()
+    def gmf_score(batch: np.ndarray) -> np.ndarray:
+        return model.gmf_scores(torch.from_numpy(batch)).numpy()
+
+    bar = tqdm(range(1, config.pretrain_epochs + 1), desc=f"pretrain {config.model} GMF",
+               disable=not progress, unit="epoch")
+    for epoch in bar:
+        loss = run_epoch(model, optimizer, len(users), config.batch_size, rng, lambda batch:
+                         torch.nn.functional.cross_entropy(model.gmf_scores(users[batch]), items[batch]))
+        model.eval()
+        ndcg = valid_ndcg(gmf_score)
+        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{ndcg:.4f}")
+        if stopper.update(model, ndcg, epoch):
+            break
+    stopper.restore(model)
+    with torch.no_grad():
+        model.out.weight[0, model.dim:] = 0.0
+
+
 @register_task("retrieval_random")
 def run(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResult:
     positives = filter_ratings(ds, MIN_RATING)
@@ -160,6 +193,11 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
                                      ds.users[seen_rows], ds.items[seen_rows])
 
     stopper, epoch = EarlyStopping(config.patience), 0
+    if config.pretrain_epochs:
+        _pretrain_gmf(model, config, users, items, rng, progress,
+                      lambda score: evaluate(score, split.valid, split.train).ndcg_at_10)
+        # the joint phase keeps the pretrained model unless it beats it on validation
+        stopper.update(model, evaluate(_scorer(model), split.valid, split.train).ndcg_at_10, 0)
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
                unit="epoch")
     for epoch in bar:
