@@ -35,8 +35,12 @@ ANCHORS: tuple[Anchor, ...] = (
     Anchor("ctr", "ml-1m", "auc", "DCN-v2", 0.8998, "RecBole context benchmark"),
 )
 
+# tasks measured like another's anchors: the rating anchors are 5-fold CV numbers, which
+# rating_cv reproduces exactly and rating (one 80/10/10 split) approximates
+SAME_ANCHORS = {"rating_cv": "rating"}
+
 # the headline metric per task (lower is better for RMSE)
-HEADLINE = {"rating": "rmse", "retrieval_random": "ndcg@10", "retrieval_loo": "ndcg@10"}
+HEADLINE = {"rating": "rmse", "rating_cv": "rmse", "retrieval_random": "ndcg@10", "retrieval_loo": "ndcg@10"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,8 @@ def row_from_card(card: dict, run: str = "") -> ResultRow:
     baselines = [(name.replace("_", "-"), b["test"][metric])
                  for name, b in card.get("baselines", {}).items() if metric in b.get("test", {})]
     best = (min if lower_better else max)(baselines, key=lambda b: b[1]) if baselines else None
-    anchors = [a for a in ANCHORS if (a.task, a.dataset, a.metric) == (task, card["dataset"], metric)]
+    family = SAME_ANCHORS.get(task, task)
+    anchors = [a for a in ANCHORS if (a.task, a.dataset, a.metric) == (family, card["dataset"], metric)]
     return ResultRow(
         model=card["model"], dataset=card["dataset"], protocol=f"{card['split']}; {card['protocol']}",
         metric=metric, ours=float(test[metric]),
@@ -106,8 +111,10 @@ def results_document(rows: list[ResultRow]) -> str:
         "that trained the run.", "",
         markdown_table(rows), "",
         "Notes on comparability:", "",
-        "- rating: our split is one random 80/10/10 (the 10% validation drives early stopping);",
+        "- rating: one random 80/10/10 split (the 10% validation drives early stopping);",
         "  Surprise's anchors average 5-fold CV, whose training folds are also 80% of the ratings.",
+        "  rating_cv is that 5-fold CV (mean over folds; 1/8 of each training part validates,",
+        "  so 70% of the ratings train).",
         "- retrieval_random: ratings >= 3 as positives, random 8:1:1 per user, full ranking, as",
         "  in RecBole's general ml-1m benchmark; our catalogue keeps every ML-1M movie (3,883),",
         "  RecBole's only those with a kept rating, which makes ours slightly harder.",
@@ -116,6 +123,11 @@ def results_document(rows: list[ResultRow]) -> str:
         "  two_tower_features uses its registered defaults (dim 128, lr 0.001, no weight decay).",
         "  Their train times (13.3 and 17.8 min) were taken while another training job shared",
         "  the 2 cores; they were not re-measured alone.",
+        "- retrieval_random, neumf: the registered defaults pretrain the GMF branch on the",
+        "  exact softmax (best epoch 11), then train both branches on a 256-negative sampled",
+        "  softmax (MLP width 16). The joint epochs lowered validation NDCG@10, so early",
+        "  stopping kept the pretrained model: the 0.2404 is NeuMF's GMF half, its MLP branch's",
+        "  output weights zero. The earlier BCE recipe (dim 32, 4 negatives) gave 0.2007.",
         "- sequential: the ml-1m SASRec card is a CPU run with the registered defaults (12",
         "  cosine-annealed epochs, sized for 15 minutes on 2 cores; the card ran 13: 14.5 min,",
         "  NDCG@10 0.1008, below the 0.1286 anchor). The same model on an H200",

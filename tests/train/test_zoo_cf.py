@@ -157,6 +157,31 @@ class TestRetrievalRandom:
         # 6 negatives over 6 items: every row meets its own positive among them, masked, so finite
         assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
 
+    def test_neumf_gmf_scores_are_the_model_with_the_mlp_share_zeroed(self):
+        model = build_model("neumf", n_users=5, n_items=6, dim=8, mlp_dim=4).eval()
+        assert model.mlp_user.weight.shape == (5, 4) and model.out.in_features == 8 + 2
+        with torch.no_grad():
+            model.out.weight[0, 8:] = 0.0
+            assert torch.allclose(model.gmf_scores(torch.arange(5)), model.score_all(torch.arange(5)),
+                                  atol=1e-6)
+            served = model.retrieval_scorer()(torch.arange(5)[:, None])
+        assert torch.allclose(served, model.score_all(torch.arange(5)), atol=1e-6)
+
+    def test_neumf_gmf_pretraining_then_joint_is_seeded_and_recorded(self, tiny, tmp_path):
+        from recdeploy.train.checkpoint import load_checkpoint, save_checkpoint
+        config = TrainConfig(model="neumf", dataset="synthetic", dim=8, mlp_dim=4, pretrain_epochs=2,
+                             epochs=1, batch_size=256, lr=0.01, patience=2, loss="sampled_softmax",
+                             negatives=16, reg=0.0)
+        first, second = run_task(config, tiny, progress=False), run_task(config, tiny, progress=False)
+        assert first.metrics == second.metrics
+        assert first.model_args["mlp_dim"] == 4
+        save_checkpoint(tmp_path, first.model, config, first.card(config, tiny))
+        loaded = load_checkpoint(tmp_path)
+        assert loaded.config.pretrain_epochs == 2 and loaded.model.mlp_dim == 4
+        with pytest.raises(ValueError, match="two_tower has no GMF branch"):
+            run_task(TrainConfig(model="two_tower", task="retrieval_random", dataset="synthetic",
+                                 dim=8, epochs=1, pretrain_epochs=1), tiny, progress=False)
+
     def test_feature_two_tower_uses_features_and_checkpoints_them(self, tiny, tmp_path):
         from recdeploy.train.checkpoint import load_checkpoint, save_checkpoint
         config = TrainConfig(model="two_tower_features", dataset="synthetic", dim=8, epochs=1,
@@ -211,3 +236,27 @@ def test_results_table_sets_anchor_beside_ours(tmp_path, capsys):
     assert "2.0 min" in row
     assert main(["--runs", str(tmp_path / "missing")]) == 2
     assert "no checkpoint/card.json" in capsys.readouterr().err
+
+
+def test_cv_splits_cover_every_rating_once_as_test():
+    from recdeploy.train.tasks.rating import cv_splits
+    splits = cv_splits(1000, folds=5, seed=0)
+    tests = np.concatenate([s.test for s in splits])
+    assert sorted(tests.tolist()) == list(range(1000))
+    for s in splits:
+        assert len(set(s.train) | set(s.valid) | set(s.test)) == 1000
+        assert not set(s.train) & set(s.test) and not set(s.valid) & set(s.test)
+        assert len(s.valid) == 800 // 8
+
+
+def test_rating_cv_reports_the_mean_over_folds_beside_the_anchors(tiny):
+    from recdeploy.train.results import row_from_card
+    config = TrainConfig(model="biased_mf", task="rating_cv", dataset="synthetic", dim=4, epochs=1,
+                         batch_size=4096)
+    result = run_task(config, tiny, progress=False)
+    test = result.metrics["test"]
+    assert len(test["folds"]) == 5 and test["rmse"] == pytest.approx(np.mean(test["folds"]), abs=1e-4)
+    card = result.card(config, tiny)
+    assert card["task"] == "rating_cv" and "5-fold" in card["split"] and len(card["folds"]) == 5
+    row = row_from_card({**card, "dataset": "ml-1m"})
+    assert row.metric == "rmse" and "SVD (biased MF) 0.873" in row.anchors

@@ -54,6 +54,6 @@ class BiasedMF(nn.Module):
         return DotProductScorer(users.detach(), items.detach())
 
 
-@register_model("biased_mf", task="rating")
+@register_model("biased_mf", task="rating", also=("rating_cv",))
 def build_biased_mf(n_users: int, n_items: int, dim: int = 64, global_mean: float = 0.0) -> BiasedMF:
     return BiasedMF(n_users, n_items, dim, global_mean)
