@@ -260,3 +260,11 @@ def test_rating_cv_reports_the_mean_over_folds_beside_the_anchors(tiny):
     assert card["task"] == "rating_cv" and "5-fold" in card["split"] and len(card["folds"]) == 5
     row = row_from_card({**card, "dataset": "ml-1m"})
     assert row.metric == "rmse" and "SVD (biased MF) 0.873" in row.anchors
+
+
+def test_a_refit_runs_exactly_the_chosen_epochs(tiny):
+    from recdeploy.train.tasks.rating import train
+    config = TrainConfig(model="biased_mf", dataset="synthetic", dim=4, epochs=30, patience=1,
+                         batch_size=4096)
+    split = random_split(tiny, (0.8, 0.1, 0.1), seed=0)
+    assert train(config, tiny, split, progress=False, fixed_epochs=3).epochs_run == 3
