@@ -37,7 +37,8 @@ class TaskData:
 
     requests: real served-model inputs ({input name: array}), one dict per batch; the static
         INT8 calibrator reads them.
-    finetune(model, epochs, lr, seed) -> model: the family's own training objective.
+    finetune(model, epochs, lr, seed) -> model: the family's own training objective; where
+        ``distills``, also finetune(..., teacher=model, distill=weight).
     loss(model) -> scalar tensor on a real batch: gradients for Taylor importance.
     evaluate(score) -> metrics: the family's quality protocol; score(inputs dict) -> outputs.
     train_lr: the run's own learning rate, the fine-tune's default where the family sets it.
@@ -47,6 +48,7 @@ class TaskData:
     loss: Callable[..., Any] | None = None
     evaluate: Callable[..., dict] | None = None
     train_lr: float | None = None
+    distills: bool = False        # finetune(..., teacher=, distill=) is supported
 
 
 def register_method(config_type: type[CompressionConfig]):

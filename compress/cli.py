@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="run folder holding checkpoint/")
     parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help=f"comma-separated variants, '+' chains methods (presets: {', '.join(PRESETS)})")
+                        help=f"comma-separated variants, '+' chains methods (presets: {', '.join(PRESETS)}; "
+                             "also prune-NN for any NN %%, prune-NN-kd to distill while fine-tuning)")
     parser.add_argument("--quality-budget", default=None,
                         help="largest relative loss of the primary metric, e.g. 1%% (or 0.01)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/compress)")

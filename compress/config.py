@@ -54,6 +54,11 @@ class PruneConfig(CompressionConfig):
     # DEFAULT_FINETUNE_LR. A model trained at 1e-3 (ML-1M two-tower) is knocked off its optimum
     # by a fine-tune at 1e-2 in one epoch.
     finetune_lr: float | None = None
+    # weight of distillation in the fine-tune: the pruned model also matches the unpruned one's
+    # softmax over the catalogue (KL, temperature 1); 0: the labels only. ``prune-NN-kd``: 1.0
+    # for 12 epochs. Measured on the ML-1M two-tower pruned 64 -> 24 dims: labels only lost
+    # 3.8 % NDCG@10, 0.5 labels + 0.5 KL (8 epochs) 1.4 %, KL only (12 epochs) gained 0.5 %.
+    distill: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -63,6 +68,8 @@ class PruneConfig(CompressionConfig):
         _check_choice("importance", self.importance, ("magnitude", "taylor"))
         if self.finetune_epochs < 0:
             raise CompressionConfigError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise CompressionConfigError(f"distill is a loss weight in [0, 1], got {self.distill}")
         if self.finetune_lr is not None and not self.finetune_lr > 0:
             raise CompressionConfigError(f"finetune_lr must be > 0, got {self.finetune_lr}")
 
@@ -143,11 +150,14 @@ PRESETS: dict[str, CompressionConfig] = {
 
 
 def preset(name: str) -> CompressionConfig:
-    """A named preset; ``prune-NN`` (any NN) prunes NN % of the channels."""
+    """A named preset; ``prune-NN`` (any NN) prunes NN % of the channels, ``prune-NN-kd`` also
+    distills the unpruned model into the pruned one while fine-tuning."""
     import re
 
-    ratio = re.fullmatch(r"prune-(\d+)", name)
+    ratio = re.fullmatch(r"prune-(\d+)(-kd)?", name)
     if name not in PRESETS and ratio:
+        if ratio.group(2):
+            return PruneConfig(ratio=int(ratio.group(1)) / 100, distill=1.0, finetune_epochs=12)
         return PruneConfig(ratio=int(ratio.group(1)) / 100)
     if name not in PRESETS:
         raise UnknownMethodError(f"unknown compression method {name!r}; valid: {', '.join(PRESETS)} "

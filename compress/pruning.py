@@ -42,6 +42,10 @@ def prune(model: torch.nn.Module, config: PruneConfig, data: TaskData | None = N
     if config.finetune_epochs and (data is None or data.finetune is None):
         raise MissingDataError(f"finetune_epochs={config.finetune_epochs} needs data= to train on; "
                                "pass it or set finetune_epochs=0")
+    if config.distill and not (data is not None and data.distills):
+        raise CompressionConfigError(f"distillation is not supported for {type(model).__name__}'s "
+                                     "fine-tune; use prune without -kd")
+    teacher = model
     model = copy.deepcopy(model).train()
     spec = family.prune_spec(model, config.importance)
     importance = spec.importance or torch_pruning_importance(config.importance)
@@ -64,5 +68,6 @@ def prune(model: torch.nn.Module, config: PruneConfig, data: TaskData | None = N
                                      f"{type(model).__name__} (too few channels to prune)")
     if config.finetune_epochs:
         lr = config.finetune_lr or data.train_lr or DEFAULT_FINETUNE_LR
-        model = data.finetune(model, config.finetune_epochs, lr, config.seed)
+        extra = {"teacher": teacher.eval(), "distill": config.distill} if config.distill else {}
+        model = data.finetune(model, config.finetune_epochs, lr, config.seed, **extra)
     return model.eval()

@@ -205,8 +205,11 @@ class TwoTowerFamily(ModelFamily):
                                                                        replace=False))
             return nn.functional.cross_entropy(m.score_all(train_users[rows]), train_items[rows])
 
-        def finetune(m: TwoTower, epochs: int, lr: float, ft_seed: int = 0) -> TwoTower:
-            """The task's full-softmax objective; keeps the epoch with the best validation NDCG@10."""
+        def finetune(m: TwoTower, epochs: int, lr: float, ft_seed: int = 0,
+                     teacher: TwoTower | None = None, distill: float = 0.0) -> TwoTower:
+            """The task's full-softmax objective; keeps the epoch with the best validation NDCG@10.
+            With a teacher, (1 - distill) x that + distill x KL(teacher's softmax || the model's):
+            the teacher's scores over the whole catalogue say more than one held-out item does."""
             torch.manual_seed(ft_seed)
             rng = np.random.default_rng(ft_seed)
             optimizer = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay)
@@ -218,8 +221,14 @@ class TwoTowerFamily(ModelFamily):
                 order = torch.from_numpy(rng.permutation(len(train_users)))
                 for start in range(0, len(order), batch_size):
                     batch = order[start:start + batch_size]
-                    batch_loss = nn.functional.cross_entropy(m.score_all(train_users[batch]),
-                                                             train_items[batch])
+                    logits = m.score_all(train_users[batch])
+                    batch_loss = nn.functional.cross_entropy(logits, train_items[batch])
+                    if teacher is not None and distill:
+                        with torch.no_grad():
+                            target = torch.log_softmax(teacher.score_all(train_users[batch]), 1)
+                        kl = nn.functional.kl_div(torch.log_softmax(logits, 1), target,
+                                                  log_target=True, reduction="batchmean")
+                        batch_loss = (1 - distill) * batch_loss + distill * kl
                     optimizer.zero_grad(set_to_none=True)
                     batch_loss.backward()
                     optimizer.step()
@@ -234,7 +243,8 @@ class TwoTowerFamily(ModelFamily):
             """score({"USER_INDEX": B x 1}) -> B x I; full ranking on the test split."""
             return protocol.test(lambda users: score({"USER_INDEX": users.reshape(-1, 1)}))
 
-        return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate, train_lr=lr)
+        return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate, train_lr=lr,
+                        distills=True)
 
     def write_variant(self, repo: Path, onnx_path: Path, ds, slug: str, info: dict | None = None) -> list[str]:
         from recdeploy.export.retrieval import add_scorer_variant

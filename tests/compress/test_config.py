@@ -81,3 +81,11 @@ def test_quality_budget_parsing():
         parse_budget("150%")
     with pytest.raises(CompressionConfigError, match="must look like '1%'"):
         parse_budget("one percent")
+
+
+def test_prune_kd_preset_distills_and_bad_weights_are_refused():
+    from recdeploy.compress.config import preset
+    assert preset("prune-62-kd") == PruneConfig(ratio=0.62, distill=1.0, finetune_epochs=12)
+    assert preset("prune-62").distill == 0.0
+    with pytest.raises(CompressionConfigError, match="distill is a loss weight"):
+        PruneConfig(distill=1.5)

@@ -222,3 +222,8 @@ def test_variants_need_an_exported_ranking_repository(setup, ml100k, tmp_path):
     from recdeploy.export.retrieval import ExportError
     with pytest.raises(ExportError, match="has no exported ranking scenario"):
         setup.family.write_variant(tmp_path, setup.fp32, ml100k, "x")
+
+
+def test_distillation_is_refused_where_the_fine_tune_has_none(setup):
+    with pytest.raises(CompressionConfigError, match="distillation is not supported for DCNv2"):
+        compress(setup.model, PruneConfig(ratio=0.5, distill=0.5), data=setup.data)
