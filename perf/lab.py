@@ -83,6 +83,7 @@ class LabRow:
     served_p99_ms_at_peak: float
     inprocess: InProcessResult
     steps: tuple[StepTime, ...] = field(default_factory=tuple)
+    protocol: str = "grpc"    # how perf_analyzer reached the server
 
     @property
     def served_over_inprocess(self) -> float:
@@ -246,7 +247,7 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                                  served_peak_concurrency=peak.concurrency,
                                  served_p99_ms_at_peak=peak.p99_us / 1e3,
                                  inprocess=inprocess[ensemble, batch],
-                                 steps=step_times(before, after, models))
+                                 steps=step_times(before, after, models), protocol=config.protocol)
                     rows.append(row)
                     log(f"served {ensemble} batch {batch} (delay {delay_us} us, x{instances}): "
                         f"{row.served_peak_recs_per_s:,.0f} recs/s at c={row.served_peak_concurrency} "
@@ -259,8 +260,9 @@ def _setting(value: int | None) -> str:
 
 
 def render_lab_markdown(rows: list[LabRow]) -> str:
+    protocols = "/".join(sorted({row.protocol for row in rows})).replace("grpc", "gRPC").replace("http", "HTTP")
     lines = ["## Served vs in-process", "",
-             "Served: perf_analyzer's peak over the concurrency sweep (gRPC, one client machine "
+             f"Served: perf_analyzer's peak over the concurrency sweep ({protocols or 'gRPC'}, one client machine "
              "shared with the server). In-process: the same pipeline and artifacts called back to "
              "back by one thread, no server.", "",
              "| ensemble | batch | queue delay us | instances | served recs/s (peak) | at concurrency "

@@ -58,3 +58,15 @@ def test_with_schedule_rewrites_batching_and_instances_but_not_ensembles():
     assert model.instance_group[0].count == 2  # the input is left alone
     ensemble = build_ensemble_config(fused_ensemble_spec(fused_model_spec()))
     assert with_schedule(ensemble, 500, 2) == ensemble
+
+
+def test_lab_markdown_names_the_protocol_it_measured():
+    from recdeploy.perf.inprocess import InProcessResult
+    from recdeploy.perf.lab import LabRow
+    inprocess = InProcessResult(label="recommend_fused", batch_size=64, requests=10,
+                                recommendations_per_s=1000.0, p50_ms=1.0, p99_ms=2.0)
+    row = LabRow(ensemble="recommend_fused", batch_size=64, delay_us=None, instances=None,
+                 served_peak_recs_per_s=850.0, served_peak_concurrency=8, served_p99_ms_at_peak=3.0,
+                 inprocess=inprocess, protocol="http")
+    text = render_lab_markdown([row])
+    assert "(HTTP, one client machine" in text and "gRPC" not in text and "| 85% |" in text
