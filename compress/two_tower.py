@@ -209,7 +209,7 @@ class TwoTowerFamily(ModelFamily):
                      teacher: TwoTower | None = None, distill: float = 0.0) -> TwoTower:
             """The task's full-softmax objective; keeps the epoch with the best validation NDCG@10.
             With a teacher, (1 - distill) x that + distill x KL(teacher's softmax || the model's):
-            the teacher's scores over the whole catalogue say more than one held-out item does."""
+            the teacher's scores over the whole catalogue say more than one training item does."""
             torch.manual_seed(ft_seed)
             rng = np.random.default_rng(ft_seed)
             optimizer = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay)
