@@ -68,6 +68,6 @@ def prune(model: torch.nn.Module, config: PruneConfig, data: TaskData | None = N
                                      f"{type(model).__name__} (too few channels to prune)")
     if config.finetune_epochs:
         lr = config.finetune_lr or data.train_lr or DEFAULT_FINETUNE_LR
-        extra = {"teacher": teacher.eval(), "distill": config.distill} if config.distill else {}
+        extra = {"teacher": teacher, "distill": config.distill} if config.distill else {}
         model = data.finetune(model, config.finetune_epochs, lr, config.seed, **extra)
     return model.eval()

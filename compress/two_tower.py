@@ -108,11 +108,9 @@ def _protocol(task: str, ds, seed: int) -> _Protocol:
         return _Protocol(ds.users[split.train], ds.items[split.train],
                          loo(valid_users, valid_targets, seen_train), loo(test_users, test_targets, seen_all))
     if task == "retrieval_random":
-        from recdeploy.train.data import filter_ratings, random_split
-        from recdeploy.train.tasks.retrieval_random import MIN_RATING, RATIOS, evaluate_multi_target
+        from recdeploy.train.tasks.retrieval_random import evaluate_multi_target, protocol_split
 
-        positives = filter_ratings(ds, MIN_RATING)
-        split = random_split(positives, RATIOS, seed=seed, by_user=True)
+        positives, split = protocol_split(ds, seed)
 
         def multi(rows, seen_rows):
             def metrics(score) -> dict:
@@ -207,6 +205,8 @@ class TwoTowerFamily(ModelFamily):
 
         def finetune(m: TwoTower, epochs: int, lr: float, ft_seed: int = 0,
                      teacher: TwoTower | None = None, distill: float = 0.0) -> TwoTower:
+            if distill and teacher is None:
+                raise ValueError("distill > 0 needs the teacher model")
             """The task's full-softmax objective; keeps the epoch with the best validation NDCG@10.
             With a teacher, (1 - distill) x that + distill x KL(teacher's softmax || the model's):
             the teacher's scores over the whole catalogue say more than one training item does."""
@@ -221,14 +221,16 @@ class TwoTowerFamily(ModelFamily):
                 order = torch.from_numpy(rng.permutation(len(train_users)))
                 for start in range(0, len(order), batch_size):
                     batch = order[start:start + batch_size]
-                    logits = m.score_all(train_users[batch])
-                    batch_loss = nn.functional.cross_entropy(logits, train_items[batch])
-                    if teacher is not None and distill:
+                    log_p = torch.log_softmax(m.score_all(train_users[batch]), 1)
+                    batch_loss = 0.0
+                    if distill < 1:
+                        labels = nn.functional.nll_loss(log_p, train_items[batch])
+                        batch_loss = (1 - distill) * labels
+                    if distill:
                         with torch.no_grad():
                             target = torch.log_softmax(teacher.score_all(train_users[batch]), 1)
-                        kl = nn.functional.kl_div(torch.log_softmax(logits, 1), target,
-                                                  log_target=True, reduction="batchmean")
-                        batch_loss = (1 - distill) * batch_loss + distill * kl
+                        batch_loss = batch_loss + distill * nn.functional.kl_div(
+                            log_p, target, log_target=True, reduction="batchmean")
                     optimizer.zero_grad(set_to_none=True)
                     batch_loss.backward()
                     optimizer.step()

@@ -258,9 +258,9 @@ def check_fused_parity(run_fused, fused: FusedRetrieval, features, all_scores: n
     return FusedParity(users_checked=len(user_ids), max_score_diff=worst)
 
 
-def onnx_runner(path: Path, threads: int = 2, spinning: bool = True):
+def onnx_runner(path: Path, threads: int = 2):
     from recdeploy.export.onnx_export import cpu_session
-    session = cpu_session(path, threads, spinning)
+    session = cpu_session(path, threads)
     return lambda users, k: tuple(session.run(["ITEM_IDS", "SCORES"], {"USER_ID": users, "K": k}))
 
 

@@ -157,9 +157,12 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
             optimizer.step()
             total += error.detach().pow(2).sum().item()
         model.eval()
+        if fixed_epochs is not None:          # a refit: split.valid is inside the training rows
+            bar.set_postfix(train_rmse=f"{np.sqrt(total / len(users)):.4f}")
+            continue
         valid = evaluate(split.valid)
         bar.set_postfix(train_rmse=f"{np.sqrt(total / len(users)):.4f}", val_rmse=f"{valid:.4f}")
-        if stopper.update(model, valid, epoch) and fixed_epochs is None:
+        if stopper.update(model, valid, epoch):
             break
     if fixed_epochs is None:
         stopper.restore(model)
@@ -173,4 +176,4 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
                                 "test": {"rmse": round(evaluate(split.test), 4),
                                          "ratings": int(len(split.test))}},
                        baselines=baselines, protocol=PROTOCOL, epochs_run=epoch,
-                       best_epoch=stopper.best_epoch, seconds=time.perf_counter() - started)
+                       best_epoch=stopper.best_epoch if fixed_epochs is None else epoch, seconds=time.perf_counter() - started)

@@ -168,9 +168,13 @@ def _pretrain_gmf(model, config: TrainConfig, users: torch.Tensor, items: torch.
 
 @register_task("retrieval_random")
 def run(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResult:
+    return train(config, *protocol_split(ds, config.seed), progress)
+
+
+def protocol_split(ds: Dataset, seed: int) -> tuple[Dataset, Split]:
+    """The protocol's data: the positives (ratings >= 3) and their seeded 8:1:1 per-user split."""
     positives = filter_ratings(ds, MIN_RATING)
-    return train(config, positives, random_split(positives, RATIOS, seed=config.seed, by_user=True),
-                 progress)
+    return positives, random_split(positives, RATIOS, seed=seed, by_user=True)
 
 
 def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True) -> TrainResult:
