@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, filter_interactions
+from recdeploy.train.memory import keep_freed_memory
 from recdeploy.train.metrics import RankingMetrics, evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
 from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
@@ -117,8 +118,12 @@ class EvalSet:
 
 
 def evaluation_sets(sequences: list[np.ndarray], max_len: int) -> tuple[EvalSet, EvalSet]:
-    """(valid, test) over users with >= 3 items: target s[-2] after s[:-2]; s[-1] after s[:-1]."""
-    users = [s for s in sequences if len(s) >= 3]
+    """(valid, test) over users with >= 3 items: target s[-2] after s[:-2]; s[-1] after s[:-1].
+
+    Users come shortest history first, so a scoring batch is cut to its longest real
+    history (``model_scorer``); the metrics are means over users, so order does not matter.
+    """
+    users = sorted((s for s in sequences if len(s) >= 3), key=len)
     valid_hist, test_hist = [s[:-2] for s in users], [s[:-1] for s in users]
     valid = EvalSet(history_tokens(valid_hist, max_len), np.array([s[-2] for s in users]), valid_hist)
     test = EvalSet(history_tokens(test_hist, max_len), np.array([s[-1] for s in users]), test_hist)
@@ -126,10 +131,16 @@ def evaluation_sets(sequences: list[np.ndarray], max_len: int) -> tuple[EvalSet,
 
 
 def model_scorer(model: torch.nn.Module, tokens: np.ndarray):
+    """rows -> B x I scores from the last position, each batch cut to its longest real
+    history (right-aligned: the padding columns cut away never influence a real one)."""
+    real_width = (tokens != 0).sum(1)
+
     @torch.no_grad()
     def score(rows: np.ndarray) -> np.ndarray:
         device = next(model.parameters()).device
-        return model(torch.from_numpy(tokens[rows]).to(device)).cpu().numpy()
+        width = max(1, int(real_width[rows].max()))
+        batch = torch.from_numpy(tokens[rows, -width:]).to(device)
+        return (model.encode(batch)[:, -1] @ model.item_vectors().T).cpu().numpy()
     return score
 
 
@@ -147,6 +158,7 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     """ds: already filtered (``sequential_dataset``). Returns the early-stopped best model."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    keep_freed_memory()  # the attention maps are recycled instead of faulted in every step
     started = time.perf_counter()
     hp = {"lr": config.lr, "batch_size": config.batch_size, "weight_decay": config.weight_decay,
           "dropout": config.dropout, "max_len": config.max_len, "lr_schedule": config.lr_schedule}
