@@ -9,6 +9,7 @@ A thin shell over recdeploy.perf.analyzer.run_sweeps and recdeploy.perf.report.w
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--percentile", type=int, help="stabilise on this latency percentile instead of the mean")
     load.add_argument("--shared-memory", choices=("none", "system", "cuda"), default="none", help="[%(default)s]")
     load.add_argument("--metrics-url", help="Triton metrics host:port/metrics; adds --collect-metrics (GPU only)")
+    load.add_argument("--analyzer-args", type=shlex.split, default=(), metavar="'FLAGS'",
+                      help="extra perf_analyzer flags, one string after '=' "
+                           "(e.g. --analyzer-args='--async --max-threads=2')")
     load.add_argument("--timeout-s", type=float, help="per perf_analyzer process (default from the window settings)")
     lab = parser.add_argument_group("lab: start a server on a repository, compare served with in-process")
     lab.add_argument("--lab", type=Path, metavar="REPOSITORY",
@@ -85,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dynamic batching max_queue_delay_microseconds values to sweep [0]")
     lab.add_argument("--instances", type=_int_list, default=(1,), metavar="N",
                      help="instances per model to sweep [1]")
+    lab.add_argument("--server-args", type=shlex.split, default=(), metavar="'FLAGS'",
+                     help="extra tritonserver flags, one string after '=' "
+                          "(e.g. --server-args='--http-thread-count=4')")
     lab.add_argument("--scale", type=_int_list, metavar="ITEMS",
                      help="also measure the fused model on synthetic catalogues of these sizes "
                           "(e.g. 100000,1000000) against the machine's own GEMM roofline")
@@ -103,7 +110,8 @@ def run_lab_command(args) -> int:
                            concurrency=args.concurrency, k=args.k, protocol=args.protocol,
                            measurement_interval_ms=args.measurement_interval_ms,
                            stability_percentage=max(args.stability_percentage, 25.0),
-                           schedules=tuple((d, n) for d in args.queue_delays_us for n in args.instances))
+                           schedules=tuple((d, n) for d in args.queue_delays_us for n in args.instances),
+                           server_args=tuple(args.server_args), analyzer_args=tuple(args.analyzer_args))
         rows, results = run_lab(config, args.out, progress=not args.no_progress)
     except (LabError, ValueError) as exc:
         print(f"recdeploy perf: {exc}", file=sys.stderr)
@@ -144,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                               measurement_interval_ms=args.measurement_interval_ms,
                               stability_percentage=args.stability_percentage, max_trials=args.max_trials,
                               percentile=args.percentile, shared_memory=args.shared_memory,
-                              metrics_url=args.metrics_url, timeout_s=args.timeout_s)
+                              metrics_url=args.metrics_url, timeout_s=args.timeout_s,
+                              extra_args=tuple(args.analyzer_args))
                    for model in args.model for batch in args.batch_size]
         if not configs:
             raise ValueError("--model and --batch-size must each name at least one value")

@@ -44,6 +44,10 @@ class LabConfig:
     # (dynamic batching max_queue_delay_us, instances per model) settings to sweep; each
     # one rewrites the non-ensemble configs of a copy of the repository and restarts the server
     schedules: tuple[tuple[int, int], ...] = ((0, 1),)
+    # extra tritonserver flags (e.g. --http-thread-count=4) and perf_analyzer flags
+    # (e.g. --async, --max-threads=2) for every served measurement
+    server_args: tuple[str, ...] = ()
+    analyzer_args: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not (Path(self.repository) / "recdeploy.json").is_file():
@@ -81,9 +85,11 @@ class LabRow:
     served_peak_recs_per_s: float
     served_peak_concurrency: int
     served_p99_ms_at_peak: float
-    inprocess: InProcessResult
+    inprocess: InProcessResult  # the better of the two samples taken beside the served sweep
     steps: tuple[StepTime, ...] = field(default_factory=tuple)
     protocol: str = "grpc"    # how perf_analyzer reached the server
+    # in-process recs/s measured just before and just after the served sweep
+    inprocess_samples: tuple[float, ...] = ()
 
     @property
     def served_over_inprocess(self) -> float:
@@ -209,21 +215,23 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
     ensembles = config.ensembles or ensembles_of(repository)
     user_ids = np.load(repository / "feature_lookup" / "1" / "user_ids.npy")
     user_ids = user_ids[np.random.default_rng(0).permutation(len(user_ids))]
-    inprocess = {}
-    for ensemble in ensembles:
-        pipeline = inprocess_pipeline(repository, ensemble, config.threads)
-        for batch in config.batch_sizes:
-            inprocess[ensemble, batch] = measure_inprocess(
-                pipeline, user_ids, batch, config.k, config.inprocess_seconds, label=ensemble)
-            log(f"in-process {ensemble} batch {batch}: "
-                f"{inprocess[ensemble, batch].recommendations_per_s:,.0f} recs/s")
+    pipelines = {ensemble: inprocess_pipeline(repository, ensemble, config.threads)
+                 for ensemble in ensembles}
+
+    def inprocess(ensemble: str, batch: int) -> InProcessResult:
+        result = measure_inprocess(pipelines[ensemble], user_ids, batch, config.k,
+                                   config.inprocess_seconds, label=ensemble)
+        log(f"in-process {ensemble} batch {batch}: {result.recommendations_per_s:,.0f} recs/s")
+        return result
+
     rows, results = [], []
     for delay_us, instances in config.schedules:
         served_repo, rewritten = repository, (delay_us, instances) != (0, 1) or len(config.schedules) > 1
         if rewritten:
             served_repo = scheduled_copy(repository, out_dir / "repositories" /
                                          f"delay{delay_us}-x{instances}", delay_us, instances)
-        with TritonServer(ServerConfig(model_repository=served_repo)) as server:
+        server_config = ServerConfig(model_repository=served_repo, extra_args=config.server_args)
+        with TritonServer(server_config) as server:
             for ensemble in ensembles:
                 models = [step["model_name"] for step in _ensemble_steps(repository, ensemble)]
                 for batch in config.batch_sizes:
@@ -234,10 +242,17 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                                       batch_size=batch,
                                       concurrency=config.concurrency, input_data=data,
                                       measurement_interval_ms=config.measurement_interval_ms,
-                                      stability_percentage=config.stability_percentage)
+                                      stability_percentage=config.stability_percentage,
+                                      extra_args=config.analyzer_args)
+                    # this VM's speed drifts by tens of percent within minutes: the baseline
+                    # is sampled on both sides of the sweep (server idle) and the better kept,
+                    # so a slow moment can only lower the served/in-process ratio
+                    first = inprocess(ensemble, batch)
                     before = model_statistics(server.http_url)
                     result = run_sweep(perf, out_dir / f"delay{delay_us}-x{instances}", progress=progress)
                     after = model_statistics(server.http_url)
+                    second = inprocess(ensemble, batch)
+                    baseline = max(first, second, key=lambda r: r.recommendations_per_s)
                     results.append(result)
                     peak = result.peak()
                     row = LabRow(ensemble=ensemble, batch_size=batch,
@@ -246,8 +261,10 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                                  served_peak_recs_per_s=peak.throughput_infer_per_s,
                                  served_peak_concurrency=peak.concurrency,
                                  served_p99_ms_at_peak=peak.p99_us / 1e3,
-                                 inprocess=inprocess[ensemble, batch],
-                                 steps=step_times(before, after, models), protocol=config.protocol)
+                                 inprocess=baseline,
+                                 steps=step_times(before, after, models), protocol=config.protocol,
+                                 inprocess_samples=(first.recommendations_per_s,
+                                                    second.recommendations_per_s))
                     rows.append(row)
                     log(f"served {ensemble} batch {batch} (delay {delay_us} us, x{instances}): "
                         f"{row.served_peak_recs_per_s:,.0f} recs/s at c={row.served_peak_concurrency} "
@@ -264,15 +281,18 @@ def render_lab_markdown(rows: list[LabRow]) -> str:
     lines = ["## Served vs in-process", "",
              f"Served: perf_analyzer's peak over the concurrency sweep ({protocols or 'gRPC'}, one client machine "
              "shared with the server). In-process: the same pipeline and artifacts called back to "
-             "back by one thread, no server.", "",
+             "back by one thread, no server, sampled just before and just after the served sweep "
+             "(both shown); the ratio takes the better sample.", "",
              "| ensemble | batch | queue delay us | instances | served recs/s (peak) | at concurrency "
-             "| p99 ms | in-process recs/s | served / in-process |",
+             "| p99 ms | in-process recs/s (before / after) | served / in-process |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
+        samples = " / ".join(f"{value:,.0f}" for value in row.inprocess_samples)
         lines.append(f"| {row.ensemble} | {row.batch_size} | {_setting(row.delay_us)} | "
                      f"{_setting(row.instances)} | {row.served_peak_recs_per_s:,.0f} | "
                      f"{row.served_peak_concurrency} | {row.served_p99_ms_at_peak:.2f} | "
-                     f"{row.inprocess.recommendations_per_s:,.0f} | {row.served_over_inprocess:.0%} |")
+                     f"{row.inprocess.recommendations_per_s:,.0f}"
+                     f"{f' ({samples})' if samples else ''} | {row.served_over_inprocess:.0%} |")
     lines += ["", "## Where the server's time goes (Triton statistics, per execution)", "",
               "| ensemble | batch | delay us | instances | step | executions | queue ms | compute ms |",
               "|---|---:|---:|---:|---|---:|---:|---:|"]

@@ -70,3 +70,32 @@ def test_lab_markdown_names_the_protocol_it_measured():
                  inprocess=inprocess, protocol="http")
     text = render_lab_markdown([row])
     assert "(HTTP, one client machine" in text and "gRPC" not in text and "| 85% |" in text
+
+
+def test_lab_markdown_shows_both_inprocess_samples_and_divides_by_the_better():
+    from recdeploy.perf.inprocess import InProcessResult
+    from recdeploy.perf.lab import LabRow
+    best = InProcessResult(label="recommend_fused", batch_size=1, requests=10,
+                           recommendations_per_s=8000.0, p50_ms=0.1, p99_ms=0.2)
+    row = LabRow(ensemble="recommend_fused", batch_size=1, delay_us=0, instances=2,
+                 served_peak_recs_per_s=4000.0, served_peak_concurrency=32, served_p99_ms_at_peak=9.0,
+                 inprocess=best, protocol="http", inprocess_samples=(6500.0, 8000.0))
+    assert row.served_over_inprocess == 0.5
+    assert "| 8,000 (6,500 / 8,000) | 50% |" in render_lab_markdown([row])
+
+
+def test_lab_config_takes_server_and_analyzer_flags_from_the_cli(tmp_path, monkeypatch):
+    import recdeploy.perf.lab as lab
+    from recdeploy.perf.cli import main
+    seen = {}
+
+    def fake_run_lab(config, out_dir, progress=True):
+        seen["config"] = config
+        raise lab.LabError("stop here")
+
+    monkeypatch.setattr(lab, "run_lab", fake_run_lab)
+    (tmp_path / "recdeploy.json").write_text("{}")
+    assert main(["--lab", str(tmp_path), "--server-args=--http-thread-count=4",
+                 "--analyzer-args=--async --max-threads=2"]) == 2
+    assert seen["config"].server_args == ("--http-thread-count=4",)
+    assert seen["config"].analyzer_args == ("--async", "--max-threads=2")
