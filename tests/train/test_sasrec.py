@@ -118,6 +118,18 @@ class TestProtocolData:
         assert torch.allclose(full[0], cut[0], atol=1e-5)
         assert torch.allclose(full[1, -3:], cut[1, -3:], atol=1e-5)
 
+    def test_evaluation_scorer_cut_to_the_batch_equals_the_full_forward(self):
+        torch.manual_seed(0)
+        model = build_model("sasrec", n_items=30, dim=8, max_len=12, layers=2, heads=2, dropout=0.0).eval()
+        valid, _ = S.evaluation_sets([np.array([1, 2, 3, 4, 5, 6]), np.array([7, 8, 9]),
+                                      np.arange(10, 29)], max_len=12)
+        assert [len(h) for h in valid.history] == [1, 4, 17]   # shortest history first
+        rows = np.arange(3)
+        with torch.no_grad():
+            full = model(torch.from_numpy(valid.tokens)).numpy()
+        np.testing.assert_allclose(S.model_scorer(model, valid.tokens)(rows[:2]), full[:2], atol=1e-5)
+        np.testing.assert_allclose(S.model_scorer(model, valid.tokens)(rows), full, atol=1e-5)
+
     def test_cosine_schedule_halves_midway_and_ends_at_zero(self):
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
         schedule = S.lr_schedule(optimizer, "cosine", total_steps=10)
