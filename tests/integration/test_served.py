@@ -151,6 +151,9 @@ def test_lab_compares_served_with_inprocess(repository, tmp_path):
     assert [row.ensemble for row in rows] == ["recommend", "recommend_fused"]
     for row in rows:
         assert row.served_peak_recs_per_s > 10 and row.inprocess.recommendations_per_s > 10
+        # sampled before and after the served sweep; the ratio divides by the better one
+        assert len(row.inprocess_samples) == 2
+        assert row.inprocess.recommendations_per_s == max(row.inprocess_samples)
     three_step = {step.model for step in rows[0].steps}
     assert three_step == {"feature_lookup", "scorer", "topk"}
     assert {step.model for step in rows[1].steps} == {"fused_retrieval"}
