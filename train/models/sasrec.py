@@ -123,15 +123,19 @@ class SASRec(nn.Module):
         padding = torch.zeros(tokens.shape[0], self.max_len, dtype=tokens.dtype, device=tokens.device)
         return torch.cat([padding, tokens], dim=1)[:, -self.max_len:]
 
+    def next_item_scores(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens B x L (L <= max_len, right-aligned) -> B x I: the last position's hidden
+        state against every item. A caller may cut padding columns away first."""
+        return self.encode(tokens)[:, -1] @ self.item_vectors().T
+
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """history B x L tokens (any L >= 1) -> next-item scores B x I over internal items."""
-        hidden = self.encode(self.fit_history(history))[:, -1]
-        return hidden @ self.item_vectors().T
+        return self.next_item_scores(self.fit_history(history))
 
 
 @register_model("sasrec", task="sequential",
                 # 15 cosine-annealed epochs fit the 15-minute budget on 2 CPU cores (ML-1M,
-                # ~13.5 min); batch 32 takes 4x the steps of 128 in the same time: test NDCG@10
+                # 12.1 min); batch 32 takes 4x the steps of 128 in the same time: test NDCG@10
                 # 0.1098 against 0.1008
                 defaults={"lr": 5e-3, "batch_size": 32, "weight_decay": 0.0, "epochs": 15,
                           "lr_schedule": "cosine"})

@@ -42,6 +42,7 @@ from recdeploy.train.data import Dataset, filter_interactions
 from recdeploy.train.memory import keep_freed_memory
 from recdeploy.train.metrics import RankingMetrics, evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
+from recdeploy.train.models.sasrec import PAD
 from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
 
 MIN_RATING = 3
@@ -133,14 +134,14 @@ def evaluation_sets(sequences: list[np.ndarray], max_len: int) -> tuple[EvalSet,
 def model_scorer(model: torch.nn.Module, tokens: np.ndarray):
     """rows -> B x I scores from the last position, each batch cut to its longest real
     history (right-aligned: the padding columns cut away never influence a real one)."""
-    real_width = (tokens != 0).sum(1)
+    real_width = (tokens != PAD).sum(1)
 
     @torch.no_grad()
     def score(rows: np.ndarray) -> np.ndarray:
         device = next(model.parameters()).device
         width = max(1, int(real_width[rows].max()))
         batch = torch.from_numpy(tokens[rows, -width:]).to(device)
-        return (model.encode(batch)[:, -1] @ model.item_vectors().T).cpu().numpy()
+        return model.next_item_scores(batch).cpu().numpy()
     return score
 
 
