@@ -284,11 +284,28 @@ def export_fused_torchscript(fused: FusedRetrieval, path: Path) -> Path:
     return path
 
 
+def torchscript_runner(path: Path):
+    module = torch.jit.load(str(path)).eval()
+
+    def run(users, k):
+        with torch.inference_mode():
+            ids, scores = module(torch.from_numpy(users), torch.from_numpy(k))
+        return ids.numpy(), scores.numpy()
+    return run
+
+
+LIBTORCH_VARIANT = "libtorch"
+
+
 def write_fused_variant(repo: Path, scorer: nn.Module, features, check_user_ids: np.ndarray,
-                        all_scores: np.ndarray) -> FusedParity:
-    """Add fused_retrieval (ONNX) + recommend_fused beside the three-step ensemble.
+                        all_scores: np.ndarray) -> list[str]:
+    """Add fused_retrieval (ONNX) + recommend_fused, and the same graph as TorchScript
+    (fused_retrieval_libtorch + recommend_fused_libtorch: libtorch inside tritonserver when
+    the native backend builds, the stock container's libtorch backend elsewhere), beside the
+    three-step ensemble. Each file is parity-checked against the numpy reference first.
 
     all_scores: the three-step scorer's output for every known user (U x I), the reference.
+    Returns the ensembles written.
     """
     import tempfile
 
@@ -298,10 +315,18 @@ def write_fused_variant(repo: Path, scorer: nn.Module, features, check_user_ids:
     fused = fused_from_repository(scorer, features)
     unknown = np.array([-1, int(features.user_ids.max()) + 1, 2 ** 62], dtype=np.int64)
     users = np.r_[check_user_ids, unknown].astype(np.int64)
-    spec = fused_model_spec()
+    onnx_spec = fused_model_spec()
+    torch_spec = fused_model_spec(f"fused_retrieval_{LIBTORCH_VARIANT}", platform="pytorch_libtorch")
     with tempfile.TemporaryDirectory() as tmp:
         path = export_fused_onnx(fused, Path(tmp) / "model.onnx", check_user_ids[:8])
-        parity = check_fused_parity(onnx_runner(path), fused, features, all_scores, users)
-        write_model(repo, build_model_config(spec), {"model.onnx": path})
-    write_model(repo, build_ensemble_config(fused_ensemble_spec(spec)), {})
-    return parity
+        check_fused_parity(onnx_runner(path), fused, features, all_scores, users)
+        write_model(repo, build_model_config(onnx_spec), {"model.onnx": path})
+        path = export_fused_torchscript(fused, Path(tmp) / "model.pt")
+        check_fused_parity(torchscript_runner(path), fused, features, all_scores, users,
+                           exact_ties=False)
+        write_model(repo, build_model_config(torch_spec), {"model.pt": path})
+    ensembles = [fused_ensemble_spec(onnx_spec),
+                 fused_ensemble_spec(torch_spec, f"recommend_fused_{LIBTORCH_VARIANT}")]
+    for ensemble in ensembles:
+        write_model(repo, build_ensemble_config(ensemble), {})
+    return [ensemble.name for ensemble in ensembles]

@@ -124,8 +124,7 @@ def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -
     if dot_product_parts(scorer) is not None:  # a dot-product scorer folds into one graph
         with torch.no_grad():
             all_scores = scorer(torch.arange(ds.n_users)[:, None]).numpy()
-        write_fused_variant(repo, scorer, features, ds.user_ids[users[:, 0]], all_scores)
-        ensembles.append("recommend_fused")
+        ensembles += write_fused_variant(repo, scorer, features, ds.user_ids[users[:, 0]], all_scores)
     (repo / "recdeploy.json").write_text(json.dumps({
         "scenario": "retrieval", "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
         "n_users": ds.n_users, "n_items": ds.n_items, "ensembles": ensembles,

@@ -69,3 +69,12 @@ def onnx_pipeline(path, threads: int = 2) -> Pipeline:
     """A one-graph pipeline (USER_ID, K -> ITEM_IDS, SCORES) under ONNX Runtime."""
     from recdeploy.export.fused import onnx_runner
     return onnx_runner(path, threads)
+
+
+def torchscript_pipeline(path, threads: int = 2) -> Pipeline:
+    """A one-graph TorchScript pipeline (the libtorch variant) under torch, ``threads`` intra-op."""
+    import torch
+
+    from recdeploy.export.fused import torchscript_runner
+    torch.set_num_threads(threads)
+    return torchscript_runner(path)

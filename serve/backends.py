@@ -9,7 +9,9 @@ one folder per python-based backend holding a ``model.py``. Triton looks a model
 up as ``<backend-dir>/<name>/``; finding a ``model.py`` there instead of a
 ``libtriton_<name>.so``, it loads the model through the python backend running that file.
 ``platform: "onnxruntime_onnx"`` maps to the backend name ``onnxruntime``, so the ONNX model
-configs the stock NGC container serves natively load here unchanged.
+configs the stock NGC container serves natively load here unchanged. ``pytorch``
+(``platform: "pytorch_libtorch"``) is served natively instead when ``native_backends()``
+could build ``serve/native/`` (libtorch inside tritonserver, no stub hop).
 """
 from __future__ import annotations
 
@@ -31,8 +33,14 @@ PYTHON_BASED_BACKENDS: dict[str, Path] = {
 
 def compose_backend_dir(dest: Path, install: TritonInstall | None = None,
                         python_version: tuple[int, int] | None = None,
-                        backends: dict[str, Path] | None = None) -> Path:
-    """Write the backend directory into ``dest`` (created; must be empty) and return it."""
+                        backends: dict[str, Path] | None = None,
+                        native: dict[str, Path] | None = None) -> Path:
+    """Write the backend directory into ``dest`` (created; must be empty) and return it.
+
+    native: backend name -> a built ``libtriton_<name>.so`` (see ``native_backends()``); it
+    takes that name's place, so its python-based ``model.py`` is left out.
+    """
+    native = native or {}
     install = install or find_triton_install()
     python_version = python_version or sys.version_info[:2]
     backends = PYTHON_BASED_BACKENDS if backends is None else backends
@@ -47,5 +55,25 @@ def compose_backend_dir(dest: Path, install: TritonInstall | None = None,
         shutil.copy2(stub, python_dir / STUB_NAME)
     for name, source in backends.items():
         (dest / name).mkdir()
-        shutil.copy2(source, dest / name / "model.py")
+        if name in native:
+            shutil.copy2(native[name], dest / name / f"libtriton_{name}.so")
+        else:
+            shutil.copy2(source, dest / name / "model.py")
     return dest
+
+
+def native_backends(enabled: bool = True, log=None) -> dict[str, Path]:
+    """{"pytorch": libtriton_pytorch.so} when the native libtorch backend builds here, else {}.
+
+    ``log(message)`` hears why not (no compiler, a compile error); the python-based backend
+    then serves TorchScript, slower but the same answers.
+    """
+    from recdeploy.serve.native_build import NativeBuildUnavailable, native_backend, native_enabled
+    if not (enabled and native_enabled()):
+        return {}
+    try:
+        return {"pytorch": native_backend(verbose=True)}
+    except NativeBuildUnavailable as error:
+        if log is not None:
+            log(f"native libtorch backend unavailable, TorchScript runs in the python backend: {error}")
+        return {}

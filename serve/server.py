@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recdeploy.serve.backends import compose_backend_dir
+from recdeploy.serve.backends import compose_backend_dir, native_backends
 from recdeploy.serve.environment import check_stub_environment
 from recdeploy.serve.locate import TritonInstall, find_triton_install
 from recdeploy.serve.processes import Stub, crashed_stubs, find_stubs, process_state
@@ -67,6 +67,10 @@ class ServerConfig:
     # explicit mode only: the models loaded at start-up ("*": all of them), so turning the
     # model control API on does not also start an empty server
     load_models: tuple[str, ...] = ("*",)
+    # serve TorchScript (platform pytorch_libtorch) with the native libtorch backend, built
+    # on first use when the repository has such a model; False (or RECDEPLOY_NATIVE_BACKEND=0):
+    # the python-based backend serves it
+    native_backends: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_repository", Path(self.model_repository))
@@ -126,6 +130,15 @@ def build_env(base: dict[str, str], python_bin_dir: Path, libs_dir: Path | None)
         old = base.get("LD_LIBRARY_PATH")
         env["LD_LIBRARY_PATH"] = os.pathsep.join([str(libs_dir)] + ([old] if old else []))
     return env
+
+
+def uses_torchscript(repository: Path) -> bool:
+    """True when a model config of the repository asks for the pytorch backend."""
+    for config in Path(repository).glob("*/config.pbtxt"):
+        text = config.read_text(errors="replace")
+        if "pytorch_libtorch" in text or re.search(r'backend:\s*"pytorch"', text):
+            return True
+    return False
 
 
 def pick_free_ports(host: str, count: int) -> list[int]:
@@ -190,7 +203,11 @@ class TritonServer:
         stub_python = _version_tuple(found.get("python")) or sys.version_info[:2]
         self._workdir = Path(tempfile.mkdtemp(prefix="recdeploy-triton-"))
         try:
-            backend_dir = compose_backend_dir(self._workdir / "backends", install, stub_python)
+            native = {}
+            if self.config.native_backends and uses_torchscript(self.config.model_repository):
+                native = native_backends(log=lambda message: print(message, file=sys.stderr))
+            backend_dir = compose_backend_dir(self._workdir / "backends", install, stub_python,
+                                              native=native)
             self._ports = self._choose_ports()
             self._log_path = Path(self.config.log_path or self._workdir / "tritonserver.log")
             self._log_path.parent.mkdir(parents=True, exist_ok=True)

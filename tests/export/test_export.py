@@ -13,7 +13,8 @@ from recdeploy.train.checkpoint import load_checkpoint
 
 def test_repository_layout_and_configs_parse(repository):
     names = sorted(p.name for p in repository.iterdir() if p.is_dir())
-    assert names == ["feature_lookup", "fused_retrieval", "recommend", "recommend_fused", "scorer", "topk"]
+    assert names == ["feature_lookup", "fused_retrieval", "fused_retrieval_libtorch", "recommend",
+                     "recommend_fused", "recommend_fused_libtorch", "scorer", "topk"]
     for name in names:
         config = parse_config_text((repository / name / "config.pbtxt").read_text())
         assert config.name == name

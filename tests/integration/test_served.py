@@ -107,23 +107,41 @@ def test_perf_analyzer_measures_the_ensemble(server, ml100k, tmp_path):
     assert "recommend" in files.markdown.read_text() and files.plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_fused_ensemble_equals_three_step_ensemble(server, real_users):
+FUSED = ["recommend_fused", "recommend_fused_libtorch"]
+
+
+def test_the_libtorch_variant_runs_in_the_native_backend(server):
+    """libtriton_pytorch.so (built from serve/native) loaded it, not the python backend."""
+    log = server.log_path.read_text()
+    assert "libtorch backend: fused_retrieval_libtorch loaded" in log
+
+
+@pytest.mark.parametrize("model", FUSED)
+def test_fused_ensemble_equals_three_step_ensemble(server, real_users, model):
     with RecommendClient(server.grpc_url, model="recommend") as three_step, \
-            RecommendClient(server.grpc_url, model="recommend_fused") as fused:
-        for users in (real_users[:1], real_users, np.array([10 ** 12])):
+            RecommendClient(server.grpc_url, model=model) as fused:
+        for users in (real_users[:1], real_users):
             want_ids, want_scores = three_step.recommend(users, k=10)
             ids, scores = fused.recommend(users, k=10)
             assert np.array_equal(ids, want_ids)
             np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+        # an unknown user ranks by popularity counts, full of ties: ONNX TopK keeps the lower
+        # index first like the reference; torch.topk promises no tie order
+        want_ids, want_scores = three_step.recommend([10 ** 12], k=10)
+        ids, scores = fused.recommend([10 ** 12], k=10)
+        np.testing.assert_array_equal(scores, want_scores)
+        if model == "recommend_fused":
+            assert np.array_equal(ids, want_ids)
 
 
-def test_fused_requests_with_different_k_batched_together_keep_their_k(server, real_users):
+@pytest.mark.parametrize("model", FUSED)
+def test_fused_requests_with_different_k_batched_together_keep_their_k(server, real_users, model):
     """Concurrent requests land in one dynamic batch; each must get exactly its own K."""
     from concurrent.futures import ThreadPoolExecutor
 
     def ask(args):
         user, k = args
-        with RecommendClient(server.grpc_url, model="recommend_fused") as client:
+        with RecommendClient(server.grpc_url, model=model) as client:
             return client.recommend([user], k=k)[0].shape
 
     jobs = [(int(u), 3 + (i % 4) * 5) for i, u in enumerate(real_users[:24])]
@@ -132,13 +150,30 @@ def test_fused_requests_with_different_k_batched_together_keep_their_k(server, r
     assert shapes == [(1, k) for _, k in jobs]
 
 
-def test_fused_bad_k_is_an_error_and_server_stays_up(server, reference):
+@pytest.mark.parametrize("model", FUSED)
+def test_fused_bad_k_is_an_error_and_server_stays_up(server, reference, model):
     from tritonclient.utils import InferenceServerException
 
-    with RecommendClient(server.grpc_url, model="recommend_fused") as client:
+    with RecommendClient(server.grpc_url, model=model) as client:
         with pytest.raises(InferenceServerException, match="(?i)k"):
             client.recommend([1], k=5000)
+        # the failed request's batch-mates and the next requests are answered
+        ids, _ = client.recommend([1], k=5)
+    assert ids.tolist() == reference.recommend(np.array([1]), k=5)[0].tolist()
     _assert_still_serving(server, reference)
+
+
+def test_native_backend_reports_triton_statistics(server, real_users):
+    """The lab's queue-vs-compute table reads these; a backend that skips them shows zeros."""
+    import json
+    import urllib.request
+
+    with RecommendClient(server.grpc_url, model="recommend_fused_libtorch") as client:
+        client.recommend(real_users[:4], k=10)
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/fused_retrieval_libtorch/stats") as answer:
+        stats = json.load(answer)["model_stats"][0]
+    assert stats["execution_count"] >= 1 and stats["inference_count"] >= 4
+    assert int(stats["inference_stats"]["compute_infer"]["ns"]) > 0
 
 
 def test_lab_compares_served_with_inprocess(repository, tmp_path):
@@ -148,7 +183,7 @@ def test_lab_compares_served_with_inprocess(repository, tmp_path):
     config = LabConfig(repository=repository, batch_sizes=(1,), concurrency=(2,), measurement_interval_ms=800,
                        stability_percentage=60, inprocess_seconds=0.5, protocol="http")
     rows, results = run_lab(config, tmp_path, progress=False, log=lambda _: None)
-    assert [row.ensemble for row in rows] == ["recommend", "recommend_fused"]
+    assert [row.ensemble for row in rows] == ["recommend", "recommend_fused", "recommend_fused_libtorch"]
     for row in rows:
         assert row.served_peak_recs_per_s > 10 and row.inprocess.recommendations_per_s > 10
         # sampled before and after the served sweep; the ratio divides by the better one
@@ -157,5 +192,8 @@ def test_lab_compares_served_with_inprocess(repository, tmp_path):
     three_step = {step.model for step in rows[0].steps}
     assert three_step == {"feature_lookup", "scorer", "topk"}
     assert {step.model for step in rows[1].steps} == {"fused_retrieval"}
+    assert {step.model for step in rows[2].steps} == {"fused_retrieval_libtorch"}
+    assert rows[2].steps[0].compute_ms > 0
     report = write_lab_report(rows, results, tmp_path, {}).read_text()
     assert "served / in-process" in report and "| recommend_fused | 1 |" in report
+    assert "served / fastest in-process" in report and "Fastest in-process at batch 1:" in report

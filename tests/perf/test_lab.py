@@ -99,3 +99,26 @@ def test_lab_config_takes_server_and_analyzer_flags_from_the_cli(tmp_path, monke
                  "--analyzer-args=--async --max-threads=2"]) == 2
     assert seen["config"].server_args == ("--http-thread-count=4",)
     assert seen["config"].analyzer_args == ("--async", "--max-threads=2")
+
+
+def test_lab_divides_every_variant_by_the_fastest_inprocess_pipeline_too():
+    """A TorchScript variant is slower in-process than ONNX Runtime; its served number is
+    also held to the fastest in-process pipeline of the run, batch size by batch size."""
+    from recdeploy.perf.inprocess import InProcessResult
+    from recdeploy.perf.lab import LabRow, fastest_inprocess
+
+    def row(ensemble, batch, served, inprocess):
+        result = InProcessResult(label=ensemble, batch_size=batch, requests=10,
+                                 recommendations_per_s=inprocess, p50_ms=0.1, p99_ms=0.2)
+        return LabRow(ensemble=ensemble, batch_size=batch, delay_us=None, instances=None,
+                      served_peak_recs_per_s=served, served_peak_concurrency=32,
+                      served_p99_ms_at_peak=9.0, inprocess=result, protocol="http")
+
+    rows = [row("recommend_fused", 1, 3000.0, 8000.0), row("recommend_fused_libtorch", 1, 4400.0, 3300.0),
+            row("recommend_fused", 64, 30000.0, 29000.0)]
+    fastest = fastest_inprocess(rows)
+    assert fastest[1].label == "recommend_fused" and fastest[64].recommendations_per_s == 29000.0
+    text = render_lab_markdown(rows)
+    assert "| 3,300 | 133% | 55% |" in text          # own pipeline vs the fastest one
+    assert "| 8,000 | 38% | 38% |" in text
+    assert "Fastest in-process at batch 1: recommend_fused (8,000 recs/s)." in text
