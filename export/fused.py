@@ -179,14 +179,14 @@ def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime
     """Defaults measured on a 2-core box (perf lab): two single-threaded instances serve
     64-user requests at the in-process rate (52k vs 52k recs/s) where one two-threaded
     instance reached 64 %; a 500 us queue delay lifts one-user requests by ~25 %."""
-    # libtorch names outputs <name>__<index>; the ensemble maps them back to the contract
-    torch_names = platform == "pytorch_libtorch"
+    # libtorch outputs keep the contract's names: names without the <name>__<index>
+    # convention map to forward()'s outputs by order (stock libtorch backend and ours), so the
+    # model itself answers the recommend contract, ensemble or not
     return ModelSpec(
         name=name, platform=platform, max_batch_size=max_batch, instance_count=instances,
         instance_kind=kind, max_queue_delay_us=max_queue_delay_us,
         inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),
-        outputs=(TensorSpec("ITEM_IDS__0" if torch_names else "ITEM_IDS", "INT64", (-1,)),
-                 TensorSpec("SCORES__1" if torch_names else "SCORES", "FP32", (-1,))),
+        outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("SCORES", "FP32", (-1,))),
         # intra_op_thread_count: read by the stock onnxruntime backend and ours;
         # batch_group_inputs: our python-based backends only run requests with equal K together
         parameters=(("intra_op_thread_count", str(threads)), ("batch_group_inputs", "K")))

@@ -140,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
 
     notes, rows, results = [], [], []
-    config = ServerConfig(model_repository=repo, startup_timeout_s=400)
+    # the python-based pytorch backend, as measured in the earlier GPU sessions: the native
+    # libtorch backend (serve/native) is built and tested on CPU only so far, and its
+    # compile would eat into the 5-minute device budget
+    config = ServerConfig(model_repository=repo, startup_timeout_s=400, native_backends=False)
     with TritonServer(config) as server:
         print(f"  server ready after {time.perf_counter() - started:.0f} s", flush=True)
         from recdeploy.clients.triton_client import RecommendClient

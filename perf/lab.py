@@ -125,9 +125,12 @@ def _ensemble_steps(repository: Path, ensemble: str) -> list[dict]:
     from recdeploy.export.triton_config import parse_config_text
     path = Path(repository) / ensemble / "config.pbtxt"
     if not path.is_file():
-        raise LabError(f"no ensemble {ensemble!r} in {repository}")
+        raise LabError(f"no ensemble or model {ensemble!r} in {repository}")
     config = MessageToDict(parse_config_text(path.read_text()), preserving_proto_field_name=True)
-    return config.get("ensemble_scheduling", {}).get("step", [])
+    if "ensemble_scheduling" not in config:
+        # a plain model that answers the contract itself (the fused models): its own one step
+        return [{"model_name": config.get("name", ensemble)}]
+    return config["ensemble_scheduling"].get("step", [])
 
 
 def ensembles_of(repository: Path) -> tuple[str, ...]:

@@ -19,7 +19,11 @@ model repository, bound to loopback, and keep it in the foreground until Ctrl-C 
 Backend directory: this server has only the python backend. recdeploy composes a backend
 directory in a temporary folder: python/ (the python backend plus the stub built for this
 Python) and onnxruntime/model.py, a python-based backend that runs ONNX Runtime in-process,
-so models with platform "onnxruntime_onnx" load unchanged. The stub takes its packages from
+so models with platform "onnxruntime_onnx" load unchanged. When the repository has a
+TorchScript model (platform "pytorch_libtorch"), pytorch/ holds libtriton_pytorch.so, a native
+libtorch backend compiled from serve/native against the installed torch on first use (about
+25 s, cached; needs g++): it runs the model inside tritonserver, with no stub round trip
+(--no-native, or no compiler: a python-based backend runs it instead). The stub takes its packages from
 the first python3 on PATH; recdeploy puts this interpreter's bin folder there and refuses to
 start if that environment has numpy >= 2 (this server then returns empty tensors) or lacks
 numpy / onnxruntime.
@@ -38,7 +42,9 @@ The same repository runs in the stock NGC container with its native backends:
 
 EPILOG = """\
 environment: TRITONSERVER (+ TRITON_BACKEND_DIR, TRITON_LIBS_DIR) use another tritonserver,
-e.g. the GPU bundle; TRITON_STUB_VENV picks the environment the python stub runs in.
+e.g. the GPU bundle; TRITON_STUB_VENV picks the environment the python stub runs in;
+RECDEPLOY_NATIVE_BACKEND=0 is --no-native everywhere. Build the native backend ahead of time
+with: python -m recdeploy.serve.native_build
 Port 0 picks a free port."""
 
 
@@ -65,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve even if artifacts do not match manifest.sha256.json")
     parser.add_argument("--no-canary", action="store_true",
                         help="skip the served-vs-in-process canary request before 'ready'")
+    parser.add_argument("--no-native", action="store_true",
+                        help="serve TorchScript models with the python-based backend instead of "
+                             "the native libtorch one")
     parser.add_argument("--restarts", type=int, default=0,
                         help="restart a server whose process or python stub died, up to N times "
                              "(default: %(default)s: exit 1 instead)")
@@ -79,7 +88,7 @@ def config_from_args(args: argparse.Namespace):
                         model_control_mode=args.model_control_mode,
                         log_verbose=1 if args.verbose else 0,
                         startup_timeout_s=args.startup_timeout_s, log_path=args.log_path,
-                        verify_manifest=not args.no_verify)
+                        verify_manifest=not args.no_verify, native_backends=not args.no_native)
 
 
 def main(argv: list[str] | None = None) -> int:

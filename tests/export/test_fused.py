@@ -72,7 +72,9 @@ def test_specs_keep_the_recommend_contract():
     assert [t.name for t in ensemble.outputs] == ["ITEM_IDS", "SCORES"]
     torch_model = fused_model_spec("fused_torch", platform="pytorch_libtorch", kind="KIND_GPU")
     step = fused_ensemble_spec(torch_model, "recommend_torch").steps[0]
-    assert step.output_map == {"ITEM_IDS__0": "ITEM_IDS", "SCORES__1": "SCORES"}
+    # contract names on the libtorch model too: they map to forward()'s outputs by order
+    assert step.output_map == {"ITEM_IDS": "ITEM_IDS", "SCORES": "SCORES"}
+    assert [t.name for t in torch_model.outputs] == ["ITEM_IDS", "SCORES"]
     assert dict(model.parameters)["batch_group_inputs"] == "K"
 
 

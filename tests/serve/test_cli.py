@@ -25,6 +25,9 @@ def test_flags_become_the_server_config(tmp_path):
     assert (config.model_repository, config.host, config.http_port, config.grpc_port,
             config.metrics_port, config.log_verbose, config.model_control_mode) == \
         (tmp_path, "127.0.0.1", 9000, 0, 8002, 1, "none")
+    assert config.native_backends
+    no_native = config_from_args(build_parser().parse_args(["--repository", str(tmp_path), "--no-native"]))
+    assert not no_native.native_backends
 
 
 def test_a_missing_repository_is_an_error_not_a_traceback(tmp_path, capsys):
