@@ -21,143 +21,15 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
-#include <chrono>
 #include <cstring>
 #include <map>
-#include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "json_reader.h"
-#include "triton_api.h"
+#include "model_state.h"
 
 namespace recdeploy {
 namespace {
-
-uint64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-Err error(const std::string& message, TRITONSERVER_Error_Code code = TRITONSERVER_ERROR_INTERNAL) {
-  return TRITONSERVER_ErrorNew(code, ("libtorch backend: " + message).c_str());
-}
-
-void log(TRITONSERVER_LogLevel level, const std::string& message) {
-  Err e = TRITONSERVER_LogMessage(level, __FILE__, __LINE__, message.c_str());
-  if (e != nullptr) TRITONSERVER_ErrorDelete(e);
-}
-
-// Throw the message of a failed Triton call (the error is freed).
-void check(Err e, const char* what) {
-  if (e == nullptr) return;
-  std::string message = std::string(what) + ": " + TRITONSERVER_ErrorMessage(e);
-  TRITONSERVER_ErrorDelete(e);
-  throw std::runtime_error(message);
-}
-
-struct TypeInfo {
-  TRITONSERVER_DataType triton;
-  c10::ScalarType torch;
-};
-
-const std::map<std::string, TypeInfo>& config_types() {
-  static const std::map<std::string, TypeInfo> types = {
-      {"TYPE_BOOL", {TRITONSERVER_TYPE_BOOL, torch::kBool}},
-      {"TYPE_UINT8", {TRITONSERVER_TYPE_UINT8, torch::kByte}},
-      {"TYPE_INT8", {TRITONSERVER_TYPE_INT8, torch::kChar}},
-      {"TYPE_INT16", {TRITONSERVER_TYPE_INT16, torch::kShort}},
-      {"TYPE_INT32", {TRITONSERVER_TYPE_INT32, torch::kInt}},
-      {"TYPE_INT64", {TRITONSERVER_TYPE_INT64, torch::kLong}},
-      {"TYPE_FP16", {TRITONSERVER_TYPE_FP16, torch::kHalf}},
-      {"TYPE_FP32", {TRITONSERVER_TYPE_FP32, torch::kFloat}},
-      {"TYPE_FP64", {TRITONSERVER_TYPE_FP64, torch::kDouble}},
-      {"TYPE_BF16", {TRITONSERVER_TYPE_BF16, torch::kBFloat16}},
-  };
-  return types;
-}
-
-struct TensorConfig {
-  std::string name;
-  TypeInfo type;
-  size_t tuple_index = 0;  // outputs: element of forward()'s result
-};
-
-// ----------------------------------------------------------------- model (shared by instances)
-
-struct ModelState {
-  std::string name;
-  std::string model_path;  // <repository>/<model>/<version>/<default_model_filename|model.pt>
-  long long max_batch_size = 0;
-  int intra_op_threads = 1;
-  std::vector<TensorConfig> inputs, outputs;
-  std::set<std::string> group_inputs;
-};
-
-std::string parameter(const Json& config, const std::string& key) {
-  return config["parameters"][key]["string_value"].str();
-}
-
-std::vector<TensorConfig> tensor_configs(const Json& list, bool outputs) {
-  std::vector<TensorConfig> tensors;
-  for (size_t i = 0; i < list.items.size(); ++i) {
-    const Json& item = list.items[i];
-    TensorConfig tensor;
-    tensor.name = item["name"].str();
-    std::string type = item["data_type"].str();
-    auto found = config_types().find(type);
-    if (found == config_types().end())
-      throw std::runtime_error("tensor " + tensor.name + " has unsupported data_type " + type);
-    tensor.type = found->second;
-    tensor.tuple_index = i;
-    size_t mark = tensor.name.rfind("__");
-    if (outputs && mark != std::string::npos && mark + 2 < tensor.name.size() &&
-        tensor.name.find_first_not_of("0123456789", mark + 2) == std::string::npos)
-      tensor.tuple_index = std::stoul(tensor.name.substr(mark + 2));
-    tensors.push_back(tensor);
-  }
-  return tensors;
-}
-
-ModelState* read_model_state(TRITONBACKEND_Model* model) {
-  auto state = std::make_unique<ModelState>();
-  const char* name = nullptr;
-  check(TRITONBACKEND_ModelName(model, &name), "model name");
-  state->name = name;
-  uint64_t version = 0;
-  check(TRITONBACKEND_ModelVersion(model, &version), "model version");
-  TRITONBACKEND_ArtifactType artifact;
-  const char* location = nullptr;
-  check(TRITONBACKEND_ModelRepository(model, &artifact, &location), "model repository");
-
-  TRITONSERVER_Message* message = nullptr;
-  check(TRITONBACKEND_ModelConfig(model, 1, &message), "model config");
-  const char* base = nullptr;
-  size_t size = 0;
-  Err e = TRITONSERVER_MessageSerializeToJson(message, &base, &size);
-  std::string text = e == nullptr ? std::string(base, size) : std::string();
-  TRITONSERVER_MessageDelete(message);
-  check(e, "model config to JSON");
-  Json config = JsonReader(text).parse();
-
-  std::string filename = config["default_model_filename"].str();
-  state->model_path = std::string(location) + "/" + std::to_string(version) + "/" +
-                      (filename.empty() ? "model.pt" : filename);
-  state->max_batch_size = config["max_batch_size"].integer(0);
-  std::string threads = parameter(config, "intra_op_thread_count");
-  state->intra_op_threads = threads.empty() ? 1 : std::max(1, std::stoi(threads));
-  state->inputs = tensor_configs(config["input"], false);
-  state->outputs = tensor_configs(config["output"], true);
-  std::stringstream groups(parameter(config, "batch_group_inputs"));
-  for (std::string item; std::getline(groups, item, ',');) {
-    item.erase(0, item.find_first_not_of(' '));
-    item.erase(item.find_last_not_of(' ') + 1);
-    if (!item.empty()) state->group_inputs.insert(item);
-  }
-  return state.release();
-}
 
 // ----------------------------------------------------------------- instance
 
