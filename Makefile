@@ -26,9 +26,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest tests
 
-bench: setup   # after `make demo`: every ensemble served vs in-process, plus catalogue scale
-	$(BIN)/recdeploy perf --lab model_repository --batch-size 1,64 --concurrency 1,2,4,8,16 \
-	    --scale 100000,1000000 --out reports/bench
+bench: setup   # after `make demo`: every ensemble (and the fused libtorch model called directly)
+               # served vs in-process over HTTP, plus catalogue scale
+	$(BIN)/recdeploy perf --lab model_repository --protocol http --batch-size 1,64 \
+	    --model recommend,recommend_fused,recommend_fused_libtorch,fused_retrieval_libtorch \
+	    --concurrency 1,4,16,32,64 --scale 100000,1000000 --out reports/bench
 
 soak: setup    # after `make demo`: 60 s at concurrency 64, memory growth bounded, zero failures
 	$(BIN)/recdeploy serve soak --repository model_repository
