@@ -22,6 +22,7 @@
 #include <torch/script.h>
 
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -175,6 +176,7 @@ void respond(const InstanceState& state, TRITONBACKEND_Request* request,
     return;
   }
   std::string message = failure;
+  if (message.empty() && outputs == nullptr) message = "the model failed without a message";
   if (message.empty()) {
     try {
       const auto& configs = state.model->outputs;
@@ -290,7 +292,15 @@ Err TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_ModelInstance* instance)
         throw std::runtime_error("KIND_GPU instance, but this libtorch has no CUDA device");
       state->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_id));
     }
-    state->module = torch::jit::load(state->model->model_path, state->device);
+    try {
+      state->module = torch::jit::load(state->model->model_path, state->device);
+    } catch (const std::exception& ex) {  // a truncated or corrupted file: say which one
+      std::ifstream file(state->model->model_path, std::ios::binary | std::ios::ate);
+      std::string size = file ? std::to_string(static_cast<long long>(file.tellg())) + " bytes"
+                              : "missing";
+      throw std::runtime_error("cannot load " + state->model->model_path + " (" + size +
+                               "; corrupted or truncated?): " + ex.what());
+    }
     state->module.eval();
     recdeploy::log(TRITONSERVER_LOG_INFO, "libtorch backend: " + state->model->name + " loaded " +
                                               state->model->model_path + " on " + state->device.str());
