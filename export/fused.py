@@ -284,14 +284,20 @@ def export_fused_torchscript(fused: FusedRetrieval, path: Path) -> Path:
     return path
 
 
-def torchscript_runner(path: Path):
-    module = torch.jit.load(str(path)).eval()
+def module_runner(module: nn.Module, device="cpu"):
+    """(users [B,1], k [B,1]) numpy -> (ids, scores) numpy through a torch or TorchScript
+    module on ``device`` (the in-process side of the parity checks and benchmarks)."""
+    module = module.to(device).eval()
 
     def run(users, k):
         with torch.inference_mode():
-            ids, scores = module(torch.from_numpy(users), torch.from_numpy(k))
-        return ids.numpy(), scores.numpy()
+            ids, scores = module(torch.from_numpy(users).to(device), torch.from_numpy(k).to(device))
+            return ids.cpu().numpy(), scores.cpu().numpy()
     return run
+
+
+def torchscript_runner(path: Path):
+    return module_runner(torch.jit.load(str(path)))
 
 
 LIBTORCH_VARIANT = "libtorch"

@@ -47,18 +47,6 @@ def write_repository(repo: Path, modules: dict, variants, max_queue_delay_us: in
     write_manifest(repo)
 
 
-def torch_runner(module, device):
-    import torch
-
-    module = module.to(device).eval()
-
-    def run(users, k):
-        with torch.inference_mode():
-            ids, scores = module(torch.from_numpy(users).to(device), torch.from_numpy(k).to(device))
-            return ids.cpu().numpy(), scores.cpu().numpy()
-    return run
-
-
 def overlap_at_k(a: np.ndarray, b: np.ndarray) -> float:
     """Mean |top-K(a) ∩ top-K(b)| / K over rows: how much FP16 changes the lists."""
     return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a.tolist(), b.tolist())]))
@@ -97,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from recdeploy.export.fused import module_runner
     from recdeploy.perf.analyzer import run_sweep
     from recdeploy.perf.config import PerfConfig
     from recdeploy.perf.inprocess import measure_inprocess
@@ -130,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     sync = torch.cuda.synchronize if use_gpu else None
     torch.set_num_threads(args.cpu_threads)
     for _, model, kind, half, _ in variants:
-        run = torch_runner(modules[half], devices[kind])
+        run = module_runner(modules[half], devices[kind])
         inprocess[model] = measure_inprocess(run, user_ids, args.batch, args.k, seconds=3,
                                              label=model, synchronize=sync).recommendations_per_s
         print(f"  in-process {model} batch {args.batch}: {inprocess[model]:,.0f} recs/s", flush=True)
@@ -148,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  server ready after {time.perf_counter() - started:.0f} s", flush=True)
         from recdeploy.clients.triton_client import RecommendClient
         check_users = user_ids[:args.batch]
-        reference_ids, reference_scores = torch_runner(fp32, "cpu")(
+        reference_ids, reference_scores = module_runner(fp32, "cpu")(
             check_users.reshape(-1, 1), np.full((len(check_users), 1), args.k, np.int32))
         for ensemble, model, kind, half, _ in variants:
             with RecommendClient(server.grpc_url, model=ensemble, timeout_s=120) as client:

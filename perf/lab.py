@@ -293,6 +293,10 @@ def fastest_inprocess(rows: list[LabRow]) -> dict[int, InProcessResult]:
     return best
 
 
+def served_over_fastest(row: LabRow, fastest: dict[int, InProcessResult]) -> float:
+    return row.served_peak_recs_per_s / fastest[row.batch_size].recommendations_per_s
+
+
 def _setting(value: int | None) -> str:
     return "as exported" if value is None else str(value)
 
@@ -316,7 +320,7 @@ def render_lab_markdown(rows: list[LabRow]) -> str:
                      f"{row.served_peak_concurrency} | {row.served_p99_ms_at_peak:.2f} | "
                      f"{row.inprocess.recommendations_per_s:,.0f}"
                      f"{f' ({samples})' if samples else ''} | {row.served_over_inprocess:.0%} | "
-                     f"{row.served_peak_recs_per_s / fastest[row.batch_size].recommendations_per_s:.0%} |")
+                     f"{served_over_fastest(row, fastest):.0%} |")
     lines.append("")
     lines += [f"Fastest in-process at batch {batch}: {result.label} "
               f"({result.recommendations_per_s:,.0f} recs/s)." for batch, result in sorted(fastest.items())]
@@ -340,7 +344,7 @@ def write_lab_report(rows: list[LabRow], results: list, out_dir: Path, metadata:
                               if "\n## " in text else text + "\n" + render_lab_markdown(rows))
     fastest = fastest_inprocess(rows)
     (Path(out_dir) / "lab.json").write_text(json.dumps(
-        [{**row.to_dict(), "served_over_fastest_inprocess":
-          row.served_peak_recs_per_s / fastest[row.batch_size].recommendations_per_s} for row in rows],
+        [{**row.to_dict(), "served_over_fastest_inprocess": served_over_fastest(row, fastest)}
+         for row in rows],
         indent=2))
     return files.markdown

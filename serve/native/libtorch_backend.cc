@@ -36,7 +36,6 @@ namespace {
 
 struct InstanceState {
   ModelState* model;
-  TRITONBACKEND_ModelInstance* triton;
   torch::jit::Module module;
   torch::Device device = torch::kCPU;
 };
@@ -282,7 +281,6 @@ Err TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_ModelInstance* instance)
     recdeploy::check(TRITONBACKEND_ModelState(model, &model_state), "model state");
     auto state = std::make_unique<InstanceState>();
     state->model = static_cast<ModelState*>(model_state);
-    state->triton = instance;
     TRITONSERVER_InstanceGroupKind kind;
     int32_t device_id = 0;
     recdeploy::check(TRITONBACKEND_ModelInstanceKind(instance, &kind), "instance kind");

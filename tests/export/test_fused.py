@@ -5,7 +5,7 @@ import torch
 
 from recdeploy.export.fused import (FusedExportError, FusedRetrieval, check_fused_parity, export_fused_onnx,
                                     export_fused_torchscript, fused_ensemble_spec, fused_model_spec,
-                                    onnx_runner)
+                                    module_runner, onnx_runner)
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +22,6 @@ def tiny():
     fused = FusedRetrieval(users, items, bias, features.popularity, features.user_ids,
                            features.seen_indptr, features.seen_items, features.item_ids)
     return fused, features, users @ items.T + bias
-
-
-def _torch_runner(module):
-    def run(users, k):
-        with torch.no_grad():
-            ids, scores = module(torch.from_numpy(users), torch.from_numpy(k))
-        return ids.numpy(), scores.numpy()
-    return run
 
 
 def test_onnx_equals_reference_including_unknown_users_and_exhausted_rows(tiny, tmp_path):
@@ -55,14 +47,14 @@ def test_rows_asking_fewer_than_the_batch_max_are_padded(tiny, tmp_path):
 def test_torchscript_equals_reference_up_to_tie_order(tiny, tmp_path):
     fused, features, all_scores = tiny
     scripted = torch.jit.load(str(export_fused_torchscript(fused, tmp_path / "f.pt")))
-    check_fused_parity(_torch_runner(scripted), fused, features, all_scores,
+    check_fused_parity(module_runner(scripted), fused, features, all_scores,
                        np.array([5, 9, 12, 7]), ks=(1, 3, 6), exact_ties=False)
 
 
 def test_parity_check_catches_a_wrong_graph(tiny):
     fused, features, all_scores = tiny
     with pytest.raises(FusedExportError, match="differ(s)? from the reference"):
-        check_fused_parity(_torch_runner(fused), fused, features, all_scores + np.arange(6), np.array([5, 9]))
+        check_fused_parity(module_runner(fused), fused, features, all_scores + np.arange(6), np.array([5, 9]))
 
 
 def test_specs_keep_the_recommend_contract():
