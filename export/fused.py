@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import torch
@@ -86,16 +87,60 @@ class FusedRetrieval(nn.Module):
         self.mask_after_topk = bool(len(lengths) == 0 or lengths.max() <= POST_FILTER_MAX_SEEN)
 
     def forward(self, user_id: torch.Tensor, k: torch.Tensor):
-        uid = user_id[:, 0]
+        if torch.jit.is_scripting() and user_id.device.type == "cpu":
+            return self.per_row_forward(user_id, k)
+        return self.graph_forward(user_id, k)
+
+    def _rows(self, uid: torch.Tensor):
+        """user ids B -> (table rows B, known B): unknown and out-of-range ids get row n_users."""
         table_size = self.id_to_row.shape[0]
         in_range = (uid >= 0) & (uid < table_size)
         row = self.id_to_row[uid.clamp(0, table_size - 1)]
         known = in_range & (row >= 0)
-        row = torch.where(known, row, torch.full_like(row, self.n_users))      # B
+        return torch.where(known, row, torch.full_like(row, self.n_users)), known
+
+    def _scores(self, row: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         vectors = self.user_vectors[row].to(self.item_vectors_t.dtype)
         scores = (vectors @ self.item_vectors_t).float()                         # B x I
         if self.half:
             scores = torch.where(known[:, None], scores + self.item_bias, self.popularity[None, :])
+        return scores
+
+    @staticmethod
+    def _clip_to_k(ids: torch.Tensor, best: torch.Tensor, k: torch.Tensor):
+        """Beyond a row's own k, and where no unseen item was left (-inf), -1 / -inf."""
+        keep = (torch.arange(best.shape[1], device=best.device)[None, :] < k[:, None]) & torch.isfinite(best)
+        ids = torch.where(keep, ids, torch.full_like(ids, -1))
+        best = torch.where(keep, best, torch.full_like(best, float("-inf")))
+        return ids, best
+
+    def per_row_forward(self, user_id: torch.Tensor, k: torch.Tensor):
+        """The TorchScript CPU path, same results as ``graph_forward`` with a fraction of its
+        ops: each row's seen items are filled with -inf by one ``index_fill_`` on a slice of
+        the CSR list, and the k clipping runs only when a row needs it. The graph form pays
+        the interpreter for every op (~60 at batch 1: 0.25 ms a call against ONNX Runtime's
+        0.11 ms), which the per-row loop, a few ops per row, does not."""
+        row, known = self._rows(user_id[:, 0])
+        scores = self._scores(row, known)
+        starts: List[int] = self.seen_indptr[row].tolist()
+        ends: List[int] = self.seen_indptr[row + 1].tolist()
+        known_rows: List[bool] = known.tolist()
+        for b in range(len(starts)):
+            if known_rows[b] and ends[b] > starts[b]:
+                scores[b].index_fill_(0, self.seen_items[starts[b]:ends[b]], float("-inf"))
+        k = k[:, 0].to(torch.int64)
+        kmax = int(k.max())
+        best, top = torch.topk(scores, min(kmax, self.n_items), dim=1)
+        ids = self.item_ids[top]
+        if bool((k != kmax).any()) or not bool(torch.isfinite(best[:, -1]).all()):
+            ids, best = self._clip_to_k(ids, best, k)
+        return ids, best
+
+    def graph_forward(self, user_id: torch.Tensor, k: torch.Tensor):
+        """The branch-free form: the ONNX export, and TorchScript on a GPU."""
+        uid = user_id[:, 0]
+        row, known = self._rows(uid)
+        scores = self._scores(row, known)
         start = self.seen_indptr[row]
         length = torch.where(known, self.seen_indptr[row + 1] - start, torch.zeros_like(start))
         offsets = torch.arange(length.max(), device=uid.device)
@@ -105,10 +150,7 @@ class FusedRetrieval(nn.Module):
             ids, best = self._top_k_then_mask(scores, start, offsets, valid, k)
         else:
             ids, best = self._mask_then_top_k(scores, start, offsets, valid, length, k)
-        keep = (torch.arange(best.shape[1], device=uid.device)[None, :] < k[:, None]) & torch.isfinite(best)
-        ids = torch.where(keep, ids, torch.full_like(ids, -1))
-        best = torch.where(keep, best, torch.full_like(best, float("-inf")))
-        return ids, best
+        return self._clip_to_k(ids, best, k)
 
     def _mask_then_top_k(self, scores, start, offsets, valid, length, k):
         """In-place mask: padding slots of a row repeat its first seen item (-inf again), or,

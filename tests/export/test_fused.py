@@ -100,3 +100,23 @@ def test_biased_mf_scorer_folds_into_the_fused_graph(tmp_path):
     check_fused_parity(onnx_runner(path), fused, features, all_scores, np.array([5, 9, 12, 7]), ks=(1, 3, 6))
     neumf = build_model("neumf", n_users=3, n_items=6, dim=4)
     assert dot_product_parts(neumf.retrieval_scorer()) is None
+
+
+def test_torchscript_per_row_path_equals_the_graph_path(tiny, tmp_path):
+    """On CPU the scripted model loops over rows; it must answer what the graph form does,
+    for unknown users, users out of unseen items, and rows asking fewer than the batch max."""
+    fused, _, _ = tiny
+    scripted = torch.jit.load(str(export_fused_torchscript(fused, tmp_path / "f.pt")))
+    users = torch.tensor([[5], [9], [12], [7], [-1], [9]])
+    for k in ([[6]] * 6, [[1], [6], [2], [3], [6], [4]], [[2]] * 6):
+        k = torch.tensor(k, dtype=torch.int32)
+        with torch.inference_mode():
+            row_ids, row_scores = scripted.per_row_forward(users, k)
+            graph_ids, graph_scores = scripted.graph_forward(users, k)
+            ids, scores = scripted(users, k)
+        assert torch.equal(ids, row_ids) and torch.equal(scores, row_scores)
+        torch.testing.assert_close(row_scores, graph_scores, rtol=0, atol=1e-6)
+        finite = torch.isfinite(graph_scores)
+        assert torch.equal(finite, torch.isfinite(row_scores))
+        # unique scores here, so the ids agree too (ties could order differently)
+        assert torch.equal(row_ids, graph_ids)

@@ -6,7 +6,7 @@ import torch
 from recdeploy.train.config import ConfigError, TrainConfig
 from recdeploy.train.data import Dataset, filter_interactions
 from recdeploy.train.models import build_model
-from recdeploy.train.models.sasrec import attention_mask
+from recdeploy.train.models.sasrec import attention_mask, byte_dropout
 from recdeploy.train.tasks import sequential as S
 
 
@@ -26,6 +26,38 @@ class TestAttentionMask:
 
     def test_empty_history_has_no_all_masked_row(self):
         assert attention_mask(torch.zeros(2, 5, dtype=torch.long)).any(dim=-1).all()
+
+
+class TestByteDropout:
+    def test_drops_p_of_the_elements_and_keeps_the_mean(self):
+        torch.manual_seed(0)
+        x = torch.ones(400_000)
+        out = byte_dropout(x, 0.2, training=True)
+        dropped = float((out == 0).float().mean())
+        assert abs(dropped - round(0.2 * 256) / 256) < 0.003
+        assert abs(float(out.mean()) - 1.0) < 0.01
+        assert torch.unique(out).tolist() == [0.0, pytest.approx(256 / (256 - 51))]
+
+    def test_every_byte_of_a_word_is_used_uniformly(self):
+        torch.manual_seed(1)
+        dropped = (byte_dropout(torch.ones(100_000, 4), 0.5, training=True) == 0).float().mean(0)
+        assert torch.all((dropped - 0.5).abs() < 0.01), dropped   # random_() alone: last byte 0 %
+
+    def test_gradient_flows_through_kept_elements_only(self):
+        torch.manual_seed(2)
+        x = torch.ones(1000, requires_grad=True)
+        out = byte_dropout(x, 0.3, training=True)
+        out.sum().backward()
+        torch.testing.assert_close(x.grad, (out != 0).float() * (256 / (256 - 77)))
+
+    def test_eval_and_zero_p_are_the_identity_and_seeds_repeat(self):
+        x = torch.randn(3, 5)
+        assert torch.equal(byte_dropout(x, 0.5, training=False), x)
+        assert torch.equal(byte_dropout(x, 0.0, training=True), x)
+        torch.manual_seed(3)
+        first = byte_dropout(x, 0.5, True)
+        torch.manual_seed(3)
+        assert torch.equal(byte_dropout(x, 0.5, True), first)
 
 
 class TestSASRec:
