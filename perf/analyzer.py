@@ -213,6 +213,31 @@ def run(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | None = N
     return PerfResult(config, tuple(rows), (csv_path,), (tuple(argv),))
 
 
+def run_level(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | None = None,
+              log=None) -> PerfResult:
+    """``run``; if perf_analyzer times out, once more with a shorter window and fewer trials.
+
+    Why: perf_analyzer (the tritonclient build used here) keeps every request's timestamps
+    in one vector, erases the measured ones one element at a time and never drops those
+    that ended before the window, while its workers keep sending. At a few thousand
+    requests/s that bookkeeping on the main thread can take longer than the window; the
+    requests sent meanwhile pile up, so each pass takes longer than the last and the run
+    never reports (seen at batch 1, concurrency 32-64: the passes' throughput falls as the
+    main thread takes CPU from the workers, and gdb shows it in ValidLatencyMeasurement).
+    Half the window holds half the requests, a quarter of that work. The retry's window
+    is in the CSV's log and the report's row settings; a second timeout is raised."""
+    try:
+        return run(config, out_dir, binary)
+    except PerfAnalyzerTimeoutError:
+        shorter = config.with_shorter_window()
+        if shorter is None:
+            raise
+        if log is not None:
+            log(f"perf_analyzer timed out for {config.model_name} at concurrency {config.concurrency}; "
+                f"retrying with {shorter.measurement_interval_ms} ms windows, {shorter.max_trials} trials")
+        return run(shorter, out_dir, binary)
+
+
 def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = True,
                binary: PerfAnalyzerBinary | None = None) -> list[PerfResult]:
     """Every config, one perf_analyzer process per concurrency level, one progress bar."""
@@ -225,7 +250,8 @@ def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = Tr
     with tqdm(steps, desc="perf_analyzer", unit="level", disable=not progress) as bar:
         for config, level in bar:
             bar.set_postfix_str(f"{config.label} c={level}")
-            parts[index_of[id(config)]].append(run(config.at_concurrency(level), out_dir, binary))
+            parts[index_of[id(config)]].append(
+                run_level(config.at_concurrency(level), out_dir, binary, log=bar.write))
     return [PerfResult(config,
                        tuple(sorted((row for part in parts[index] for row in part.rows), key=lambda r: r.concurrency)),
                        tuple(path for part in parts[index] for path in part.csv_paths),

@@ -129,6 +129,16 @@ class PerfConfig:
         """This config restricted to one concurrency level (what run_sweep runs per step)."""
         return dataclasses.replace(self, concurrency=(level,))
 
+    def with_shorter_window(self) -> PerfConfig | None:
+        """Half the window and at most 5 trials (floor 500 ms, 3 trials); None if already there.
+
+        The retry for a level whose perf_analyzer ran away (see ``analyzer.run_level``)."""
+        interval = max(500, self.measurement_interval_ms // 2)
+        trials = max(3, min(5, self.max_trials))
+        if (interval, trials) == (self.measurement_interval_ms, self.max_trials):
+            return None
+        return dataclasses.replace(self, measurement_interval_ms=interval, max_trials=trials)
+
     def concurrency_step(self) -> int | None:
         """The constant step between levels (1 for a single level); None if there is none."""
         steps = {b - a for a, b in zip(self.concurrency, self.concurrency[1:])}

@@ -96,11 +96,25 @@ def render_markdown(results: Sequence[PerfResult], metadata: dict[str, Any] | No
         peak = result.peak()
         lines += [f"## {result.label}", "",
                   f"`{config.model_name}` at {config.url} over {config.protocol}, batch size {config.batch_size}, "
-                  f"{config.measurement_interval_ms} ms windows. Peak: **{peak.throughput_infer_per_s:.1f} "
+                  f"{_windows(result)}. Peak: **{peak.throughput_infer_per_s:.1f} "
                   f"recommendations/s** at concurrency {peak.concurrency} (p99 {_ms(peak.p99_us)} ms).", "",
                   render_table(result), ""]
     lines += [f"![throughput vs p99 latency]({plot_name})", ""]
     return "\n".join(lines)
+
+
+def _windows(result: PerfResult) -> str:
+    """"2000 ms windows", or which levels were re-measured with shorter ones (analyzer.run_level)."""
+    planned = result.config.measurement_interval_ms
+    retried = []
+    for argv in result.commands:
+        argv = list(argv)
+        if "--measurement-interval" in argv and "--concurrency-range" in argv:
+            interval = int(argv[argv.index("--measurement-interval") + 1])
+            if interval != planned:
+                level = argv[argv.index("--concurrency-range") + 1].split(":")[0]
+                retried.append(f"concurrency {level} re-measured with {interval} ms windows after a timeout")
+    return f"{planned} ms windows" + (f" ({'; '.join(retried)})" if retried else "")
 
 
 def plot_throughput_vs_p99(results: Sequence[PerfResult], path: Path) -> Path:

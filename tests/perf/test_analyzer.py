@@ -105,3 +105,39 @@ def test_run_sweep_one_process_per_level(tmp_path):
     assert [row.concurrency for row in result.rows] == [1, 2, 4]
     assert [cmd[10] for cmd in result.commands] == ["1:1:1", "2:2:1", "4:4:1"]
     assert [p.name for p in result.csv_paths] == [f"recommend-b1-c{c}.csv" for c in (1, 2, 4)]
+
+
+def test_a_level_that_times_out_is_retried_once_with_a_shorter_window(tmp_path):
+    """perf_analyzer's own bookkeeping can run away at high request rates (analyzer.run_level):
+    the stand-in hangs with 2000 ms windows and answers with 1000 ms ones."""
+    from recdeploy.perf.analyzer import run_level
+    from recdeploy.perf.report import render_markdown
+
+    lines = (FIXTURES / "grpc_b1_c1-4.csv").read_text().splitlines()
+    (tmp_path / "one.csv").write_text(f"{lines[0]}\n{lines[1]}\n")
+    fake = _script(tmp_path / "pa", 'for a; do last="$a"; done\n'
+                                    'case "$*" in *"--measurement-interval 2000 "*) sleep 5;; esac\n'
+                                    f'cp {tmp_path}/one.csv "$last"\n')
+    binary = PerfAnalyzerBinary(fake, dict(os.environ))
+    said = []
+    config = PerfConfig("recommend", concurrency=(1,), timeout_s=0.5)
+    retried = run_level(config, tmp_path / "out", binary, log=said.append)
+    argv = list(retried.commands[0])
+    assert argv[argv.index("--measurement-interval") + 1] == "1000"
+    assert argv[argv.index("--max-trials") + 1] == "5"
+    assert "retrying with 1000 ms windows, 5 trials" in said[0]
+    # through the sweep, the report names the level and its window
+    result = run_sweep(config, tmp_path / "sweep", progress=False, binary=binary)
+    assert [row.concurrency for row in result.rows] == [1]
+    report = render_markdown([result])
+    assert "2000 ms windows (concurrency 1 re-measured with 1000 ms windows after a timeout)" in report
+
+
+def test_a_second_timeout_is_raised(tmp_path):
+    from recdeploy.perf.analyzer import run_level
+
+    fake = _script(tmp_path / "pa", "sleep 5\n")
+    config = PerfConfig("m", measurement_interval_ms=500, max_trials=3, timeout_s=0.2)
+    assert config.with_shorter_window() is None
+    with pytest.raises(PerfAnalyzerTimeoutError):
+        run_level(config, tmp_path / "out", PerfAnalyzerBinary(fake, dict(os.environ)))
