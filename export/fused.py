@@ -9,8 +9,10 @@ user's CSR row) and the top-K (TopK) into the scorer leaves one step and the sam
 USER_ID [B,1] INT64, K [B,1] INT32 -> ITEM_IDS [B,K] INT64, SCORES [B,K] FP32.
 
 The same module is exported to ONNX (CPU, parity-checked against the numpy reference that the
-three-step ensemble runs) and to TorchScript for the GPU (python-based ``pytorch`` backend
-locally, libtorch in the stock container).
+three-step ensemble runs) and to TorchScript (recdeploy's native libtorch backend or the
+python-based ``pytorch`` one locally, libtorch in the stock container). ONNX needs the
+branch-free ``graph_forward``; scripted on CPU the model takes ``per_row_forward`` instead,
+which does the same with far fewer interpreter ops (see there).
 """
 from __future__ import annotations
 
@@ -130,7 +132,10 @@ class FusedRetrieval(nn.Module):
                 scores[b].index_fill_(0, self.seen_items[starts[b]:ends[b]], float("-inf"))
         k = k[:, 0].to(torch.int64)
         kmax = int(k.max())
-        best, top = torch.topk(scores, min(kmax, self.n_items), dim=1)
+        if kmax > self.n_items or kmax < 0:  # what TopK refuses in the graph form
+            raise RuntimeError("K must be at most the catalogue size " + str(self.n_items)
+                               + " (and not negative), got " + str(kmax))
+        best, top = torch.topk(scores, kmax, dim=1)
         ids = self.item_ids[top]
         if bool((k != kmax).any()) or not bool(torch.isfinite(best[:, -1]).all()):
             ids, best = self._clip_to_k(ids, best, k)

@@ -120,3 +120,12 @@ def test_torchscript_per_row_path_equals_the_graph_path(tiny, tmp_path):
         assert torch.equal(finite, torch.isfinite(row_scores))
         # unique scores here, so the ids agree too (ties could order differently)
         assert torch.equal(row_ids, graph_ids)
+
+
+def test_torchscript_per_row_path_refuses_k_beyond_the_catalogue(tiny, tmp_path):
+    fused, _, _ = tiny
+    scripted = torch.jit.load(str(export_fused_torchscript(fused, tmp_path / "f.pt")))
+    with pytest.raises(Exception, match="K must be at most the catalogue size 6"):
+        scripted(torch.tensor([[5]]), torch.tensor([[7]], dtype=torch.int32))
+    ids, _ = scripted(torch.tensor([[5]]), torch.tensor([[6]], dtype=torch.int32))
+    assert ids.shape == (1, 6)
