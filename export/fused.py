@@ -120,8 +120,8 @@ class FusedRetrieval(nn.Module):
         """The TorchScript CPU path, same results as ``graph_forward`` with a fraction of its
         ops: each row's seen items are filled with -inf by one ``index_fill_`` on a slice of
         the CSR list, and the k clipping runs only when a row needs it. The graph form pays
-        the interpreter for every op (~60 at batch 1: 0.25 ms a call against ONNX Runtime's
-        0.11 ms), which the per-row loop, a few ops per row, does not."""
+        the interpreter for every op, ~60 at batch 1; this path ~25. Side by side on one
+        loaded box: 245 against 350 us a call at batch 1, 2.4 against 3.6 ms at batch 64."""
         row, known = self._rows(user_id[:, 0])
         scores = self._scores(row, known)
         starts: List[int] = self.seen_indptr[row].tolist()
