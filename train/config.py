@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 
 LOSSES = ("bce", "sampled_softmax")
 LR_SCHEDULES = ("constant", "cosine")
+OUTPUT_EMBEDDINGS = ("shared", "separate")
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,9 @@ class TrainConfig:
     layers: int = 2
     heads: int = 2
     dropout: float = 0.1
+    # sasrec: score with the input item embedding ("shared", the paper's default) or with an
+    # output table of its own ("separate"); see recdeploy.train.models.sasrec
+    output_embedding: str = "shared"
     # "cpu" or "cuda"; only tasks that support it read it (sequential does)
     device: str = "cpu"
 
@@ -92,6 +96,9 @@ class TrainConfig:
             raise ConfigError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+        if self.output_embedding not in OUTPUT_EMBEDDINGS:
+            raise ConfigError(f"unknown output_embedding {self.output_embedding!r}; valid: "
+                              f"{', '.join(OUTPUT_EMBEDDINGS)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
 

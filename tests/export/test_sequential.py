@@ -25,7 +25,9 @@ def filtered(ml100k):
 @pytest.fixture(scope="module")
 def model(filtered):
     torch.manual_seed(0)
-    return build_model("sasrec", n_items=filtered.n_items, dim=16, max_len=MAX_LEN, layers=1).eval()
+    # an output table of its own (--output-embedding separate); the shared one is checked below
+    return build_model("sasrec", n_items=filtered.n_items, dim=16, max_len=MAX_LEN, layers=1,
+                       output_embedding="separate").eval()
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,14 @@ def test_onnx_parity_on_short_long_and_empty_histories(exported):
     assert max(diffs.values()) < 1e-5
     assert report.width_invariance < 1e-6
     assert report.parity["long"].n_rows == 32
+
+
+def test_shared_output_embedding_exports_with_parity(ml100k, filtered, tmp_path):
+    torch.manual_seed(1)
+    shared = build_model("sasrec", n_items=filtered.n_items, dim=8, max_len=MAX_LEN, layers=1).eval()
+    assert shared.output_items is None
+    report = export_sequential(shared, ml100k, tmp_path / "repo", {"dataset_fingerprint": ml100k.fingerprint()})
+    assert max(report.max_abs_diff().values()) < 1e-5
 
 
 def test_parity_cases_really_are_short_long_and_empty(filtered):

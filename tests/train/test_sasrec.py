@@ -94,6 +94,34 @@ class TestSASRec:
         with pytest.raises(ValueError, match="dim 10 must be divisible by heads 3"):
             build_model("sasrec", n_items=5, dim=10, heads=3)
 
+    def test_separate_output_embedding_scores_with_its_own_table(self):
+        torch.manual_seed(0)
+        model = build_model("sasrec", n_items=30, dim=16, max_len=8, layers=1, dropout=0.0,
+                            output_embedding="separate").eval()
+        assert model.item_vectors().shape == (30, 16)
+        assert model.item_vectors() is model.output_items
+        history = torch.tensor([[0, 0, 0, 0, 0, 4, 9, 2]])
+        with torch.no_grad():
+            before = model(history)
+            torch.testing.assert_close(before, model.encode(history)[:, -1] @ model.output_items.T)
+            model.output_items[5] += 1.0                    # only item 5's score may move
+            after = model(history)
+        moved = (after - before).abs()[0] > 0
+        assert moved.tolist() == [i == 5 for i in range(30)]
+
+    def test_shared_output_embedding_is_the_input_table_and_old_cards_rebuild_shared(self):
+        model = build_model("sasrec", n_items=30, dim=16, max_len=8)   # a card without the key
+        assert model.output_items is None
+        assert model.item_vectors().data_ptr() == model.embedding.item.weight[1:].data_ptr()
+        names = set(model.state_dict())
+        assert not any(name.startswith("output_items") for name in names)
+
+    def test_unknown_output_embedding_is_refused(self):
+        with pytest.raises(ValueError, match="unknown output_embedding 'tied'; valid: shared, separate"):
+            build_model("sasrec", n_items=5, dim=8, output_embedding="tied")
+        with pytest.raises(ConfigError, match="unknown output_embedding 'tied'"):
+            TrainConfig(model="sasrec", output_embedding="tied")
+
 
 class TestProtocolData:
     def test_filter_is_iterated_k_core_after_the_rating_filter(self):
@@ -133,6 +161,8 @@ class TestProtocolData:
         assert TrainConfig.for_model("sasrec").lr == own["lr"]
         assert TrainConfig.for_model("sasrec", lr=0.02).lr == 0.02
         assert TrainConfig.for_model("two_tower").lr == TrainConfig().lr
+        assert TrainConfig.for_model("sasrec", output_embedding="separate").output_embedding == "separate"
+        assert TrainConfig.for_model("sasrec").output_embedding == "shared"
 
     def test_length_buckets_cover_every_row_once_in_similar_lengths(self):
         lengths = np.random.default_rng(0).integers(1, 200, 1000)

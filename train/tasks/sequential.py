@@ -164,7 +164,8 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     hp = {"lr": config.lr, "batch_size": config.batch_size, "weight_decay": config.weight_decay,
           "dropout": config.dropout, "max_len": config.max_len, "lr_schedule": config.lr_schedule}
     model_args = {"n_items": ds.n_items, "dim": config.dim, "max_len": config.max_len,
-                  "layers": config.layers, "heads": config.heads, "dropout": config.dropout}
+                  "layers": config.layers, "heads": config.heads, "dropout": config.dropout,
+                  "output_embedding": config.output_embedding}
     device = torch.device(config.device)
     model = build_model(config.model, **model_args).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
