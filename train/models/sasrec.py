@@ -29,6 +29,11 @@ ML-1M, 15 cosine epochs, batch 32, test split:
     output table        lr      NDCG@10 / HR@10   history masked    minutes
     shared (default)    5e-3    0.1140 / 0.2248   0.1617 / 0.2902   11.7
     separate            2e-3    0.1196 / 0.2170   0.1479 / 0.2599   11.1
+    shared              2e-3    0.1111 / 0.2191   0.1574 / 0.2795   11.7
+    shared + offset     3e-3    0.1142 / 0.2185   0.1545 / 0.2758   11.5
+
+(shared + offset: the input embedding plus a learned per-item offset that starts at zero; an
+experiment, not an option here.)
 """
 from __future__ import annotations
 
