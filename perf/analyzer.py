@@ -224,9 +224,9 @@ def run_level(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | No
     requests sent meanwhile pile up, so each pass takes longer than the last and the run
     never reports (seen at batch 1, concurrency 32-64: the passes' throughput falls as the
     main thread takes CPU from the workers, and gdb shows it in ValidLatencyMeasurement).
-    Half the window holds half the requests: about a quarter of that work (estimated from the erases, not measured). The retry's argv is
-    in the result's commands, and the report names the level and its window; a second
-    timeout is raised."""
+    Half the window holds half the requests: about a quarter of that work (estimated from
+    the erases, not measured). The retry's argv is in the result's commands, and the report
+    names the level and its window; a second timeout is raised."""
     try:
         return run(config, out_dir, binary)
     except PerfAnalyzerTimeoutError:
