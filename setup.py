@@ -1,21 +1,14 @@
-"""Maps each stage folder (train/, export/, ...) onto the import name recdeploy.<stage>.
+"""Each stage folder (train/, export/, ...) is the package recdeploy.<stage>.
 
-The package list is computed, not written by hand: a hand-written list silently drops a
-new subpackage from the wheel.
+recdeploy/<stage> is a symbolic link to ../<stage>, so the source tree itself has the import
+layout: an editor's "go to definition", a type checker and ``PYTHONPATH=.`` all resolve
+``recdeploy.train.data`` to train/data.py with no install hook. setuptools follows the links
+when it discovers packages and copies the files into the wheel. The package list is
+discovered, not written by hand: a hand-written list silently drops a new subpackage.
 """
 from setuptools import find_packages, setup
 
-STAGES = ["train", "compress", "export", "serve", "clients", "perf"]
-
-package_dir = {"recdeploy": "recdeploy"}
-packages = ["recdeploy"]
-for stage in STAGES:
-    package_dir[f"recdeploy.{stage}"] = stage
-    packages.append(f"recdeploy.{stage}")
-    packages += [f"recdeploy.{stage}.{sub}" for sub in find_packages(stage)]
-
 setup(
-    package_dir=package_dir,
-    packages=packages,
-    package_data={"": ["*.py", "*.json"]},
+    packages=find_packages(include=["recdeploy", "recdeploy.*"]),
+    package_data={"": ["*.json"], "recdeploy.serve": ["native/*.h", "native/*.cc"]},
 )

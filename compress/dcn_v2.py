@@ -235,7 +235,7 @@ def with_candidate_axis(onnx_path: Path, out: Path, probe: dict[str, np.ndarray]
     import onnx
     import onnxruntime as ort
 
-    from recdeploy.export.onnx_export import OnnxParityError
+    from recdeploy.train.onnx_io import OnnxParityError
 
     model = onnx.load(str(onnx_path))
     for tensor in [*model.graph.input, *model.graph.output]:

@@ -18,7 +18,7 @@ from recdeploy.compress.families import ModelFamily
 from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.compress.measure import (QUANTIZED_OPS, file_size, graph_summary, interleaved_latency,
                                         session_scorer)
-from recdeploy.export.onnx_export import cpu_session
+from recdeploy.train.onnx_io import check_parity, cpu_session, export_onnx
 
 REFERENCE = "fp32"
 
@@ -50,23 +50,9 @@ def logical_parameters(module) -> int:
     return rest + sum(m.codes.shape[0] * m.dim for m in tables)
 
 
-def _export_unfolded(module, example: dict, outputs: list[str], path: Path) -> Path:
-    """Like export_onnx, without the exporter's constant folding: folding would turn the
-    int8/int4 tables and their Cast into FP32 initializers and undo the compression."""
-    import torch
-
-    torch.onnx.export(module.eval(), tuple(torch.from_numpy(v) for v in example.values()), str(path),
-                      input_names=list(example), output_names=outputs,
-                      dynamic_axes={name: {0: "batch"} for name in [*example, *outputs]},
-                      opset_version=17, do_constant_folding=False, dynamo=False)
-    return path
-
-
 def build_variant_onnx(model, family: ModelFamily, variant: Variant | None, data: TaskData,
                        example: dict, out_dir: Path, cache: dict | None = None) -> tuple[Path, list[str], int]:
     """Apply the variant's chain and export; returns (ONNX path, notes, logical parameters)."""
-    from recdeploy.export.onnx_export import check_parity, export_onnx
-
     notes, served = [], None
     configs = variant.configs if variant else ()
     done: tuple = ()
@@ -85,10 +71,9 @@ def build_variant_onnx(model, family: ModelFamily, variant: Variant | None, data
     served = served if served is not None else family.served_module(model)
     slug = variant.slug if variant else REFERENCE
     path = out_dir / f"{slug}.model-stage.onnx"
-    if any(isinstance(m, RowwiseTable) for m in served.modules()):
-        _export_unfolded(served, example, list(family.output_names), path)
-    else:
-        export_onnx(served, example, list(family.output_names), path)
+    # folding would turn the int8/int4 tables and their Cast into FP32 initializers
+    folding = not any(isinstance(m, RowwiseTable) for m in served.modules())
+    export_onnx(served, example, list(family.output_names), path, constant_folding=folding)
     check_parity(served, path, example, list(family.output_names))
     onnx_configs = [c for c in configs if c.stage == "onnx"]
     final = out_dir / f"{slug}.onnx"

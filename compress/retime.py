@@ -44,7 +44,7 @@ def retime(out: Path, run_dir: Path, rounds: int = 41, threads: int = 2, data_pa
     """Rewrite ``out``'s report with freshly measured, interleaved latency; returns the report."""
     from recdeploy.compress.families import family_named
     from recdeploy.compress.measure import interleaved_latency
-    from recdeploy.export.onnx_export import cpu_session
+    from recdeploy.train.onnx_io import cpu_session
     from recdeploy.compress.report import CompressionReport
     from recdeploy.train.checkpoint import load_checkpoint
     from recdeploy.train.data import load_dataset

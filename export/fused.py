@@ -26,6 +26,7 @@ from torch import nn
 
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
                                             check_ensemble)
+from recdeploy.train.onnx_io import cpu_session, export_onnx
 
 MAX_BATCH = 256
 # histories up to this long are masked after the TopK (see FusedRetrieval)
@@ -306,21 +307,16 @@ def check_fused_parity(run_fused, fused: FusedRetrieval, features, all_scores: n
 
 
 def onnx_runner(path: Path, threads: int = 2):
-    from recdeploy.export.onnx_export import cpu_session
     session = cpu_session(path, threads)
     return lambda users, k: tuple(session.run(["ITEM_IDS", "SCORES"], {"USER_ID": users, "K": k}))
 
 
 def export_fused_onnx(fused: FusedRetrieval, path: Path, example_users: np.ndarray) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    users = torch.from_numpy(example_users.reshape(-1, 1).astype(np.int64))
-    k = torch.full((len(users), 1), min(10, fused.n_items), dtype=torch.int32)
-    torch.onnx.export(fused.eval(), (users, k), str(path), input_names=["USER_ID", "K"],
-                      output_names=["ITEM_IDS", "SCORES"], opset_version=17, dynamo=False,
-                      dynamic_axes={"USER_ID": {0: "batch"}, "K": {0: "batch"},
-                                    "ITEM_IDS": {0: "batch", 1: "k"}, "SCORES": {0: "batch", 1: "k"}})
-    return path
+    users = example_users.reshape(-1, 1).astype(np.int64)
+    k = np.full((len(users), 1), min(10, fused.n_items), dtype=np.int32)
+    return export_onnx(fused, {"USER_ID": users, "K": k}, ["ITEM_IDS", "SCORES"], path,
+                       dynamic_axes={"USER_ID": {0: "batch"}, "K": {0: "batch"},
+                                     "ITEM_IDS": {0: "batch", 1: "k"}, "SCORES": {0: "batch", 1: "k"}})
 
 
 def export_fused_torchscript(fused: FusedRetrieval, path: Path) -> Path:

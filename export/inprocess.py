@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recdeploy.export.onnx_export import cpu_session
+from recdeploy.train.onnx_io import cpu_session
 from recdeploy.export.triton_python import load_python_model
 
 lookup_module = load_python_model("feature_lookup")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recdeploy.export.onnx_export import ParityReport
+from recdeploy.train.onnx_io import ParityReport, cpu_session
 from recdeploy.export.ranking import (RESULT_OUTPUTS, InProcessRanker, load_python_model,
                                       ranker_spec, rank_topk_spec, ranking_features_spec,
                                       ranking_steps, write_ranking, check_compatible)
@@ -28,7 +28,7 @@ from recdeploy.export.retrieval import ExportError, export_retrieval
 from recdeploy.export.retrieval_specs import MAX_BATCH, lookup_spec, scorer_spec
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
                                             build_ensemble_config, build_model_config, check_ensemble)
-from recdeploy.export.triton_python import SOURCES
+from recdeploy.export.triton_python import python_model_files
 from recdeploy.train.data import Dataset
 
 DEFAULT_CANDIDATES = 100
@@ -96,7 +96,7 @@ def export_multistage(retriever, ranker, ds: Dataset, repo: Path,
     parity["ranker"] = write_ranking(repo, ranker, ds, ranker_card)
     topn = next(m for m in pipeline.models if m.name == "retrieve_topn")
     write_model(repo, build_model_config(topn), {
-        "model.py": SOURCES["retrieve_topn"],
+        **python_model_files("retrieve_topn"),
         "item_ids.npy": repo / "topk" / "1" / "item_ids.npy",
         "popularity.npy": repo / "topk" / "1" / "popularity.npy"})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
@@ -114,8 +114,6 @@ class InProcessMultiStage:
     """``recommend_multistage`` in-process: the repository's artifacts and numpy cores."""
 
     def __init__(self, repo: Path, threads: int = 2):
-        from recdeploy.export.onnx_export import cpu_session
-
         repo = Path(repo)
         self.table = lookup_module.UserTable.load(repo / "feature_lookup" / "1")
         folder = repo / "retrieve_topn" / "1"

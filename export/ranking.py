@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from recdeploy.export.onnx_export import ParityReport, check_parity, cpu_session
+from recdeploy.train.onnx_io import ParityReport, check_parity, cpu_session, export_onnx
 from recdeploy.export.repository import npy_bytes, record_variant, write_manifest, write_model
 from recdeploy.export.retrieval import ExportError, clear_repository
 from recdeploy.export.retrieval_specs import MAX_BATCH
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
                                             build_ensemble_config, build_model_config, check_ensemble)
-from recdeploy.export.triton_python import SOURCES, load_python_model
+from recdeploy.export.triton_python import load_python_model, python_model_files
 from recdeploy.train.data import Dataset
 
 N_SPARSE, N_DENSE = 6, 3
@@ -141,15 +140,10 @@ def sample_requests(ds: Dataset, n_users: int = 32, n_candidates: int = 20, seed
     return users.reshape(-1, 1).astype(np.int64), candidates.astype(np.int64)
 
 
-def export_ranker_onnx(model, inputs: dict[str, np.ndarray], path: Path, opset: int = 17) -> Path:
+def export_ranker_onnx(model, inputs: dict[str, np.ndarray], path: Path) -> Path:
     """DCN-v2 scorer -> ONNX with batch (0) and candidate (1) axes dynamic."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch", 1: "candidates"} for name in [*inputs, "SCORES"]}
-    torch.onnx.export(model.eval(), tuple(torch.from_numpy(v) for v in inputs.values()), str(path),
-                      input_names=list(inputs), output_names=["SCORES"], dynamic_axes=axes,
-                      opset_version=opset, dynamo=False)
-    return path
+    return export_onnx(model, inputs, ["SCORES"], path, dynamic_axes=axes)
 
 
 def write_ranking(repo: Path, model, ds: Dataset, card: dict | None = None) -> ParityReport:
@@ -166,11 +160,11 @@ def write_ranking(repo: Path, model, ds: Dataset, card: dict | None = None) -> P
         parity = check_parity(model, onnx_path, inputs, ["SCORES"], atol=1e-5, rtol=1e-5)
         write_model(repo, build_model_config(pipeline.ranker), {"model.onnx": onnx_path})
     write_model(repo, build_model_config(pipeline.features), {
-        "model.py": SOURCES["ranking_features"],
+        **python_model_files("ranking_features"),
         "user_ids.npy": npy_bytes(ds.user_ids.astype(np.int64)),
         "item_ids.npy": npy_bytes(ds.item_ids.astype(np.int64)),
         **{f"{name}.npy": npy_bytes(getattr(store, name)) for name in features_module.TABLES}})
-    write_model(repo, build_model_config(pipeline.topk), {"model.py": SOURCES["rank_topk"]})
+    write_model(repo, build_model_config(pipeline.topk), {**python_model_files("rank_topk")})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
     return parity
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recdeploy.export.onnx_export import ParityReport, check_parity, export_onnx
+from recdeploy.train.onnx_io import ParityReport, check_parity, export_onnx
 from recdeploy.export.repository import npy_bytes, record_variant, write_manifest, write_model
 from recdeploy.export.retrieval_specs import RetrievalPipeline, retrieval_pipeline
 from recdeploy.export.triton_config import build_ensemble_config, build_model_config
-from recdeploy.export.triton_python import SOURCES as PYTHON_MODEL_SOURCES
+from recdeploy.export.triton_python import python_model_files
 from recdeploy.train.data import Dataset, item_popularity
 
 
@@ -62,12 +62,12 @@ def clear_repository(repo: Path) -> None:
 
 def write_python_models(repo: Path, pipeline: RetrievalPipeline, features: FeatureArrays) -> None:
     write_model(repo, build_model_config(pipeline.lookup), {
-        "model.py": PYTHON_MODEL_SOURCES["feature_lookup"],
+        **python_model_files("feature_lookup"),
         "user_ids.npy": npy_bytes(features.user_ids),
         "seen_indptr.npy": npy_bytes(features.seen_indptr),
         "seen_items.npy": npy_bytes(features.seen_items)})
     write_model(repo, build_model_config(pipeline.topk), {
-        "model.py": PYTHON_MODEL_SOURCES["topk"],
+        **python_model_files("topk"),
         "item_ids.npy": npy_bytes(features.item_ids),
         "popularity.npy": npy_bytes(features.popularity)})
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recdeploy.export.onnx_export import ParityReport, check_parity, cpu_session
+from recdeploy.train.onnx_io import ParityReport, check_parity, cpu_session, export_onnx
 from recdeploy.export.repository import npy_bytes, write_manifest, write_model
 from recdeploy.export.retrieval import clear_repository
 from recdeploy.export.retrieval_specs import MAX_BATCH, RetrievalPipeline, topk_spec
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
                                             build_ensemble_config, build_model_config,
                                             check_ensemble)
-from recdeploy.export.triton_python import SOURCES
+from recdeploy.export.triton_python import python_model_files
 from recdeploy.train.data import Dataset
 from recdeploy.train.tasks.sequential import history_tokens, sequential_dataset, user_sequences
 
@@ -142,14 +142,10 @@ class SequentialExportReport:
         return {case: r.max_abs_diff["SCORES"] for case, r in self.parity.items()}
 
 
-def export_scorer_onnx(model: torch.nn.Module, sample: np.ndarray, path: Path, opset: int = 17) -> Path:
+def export_scorer_onnx(model: torch.nn.Module, sample: np.ndarray, path: Path) -> Path:
     """SASRec -> ONNX with dynamic batch *and* history length (the model truncates/pads)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {"HISTORY": {0: "batch", 1: "length"}, "SCORES": {0: "batch"}}
-    torch.onnx.export(model.eval(), (torch.from_numpy(sample),), str(path), input_names=["HISTORY"],
-                      output_names=["SCORES"], dynamic_axes=axes, opset_version=opset, dynamo=False)
-    return path
+    return export_onnx(model, {"HISTORY": sample}, ["SCORES"], path,
+                       dynamic_axes={"HISTORY": {0: "batch", 1: "length"}, "SCORES": {0: "batch"}})
 
 
 def parity_cases(ds: Dataset, max_len: int, n: int = 32) -> dict[str, np.ndarray]:
@@ -211,11 +207,11 @@ def export_sequential(model, raw: Dataset, repo: Path,
         write_model(repo, build_model_config(pipeline.scorer), {"model.onnx": onnx_path})
     arrays = build_history_arrays(raw, ds)
     write_model(repo, build_model_config(pipeline.lookup), {
-        "model.py": SOURCES["history_lookup"], "max_len.npy": npy_bytes(np.array(model.max_len)),
+        **python_model_files("history_lookup"), "max_len.npy": npy_bytes(np.array(model.max_len)),
         **{f"{name}.npy": npy_bytes(getattr(arrays, name)) for name in
            ("user_ids", "history_indptr", "history_items", "seen_indptr", "seen_items")}})
     write_model(repo, build_model_config(pipeline.topk), {
-        "model.py": SOURCES["topk"], "item_ids.npy": npy_bytes(arrays.item_ids),
+        **python_model_files("topk"), "item_ids.npy": npy_bytes(arrays.item_ids),
         "popularity.npy": npy_bytes(arrays.popularity)})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
     (repo / "recdeploy.json").write_text(json.dumps({

@@ -7,8 +7,8 @@
 #
 # Uses the machine's torch (CUDA) and the bundle's tritonserver 2.51, perf_analyzer and
 # tritonclient; the python backend stub gets numpy 1.26 from the bundle's small venv (numpy 2
-# makes this server return empty tensors). recdeploy runs from this checkout, not installed:
-# a throwaway folder maps recdeploy.<stage> onto the stage folders. Writes under $OUT.
+# makes this server return empty tensors). recdeploy runs from this checkout, not installed
+# (recdeploy/<stage> links to <stage>/, so PYTHONPATH=the checkout is enough). Writes under $OUT.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,10 +16,6 @@ cd "$root"
 [ -d gpu-bundle/x ] || bash gpu-bundle/unpack.sh
 # shellcheck disable=SC1091
 source gpu-bundle/x/env.sh
-pkg=$(mktemp -d)
-mkdir -p "$pkg/recdeploy"
-cp recdeploy/*.py "$pkg/recdeploy/"
-for stage in train compress export serve clients perf; do ln -s "$root/$stage" "$pkg/recdeploy/$stage"; done
 # perf_analyzer looks for libb64.so.0d / libcudart.so.12 by plain name; the bundle's libs
 # folder has them under hashed names: link them in last, so real ones win
 links=$(mktemp -d)
@@ -29,10 +25,9 @@ for pair in 'libb64-*.so.0d:libb64.so.0d' 'libcudart-*.so.12*:libcudart.so.12'; 
 done
 export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$links
 ldd "$PERF_ANALYZER" | grep "not found" || true
-export PYTHONPATH=$pkg${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
 export RECDEPLOY_CACHE=${RECDEPLOY_CACHE:-/tmp/recdeploy-cache}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 out=$(realpath -m "${OUT:-reports/gpu}")
-# not from the checkout root: its recdeploy/ folder (no stage folders) would shadow $pkg
-cd "$pkg" && python3 -m recdeploy.perf.gpu_bench --out "$out" "$@"
+python3 -m recdeploy.perf.gpu_bench --out "$out" "$@"

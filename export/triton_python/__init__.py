@@ -12,6 +12,13 @@ SOURCES = {path.stem: path for path in sorted(Path(__file__).parent.glob("*.py")
            if path.name != "__init__.py"}
 
 
+def python_model_files(name: str) -> dict[str, Path]:
+    """The files a python model's version folder needs beside its arrays: ``model.py``."""
+    if name not in SOURCES:
+        raise KeyError(f"no python model {name!r}; known: {', '.join(SOURCES)}")
+    return {"model.py": SOURCES[name]}
+
+
 def load_python_model(name: str):
     """Import a python-backend model's file (the one the server runs) to call its numpy core."""
     spec = importlib.util.spec_from_file_location(f"recdeploy_triton_{name}", SOURCES[name])

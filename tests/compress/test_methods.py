@@ -15,7 +15,7 @@ from recdeploy.compress import (CalibrationError, CompressionConfigError, Dynami
                                 MissingDataError, PruneConfig, StaticInt8Config, TaskData, compress)
 from recdeploy.compress.families import UnknownFamilyError, family_named
 from recdeploy.compress.measure import session_scorer
-from recdeploy.export.onnx_export import cpu_session
+from recdeploy.train.onnx_io import cpu_session
 from recdeploy.compress.pipeline import build_variant_onnx, logical_parameters
 from recdeploy.compress.config import parse_variant
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recdeploy.export.inprocess import InProcessRecommender
-from recdeploy.export.onnx_export import OnnxParityError, check_parity, export_onnx
+from recdeploy.train.onnx_io import OnnxParityError, check_parity, export_onnx
 from recdeploy.export.repository import ManifestError, verify_manifest, write_manifest
 from recdeploy.export.triton_config import parse_config_text
 from recdeploy.train.checkpoint import load_checkpoint

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.export.onnx_export import OnnxParityError
+from recdeploy.train.onnx_io import OnnxParityError
 from recdeploy.export.repository import verify_manifest
 from recdeploy.export.sequential import (SequentialExportError, SequentialInProcess, check_scorer,
                                          export_sequential, parity_cases, recommend_next_spec,

@@ -22,7 +22,7 @@ def other_scorer_onnx(tmp_path_factory, ml100k):
     """The scorer of a second two-tower (1 epoch, another seed): same catalogue, other lists."""
     import numpy as np
 
-    from recdeploy.export.onnx_export import export_onnx
+    from recdeploy.train.onnx_io import export_onnx
     from recdeploy.train.config import TrainConfig
     from recdeploy.train.data import leave_one_out
     from recdeploy.train.models.two_tower import RetrievalScorer
