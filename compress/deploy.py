@@ -1,48 +1,62 @@
-"""Put measured variants beside the full model in an exported Triton repository.
+"""Which measured variants to serve: compress hands them to export, export writes them.
 
-    export_variants(report, ds, family, Path("model_repository"), "best")
+    variants = servable_variants(Path("runs/demo/compress"), "best")
+    # recdeploy export --run runs/demo --variants best   (puts each beside the full model)
 
-Each variant becomes scorer_<slug> + recommend_<slug>, sharing feature_lookup and topk with
-the full model, so clients and perf_analyzer compare them on one server.
+Reads a finished ``report.json`` (``recdeploy compress``): ``best`` is the fastest variant
+within the quality budget, ``all`` every measured variant, or a comma-separated list of names.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from recdeploy.compress.config import CompressionConfigError
 
 
-def select_variants(report, which: str) -> list:
-    candidates = [r for r in report.results if r.name != report.reference]
+@dataclass(frozen=True)
+class ServableVariant:
+    name: str               # as measured, e.g. "prune-50+rowwise-int8"
+    slug: str               # Triton-safe suffix: scorer_<slug>, recommend_<slug>, ...
+    onnx_path: Path         # takes the served model's inputs (what the report measured)
+    info: dict              # methods and the report's row: size, quality, latency
+
+
+def read_report(report_dir: Path) -> dict:
+    path = Path(report_dir) / "report.json"
+    if not path.is_file():
+        raise CompressionConfigError(f"{path} does not exist: run recdeploy compress first")
+    return json.loads(path.read_text())
+
+
+def select_variants(saved: dict, which: str) -> list[str]:
+    """Names of the variants to serve out of a saved report (never the reference)."""
+    candidates = [name for name in saved["variants"] if name != saved["reference"]]
     if which == "all":
         return candidates
     if which == "best":
-        best = report.best()
-        if best is None:
-            raise CompressionConfigError("--export-variants best needs --quality-budget and a variant "
-                                         "within it; name variants instead, or pass 'all'")
-        return [r for r in candidates if r.name == best]
+        if not saved.get("best"):
+            raise CompressionConfigError("--variants best needs a report made with --quality-budget and "
+                                         "a variant within it; name variants instead, or pass 'all'")
+        return [saved["best"]]
     wanted = [w.strip() for w in which.split(",") if w.strip()]
-    unknown = set(wanted) - {r.name for r in candidates}
+    unknown = sorted(set(wanted) - set(candidates))
     if unknown:
-        raise CompressionConfigError(f"cannot export {sorted(unknown)}: not measured in this run; "
-                                     f"measured: {', '.join(r.name for r in candidates)}")
-    return [r for r in candidates if r.name in wanted]
+        raise CompressionConfigError(f"cannot serve {unknown}: not measured in this report; "
+                                     f"measured: {', '.join(candidates)}")
+    return [name for name in candidates if name in wanted]
 
 
-def export_variants(report, ds, family, repo: Path, which: str = "best") -> list[str]:
-    """Writes the selected variants; returns the Triton model names added."""
-    repo = Path(repo)
-    meta_path = repo / "recdeploy.json"
-    if meta_path.is_file():
-        fingerprint = json.loads(meta_path.read_text()).get("dataset_fingerprint")
-        if fingerprint not in (None, ds.fingerprint()):
-            raise CompressionConfigError(f"{repo} was exported from other data ({fingerprint}); "
-                                         f"these variants were built on {ds.name} ({ds.fingerprint()})")
-    rows = {row["variant"]: row for row in report.rows()}
-    names = []
-    for result in select_variants(report, which):
-        names += family.write_variant(repo, result.onnx_path, ds, result.slug,
-                                      info={"methods": result.methods, **rows[result.name]})
-    return names
+def servable_variants(report_dir: Path, which: str = "best") -> list[ServableVariant]:
+    saved = read_report(report_dir)
+    rows = {row["variant"]: row for row in saved["rows"]}
+    chosen = []
+    for name in select_variants(saved, which):
+        variant = saved["variants"][name]
+        path = Path(variant["onnx"])
+        if not path.is_file():
+            raise CompressionConfigError(f"variant {name!r}: {path} is gone; rebuild it with recdeploy compress")
+        chosen.append(ServableVariant(name=name, slug=path.stem, onnx_path=path,
+                                      info={"methods": variant["methods"], **rows[name]}))
+    return chosen

@@ -8,13 +8,12 @@
 A family says how to build the served module, which requests are real, how quality is
 measured (its task's own protocol), how pruning groups couple (customized torch-pruning
 pruners for layers DepGraph cannot trace, e.g. a dot product coupling two tables), how to
-fine-tune, and how to write a variant beside the full model in a Triton repository.
+fine-tune. Serving a variant is export's job (``recdeploy export --variants``).
 Models with ordinary Linear/MLP layers need only the defaults for pruning.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -57,10 +56,6 @@ class ModelFamily:
 
     def rowwise_module(self, model, bits: int):
         raise CompressionConfigError(f"model family {self.name!r} has no row-wise quantized tables")
-
-    def write_variant(self, repo: Path, onnx_path: Path, ds, slug: str, info: dict | None = None) -> list[str]:
-        """Add the variant's models beside the full ones; returns the names written."""
-        raise NotImplementedError(f"{self.name}: cannot write variants into a repository")
 
     def example_requests(self, ds, n: int, seed: int = 0) -> dict[str, np.ndarray]:
         raise NotImplementedError(f"{self.name}: no example requests")

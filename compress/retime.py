@@ -14,12 +14,16 @@ import re
 from pathlib import Path
 
 from recdeploy.compress.config import CompressionConfigError
+from recdeploy.compress.families import family_named
+from recdeploy.compress.measure import file_size, interleaved_latency
+from recdeploy.compress.pipeline import VariantResult
+from recdeploy.compress.report import CompressionReport
+from recdeploy.train.checkpoint import load_checkpoint
+from recdeploy.train.data import load_dataset
+from recdeploy.train.onnx_io import cpu_session
 
 
 def _results_from_report(saved: dict) -> list:
-    from recdeploy.compress.measure import file_size
-    from recdeploy.compress.pipeline import VariantResult
-
     results = []
     skip = {"variant", "size_mb", "x_smaller", "parameters", "rel_loss_pct", "quantized_ops", "notes"}
     for row in saved["rows"]:
@@ -42,13 +46,6 @@ def _results_from_report(saved: dict) -> list:
 def retime(out: Path, run_dir: Path, rounds: int = 41, threads: int = 2, data_path: Path | None = None,
            progress: bool = True, spinning: bool = False):
     """Rewrite ``out``'s report with freshly measured, interleaved latency; returns the report."""
-    from recdeploy.compress.families import family_named
-    from recdeploy.compress.measure import interleaved_latency
-    from recdeploy.train.onnx_io import cpu_session
-    from recdeploy.compress.report import CompressionReport
-    from recdeploy.train.checkpoint import load_checkpoint
-    from recdeploy.train.data import load_dataset
-
     report_json = Path(out) / "report.json"
     if not report_json.is_file():
         raise CompressionConfigError(f"{report_json} does not exist: run recdeploy compress first")

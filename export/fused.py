@@ -1,6 +1,6 @@
 """The fused retrieval model: lookup -> scoring -> seen-item masking -> top-K in ONE graph.
 
-    recdeploy export --run runs/demo --fused        # adds fused_retrieval + recommend_fused
+    recdeploy export --run runs/demo    # a dot-product scorer also gets recommend_fused(_libtorch)
 
 Why: every python hop of the three-step ensemble (python lookup -> ONNX scorer -> python
 top-K) costs an IPC round trip to a stub process; one request then pays three. Folding the
@@ -16,6 +16,7 @@ which does the same with far fewer interpreter ops (see there).
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -24,8 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from recdeploy.export.compare import AnswerMismatch, compare_answers
+from recdeploy.export.repository import write_model
 from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
-                                            check_ensemble)
+                                            build_ensemble_config, build_model_config, check_ensemble)
+from recdeploy.export.triton_python import load_python_model
 from recdeploy.train.onnx_io import cpu_session, export_onnx
 
 MAX_BATCH = 256
@@ -118,11 +122,10 @@ class FusedRetrieval(nn.Module):
         return ids, best
 
     def per_row_forward(self, user_id: torch.Tensor, k: torch.Tensor):
-        """The TorchScript CPU path, same results as ``graph_forward`` with a fraction of its
-        ops: each row's seen items are filled with -inf by one ``index_fill_`` on a slice of
-        the CSR list, and the k clipping runs only when a row needs it. The graph form pays
-        the interpreter for every op, ~60 at batch 1; this path ~25. Side by side on one
-        loaded box: 245 against 350 us a call at batch 1, 2.4 against 3.6 ms at batch 64."""
+        """The TorchScript CPU path, same results as ``graph_forward`` with far fewer
+        interpreter ops (docs/performance.md): each row's seen items are filled with -inf by
+        one ``index_fill_`` on a slice of the CSR list, and the k clipping runs only when a
+        row needs it."""
         row, known = self._rows(user_id[:, 0])
         scores = self._scores(row, known)
         starts: List[int] = self.seen_indptr[row].tolist()
@@ -224,9 +227,8 @@ def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:
 def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime_onnx",
                      kind: str = "KIND_CPU", instances: int = 2, max_queue_delay_us: int = 500,
                      threads: int = 1, max_batch: int = MAX_BATCH) -> ModelSpec:
-    """Defaults measured on a 2-core box (perf lab): two single-threaded instances serve
-    64-user requests at the in-process rate (52k vs 52k recs/s) where one two-threaded
-    instance reached 64 %; a 500 us queue delay lifts one-user requests by ~25 %."""
+    """Two single-threaded instances and a 500 us queue delay: the perf lab's best schedule
+    on a 2-core box (docs/performance.md)."""
     # libtorch outputs keep the contract's names: names without the <name>__<index>
     # convention map to forward()'s outputs by order (stock libtorch backend and ours), so the
     # model itself answers the recommend contract, ensemble or not
@@ -262,21 +264,11 @@ class FusedParity:
 
 def reference_recommend(features, scorer_scores: np.ndarray, user_ids: np.ndarray, k: int):
     """The three-step ensemble's numpy path, on precomputed scorer outputs."""
-    from recdeploy.export.inprocess import lookup_module, topk_module
+    lookup_module, topk_module = load_python_model("feature_lookup"), load_python_model("topk")
     table = lookup_module.UserTable(features.user_ids, features.seen_indptr, features.seen_items)
     index, seen, known = lookup_module.lookup_users(user_ids, table)
     return topk_module.top_k(scorer_scores[index[:, 0]], seen, known, k, features.popularity,
                              features.item_ids)
-
-
-def _unique_in_row(scores: np.ndarray) -> np.ndarray:
-    """True where a score occurs once in its row (its position cannot depend on tie order)."""
-    ordered = np.sort(scores, axis=1)
-    unique = np.ones_like(scores, dtype=bool)
-    for row in range(len(scores)):
-        values, counts = np.unique(ordered[row], return_counts=True)
-        unique[row] = np.isin(scores[row], values[counts == 1])
-    return unique
 
 
 def check_fused_parity(run_fused, fused: FusedRetrieval, features, all_scores: np.ndarray,
@@ -292,17 +284,13 @@ def check_fused_parity(run_fused, fused: FusedRetrieval, features, all_scores: n
         k = min(k, fused.n_items)
         ids, scores = run_fused(user_ids.reshape(-1, 1), np.full((len(user_ids), 1), k, np.int32))
         want_ids, want_scores = reference_recommend(features, all_scores, user_ids, k)
-        compare = np.ones_like(ids, dtype=bool) if exact_ties else _unique_in_row(want_scores)
-        if ids.shape != want_ids.shape or not np.array_equal(ids[compare], want_ids[compare]):
-            bad = np.flatnonzero((ids != want_ids).any(axis=1))
-            raise FusedExportError(f"fused top-{k} differs from the reference for users "
-                                   f"{user_ids[bad][:5].tolist()}")
-        finite = np.isfinite(want_scores) & np.isfinite(scores)
-        if not np.array_equal(np.isfinite(want_scores), np.isfinite(scores)):
-            raise FusedExportError(f"fused top-{k} pads (-inf) different positions than the reference")
-        worst = max(worst, float(np.abs(scores[finite] - want_scores[finite]).max(initial=0.0)))
-        if worst > 1e-4:
-            raise FusedExportError(f"fused scores differ from the reference by {worst:.3g}")
+        try:
+            worst = max(worst, compare_answers({"ITEM_IDS": ids, "SCORES": scores},
+                                               {"ITEM_IDS": want_ids, "SCORES": want_scores},
+                                               label=f"fused top-{k}", rows=[f"user {u}" for u in user_ids],
+                                               exact_ties=exact_ties))
+        except AnswerMismatch as mismatch:
+            raise FusedExportError(str(mismatch)) from mismatch
     return FusedParity(users_checked=len(user_ids), max_score_diff=worst)
 
 
@@ -347,20 +335,16 @@ LIBTORCH_VARIANT = "libtorch"
 
 
 def write_fused_variant(repo: Path, scorer: nn.Module, features, check_user_ids: np.ndarray,
-                        all_scores: np.ndarray) -> list[str]:
+                        all_scores: np.ndarray) -> dict[str, dict]:
     """Add fused_retrieval (ONNX) + recommend_fused, and the same graph as TorchScript
     (fused_retrieval_libtorch + recommend_fused_libtorch: libtorch inside tritonserver when
     the native backend builds, the stock container's libtorch backend elsewhere), beside the
     three-step ensemble. Each file is parity-checked against the numpy reference first.
 
     all_scores: the three-step scorer's output for every known user (U x I), the reference.
-    Returns the ensembles written.
+    Returns {entry: how its reference runs} for the entries written: the two ensembles and
+    the TorchScript model, which answers the contract when called directly too.
     """
-    import tempfile
-
-    from recdeploy.export.repository import write_model
-    from recdeploy.export.triton_config import build_ensemble_config, build_model_config
-
     fused = fused_from_repository(scorer, features)
     unknown = np.array([-1, int(features.user_ids.max()) + 1, 2 ** 62], dtype=np.int64)
     users = np.r_[check_user_ids, unknown].astype(np.int64)
@@ -374,8 +358,10 @@ def write_fused_variant(repo: Path, scorer: nn.Module, features, check_user_ids:
         check_fused_parity(torchscript_runner(path), fused, features, all_scores, users,
                            exact_ties=False)
         write_model(repo, build_model_config(torch_spec), {"model.pt": path})
-    ensembles = [fused_ensemble_spec(onnx_spec),
-                 fused_ensemble_spec(torch_spec, f"recommend_fused_{LIBTORCH_VARIANT}")]
-    for ensemble in ensembles:
+    onnx_ensemble = fused_ensemble_spec(onnx_spec)
+    torch_ensemble = fused_ensemble_spec(torch_spec, f"recommend_fused_{LIBTORCH_VARIANT}")
+    for ensemble in (onnx_ensemble, torch_ensemble):
         write_model(repo, build_ensemble_config(ensemble), {})
-    return [ensemble.name for ensemble in ensembles]
+    torch_ref = {"kind": "torchscript", "model": torch_spec.name}
+    return {onnx_ensemble.name: {"kind": "onnx", "model": onnx_spec.name},
+            torch_ensemble.name: torch_ref, torch_spec.name: torch_ref}

@@ -46,6 +46,15 @@ def write_model(repo: Path, config: pb.ModelConfig, files: dict[str, Path | byte
     return model_dir
 
 
+def clear_repository(repo: Path) -> None:
+    """Remove earlier models (stale variants would otherwise be served); keep loose files."""
+    repo = Path(repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    for child in repo.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     """An array as the bytes of a .npy file (no pickles), for write_model's artifacts."""
     buffer = io.BytesIO()
@@ -72,18 +81,6 @@ def write_manifest(repo: Path) -> Path:
     path = repo / MANIFEST
     path.write_text(json.dumps(entries, indent=2, sort_keys=True))
     return path
-
-
-def record_variant(repo: Path, ensemble: str, variant: str, info: dict | None = None) -> None:
-    """List a variant's ensemble (and its info) in ``recdeploy.json`` and refresh the manifest:
-    the last step of writing any variant beside the full model."""
-    meta_path = Path(repo) / "recdeploy.json"
-    meta = json.loads(meta_path.read_text())
-    if ensemble not in meta.setdefault("ensembles", []):
-        meta["ensembles"].append(ensemble)
-    meta.setdefault("variants", {})[variant] = info or {}
-    meta_path.write_text(json.dumps(meta, indent=2))
-    write_manifest(repo)
 
 
 def verify_manifest(repo: Path) -> None:

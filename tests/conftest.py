@@ -36,7 +36,7 @@ def trained_run(tmp_path_factory, ml100k):
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory, trained_run, ml100k):
     from recdeploy.train.checkpoint import load_checkpoint
-    from recdeploy.export.retrieval import export_retrieval
+    from recdeploy.export.scenarios.retrieval import export_retrieval
 
     run, _ = trained_run
     repo = tmp_path_factory.mktemp("model_repository")

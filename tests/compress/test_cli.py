@@ -1,21 +1,25 @@
 """`recdeploy compress` end to end on the small trained run: report files, budget pick, and
 variants written beside the full model in a copy of the exported repository."""
 import json
-import shutil
 
 import numpy as np
 
 from recdeploy.compress.cli import main
 
 
-def test_compress_writes_report_and_serves_variants_beside_full_model(trained_run, repository, tmp_path, capsys):
+def test_compress_writes_report_and_serves_variants_beside_full_model(trained_run, tmp_path, capsys):
+    from recdeploy.export.cli import main as export_main
+
     run, _ = trained_run
     repo = tmp_path / "repo"
-    shutil.copytree(repository, repo)
     out = tmp_path / "report"
     code = main(["--run", str(run), "--methods", "int8-dynamic,rowwise-int8", "--rounds", "2",
-                 "--batches", "1,8", "--quality-budget", "2%", "--out", str(out),
-                 "--repository", str(repo), "--export-variants", "all", "--no-progress"])
+                 "--batches", "1,8", "--quality-budget", "2%", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert f"recdeploy export --run {run} --variants best --compress-dir {out}" in capsys.readouterr().out
+    # compress hands its variants to export, which serves them beside the full model
+    code = export_main(["--run", str(run), "--repository", str(repo), "--variants", "all",
+                        "--compress-dir", str(out)])
     assert code == 0, capsys.readouterr().err
     for name in ("report.md", "report.json", "report.csv", "pareto.png"):
         assert (out / name).stat().st_size > 0
@@ -27,8 +31,8 @@ def test_compress_writes_report_and_serves_variants_beside_full_model(trained_ru
     assert all(row["rel_loss_pct"] < 2 for row in rows.values())
     assert report["best"] in ("int8-dynamic", "rowwise-int8")
 
-    from recdeploy.export.inprocess import InProcessRecommender
     from recdeploy.export.repository import verify_manifest
+    from recdeploy.export.scenarios.retrieval import InProcessRecommender
 
     verify_manifest(repo)
     meta = json.loads((repo / "recdeploy.json").read_text())

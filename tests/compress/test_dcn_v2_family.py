@@ -176,18 +176,20 @@ def test_rowwise_table_scores_close_to_fp32(setup, spec, max_loss):
 def test_compress_cli_builds_a_report_and_serves_variants_beside_the_ranker(dcn_run, ml100k, tmp_path,
                                                                          capsys):
     from recdeploy.compress.cli import main
-    from recdeploy.export.ranking import (InProcessRanker, export_ranking, features_module,
-                                          sample_requests)
+    from recdeploy.export.cli import main as export_main
     from recdeploy.export.repository import verify_manifest
+    from recdeploy.export.scenarios.ranking import InProcessRanker, features_module, sample_requests
     from recdeploy.train.checkpoint import load_checkpoint
 
     run, _ = dcn_run
     checkpoint = load_checkpoint(run)
     repo, out = tmp_path / "repo", tmp_path / "report"
-    export_ranking(checkpoint.model, ml100k, repo, checkpoint.card)
     code = main(["--run", str(run), "--methods", "rowwise-int8,int8-dynamic", "--rounds", "2",
-                 "--batches", "1,8", "--quality-budget", "3%", "--out", str(out),
-                 "--repository", str(repo), "--export-variants", "all", "--no-progress"])
+                 "--batches", "1,8", "--quality-budget", "3%", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    # compress hands its variants to export, which serves them beside the full ranker
+    code = export_main(["--run", str(run), "--repository", str(repo), "--variants", "all",
+                        "--compress-dir", str(out)])
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     rows = {row["variant"]: row for row in report["rows"]}
@@ -218,10 +220,10 @@ def test_compress_cli_builds_a_report_and_serves_variants_beside_the_ranker(dcn_
         assert overlap > 0.7
 
 
-def test_variants_need_an_exported_ranking_repository(setup, ml100k, tmp_path):
-    from recdeploy.export.retrieval import ExportError
-    with pytest.raises(ExportError, match="has no exported ranking scenario"):
-        setup.family.write_variant(tmp_path, setup.fp32, ml100k, "x")
+def test_variants_need_an_exported_ranking_repository(setup, tmp_path):
+    from recdeploy.export.scenarios import ScenarioError, scenario_named
+    with pytest.raises(ScenarioError, match="has no exported ranking scenario"):
+        scenario_named("ranking").add_variant(tmp_path, setup.fp32, "x")
 
 
 def test_distillation_is_refused_where_the_fine_tune_has_none(setup):

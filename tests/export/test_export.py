@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.export.inprocess import InProcessRecommender
+from recdeploy.export.scenarios.retrieval import InProcessRecommender
 from recdeploy.train.onnx_io import OnnxParityError, check_parity, export_onnx
 from recdeploy.export.repository import ManifestError, verify_manifest, write_manifest
 from recdeploy.export.triton_config import parse_config_text

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.export.multistage import (InProcessMultiStage, export_multistage, multistage_pipeline,
+from recdeploy.export.scenarios.multistage import (InProcessMultiStage, export_multistage, multistage_pipeline,
                                          retrieve_topn_spec, topn_module)
-from recdeploy.export.ranking import (InProcessRanker, export_ranking, features_module,
+from recdeploy.export.scenarios.ranking import (InProcessRanker, export_ranking, features_module,
                                       rank_topk_module, ranking_pipeline)
-from recdeploy.export.retrieval import ExportError
+from recdeploy.export.scenarios.base import ExportError
 from recdeploy.export.triton_config import (EnsembleStep, EnsembleWiringError, build_model_config,
                                             check_ensemble, config_text, parse_config_text)
 
@@ -137,7 +137,7 @@ def test_ranker_onnx_parity_on_real_rows(ranking_repo):
 
 def test_served_features_equal_the_training_tables(tiny_dcn, ml100k):
     model, _ = tiny_dcn
-    from recdeploy.export.ranking import feature_store
+    from recdeploy.export.scenarios.ranking import feature_store
     users, items = np.array([0, 5, 942]), np.array([3, 0, 1681])
     sparse, genres, dense, valid = features_module.candidate_features(
         ml100k.user_ids[users].reshape(-1, 1), ml100k.item_ids[items].reshape(-1, 1),
@@ -174,14 +174,18 @@ def test_multistage_export_and_inprocess(tmp_path, trained_run, tiny_dcn, ml100k
                                ranker_card=card)
     assert max(p.max_abs_diff[next(iter(p.max_abs_diff))] for p in parity.values()) < 1e-4
     meta = json.loads((tmp_path / "recdeploy.json").read_text())
-    assert meta["ensembles"] == ["recommend", "rank", "recommend_multistage"]
+    assert meta["ensembles"] == ["recommend", "recommend_fused", "recommend_fused_libtorch",
+                                 "fused_retrieval_libtorch", "rank", "recommend_multistage"]
+    assert {name: entry["scenario"] for name, entry in meta["entries"].items()} == {
+        "recommend": "retrieval", "recommend_fused": "retrieval", "recommend_fused_libtorch": "retrieval",
+        "fused_retrieval_libtorch": "retrieval", "rank": "ranking", "recommend_multistage": "multistage"}
     assert (tmp_path / "recommend_multistage" / "config.pbtxt").is_file()
     reference = InProcessMultiStage(tmp_path)
     users = ml100k.user_ids[:4]
     candidates = reference.candidates(users)
     assert candidates.shape == (4, 30)
     # the candidates are the retrieval model's own top-30 unseen items
-    from recdeploy.export.inprocess import InProcessRecommender
+    from recdeploy.export.scenarios.retrieval import InProcessRecommender
     want, _ = InProcessRecommender(tmp_path).recommend(users, k=30)
     assert np.array_equal(candidates, want)
     ids, scores = reference.recommend(users, k=10)

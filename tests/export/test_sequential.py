@@ -7,7 +7,7 @@ import torch
 
 from recdeploy.train.onnx_io import OnnxParityError
 from recdeploy.export.repository import verify_manifest
-from recdeploy.export.sequential import (SequentialExportError, SequentialInProcess, check_scorer,
+from recdeploy.export.scenarios.sequential import (SequentialExportError, SequentialInProcess, check_scorer,
                                          export_sequential, parity_cases, recommend_next_spec,
                                          sequential_pipeline)
 from recdeploy.export.triton_config import EnsembleWiringError, check_ensemble, parse_config_text

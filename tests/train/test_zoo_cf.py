@@ -200,7 +200,7 @@ class TestRetrievalRandom:
 
 
 def test_tiny_neumf_exports_with_onnx_parity(tiny, tmp_path):
-    from recdeploy.export.retrieval import export_retrieval
+    from recdeploy.export.scenarios.retrieval import export_retrieval
     torch.manual_seed(0)
     model = build_model("neumf", n_users=tiny.n_users, n_items=tiny.n_items, dim=8).eval()
     for table in (model.gmf_user, model.gmf_item, model.mlp_user, model.mlp_item):

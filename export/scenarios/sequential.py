@@ -15,30 +15,66 @@ filtered catalogue of the sequential protocol, which differs from the retrieval 
 """
 from __future__ import annotations
 
-import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from recdeploy.train.onnx_io import ParityReport, check_parity, cpu_session, export_onnx
-from recdeploy.export.repository import npy_bytes, write_manifest, write_model
-from recdeploy.export.retrieval import clear_repository
+from recdeploy.export.repository import clear_repository, npy_bytes, write_model
 from recdeploy.export.retrieval_specs import MAX_BATCH, RetrievalPipeline, topk_spec
-from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
-                                            build_ensemble_config, build_model_config,
-                                            check_ensemble)
-from recdeploy.export.triton_python import python_model_files
+from recdeploy.export.scenarios import register_scenario
+from recdeploy.export.scenarios.base import (
+    Contract,
+    Entry,
+    ExportError,
+    ExportJob,
+    ExportReport,
+    Pipeline,
+    Requests,
+    Scenario,
+    canary_users,
+    check_fingerprint,
+    contract_pipeline,
+    latest_version_dir,
+    shuffled_user_rows,
+    user_requests,
+    write_metadata,
+)
+from recdeploy.export.triton_config import (
+    EnsembleSpec,
+    EnsembleStep,
+    ModelSpec,
+    TensorSpec,
+    build_ensemble_config,
+    build_model_config,
+    check_ensemble,
+)
+from recdeploy.export.triton_python import load_python_model, python_model_files
 from recdeploy.train.data import Dataset
-from recdeploy.train.tasks.sequential import history_tokens, sequential_dataset, user_sequences
+from recdeploy.train.models import model_entry
+from recdeploy.train.onnx_io import (
+    ParityReport,
+    check_parity,
+    cpu_session,
+    export_onnx,
+    onnx_files,
+)
+from recdeploy.train.tasks.sequential import (
+    history_tokens,
+    sequential_dataset,
+    user_sequences,
+)
 
 ENSEMBLE = "recommend_next"
 SCORER = "sasrec_scorer"
+history_module = load_python_model("history_lookup")
+topk_module = load_python_model("topk")
 
 
-class SequentialExportError(ValueError):
+class SequentialExportError(ExportError):
     pass
 
 
@@ -189,10 +225,7 @@ def export_sequential(model, raw: Dataset, repo: Path,
                       card: dict | None = None) -> SequentialExportReport:
     """model: a trained SASRec; raw: the unfiltered dataset it was trained from (the protocol's
     filter is applied here again). Writes the repository; returns the checks' numbers."""
-    if card is not None and card.get("dataset_fingerprint") not in (None, raw.fingerprint()):
-        raise SequentialExportError(f"checkpoint was trained on dataset fingerprint "
-                                    f"{card['dataset_fingerprint']}, but {raw.name} now has "
-                                    f"{raw.fingerprint()}")
+    check_fingerprint(card, raw)
     ds = sequential_dataset(raw)
     if ds.n_items != model.n_items:
         raise SequentialExportError(f"model scores {model.n_items} items but the filtered "
@@ -204,7 +237,7 @@ def export_sequential(model, raw: Dataset, repo: Path,
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_scorer_onnx(model, cases["typical"], Path(tmp) / "model.onnx")
         report = check_scorer(model.eval(), onnx_path, cases)
-        write_model(repo, build_model_config(pipeline.scorer), {"model.onnx": onnx_path})
+        write_model(repo, build_model_config(pipeline.scorer), onnx_files(onnx_path))
     arrays = build_history_arrays(raw, ds)
     write_model(repo, build_model_config(pipeline.lookup), {
         **python_model_files("history_lookup"), "max_len.npy": npy_bytes(np.array(model.max_len)),
@@ -214,13 +247,10 @@ def export_sequential(model, raw: Dataset, repo: Path,
         **python_model_files("topk"), "item_ids.npy": npy_bytes(arrays.item_ids),
         "popularity.npy": npy_bytes(arrays.popularity)})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
-    (repo / "recdeploy.json").write_text(json.dumps({
-        "scenario": "sequential", "dataset": raw.name, "dataset_fingerprint": raw.fingerprint(),
-        "filtered_fingerprint": ds.fingerprint(), "n_users": ds.n_users, "n_items": ds.n_items,
-        "max_len": model.max_len, "ensembles": [ENSEMBLE],
-        "onnx_parity_max_abs_diff": report.max_abs_diff(),
-        "padding_width_invariance": report.width_invariance, "card": card or {}}, indent=2))
-    write_manifest(repo)
+    write_metadata(repo, "sequential", raw, [Entry(ENSEMBLE, "sequential", {"kind": "steps"})],
+                   filtered_fingerprint=ds.fingerprint(), n_users=ds.n_users, n_items=ds.n_items,
+                   max_len=model.max_len, onnx_parity_max_abs_diff=report.max_abs_diff(),
+                   padding_width_invariance=report.width_invariance, card=card or {})
     return report
 
 
@@ -230,16 +260,13 @@ class SequentialInProcess:
     """recommend_next in-process: the repository's own artifacts and python-model functions."""
 
     def __init__(self, repo: Path, threads: int = 2):
-        from recdeploy.export.inprocess import topk_module
-        from recdeploy.export.triton_python import load_python_model
-
         repo = Path(repo)
-        self.lookup = load_python_model("history_lookup")
-        self.topk = topk_module
-        self.table = self.lookup.HistoryTable.load(repo / "history_lookup" / "1")
-        self.item_ids = np.load(repo / "topk" / "1" / "item_ids.npy")
-        self.popularity = np.load(repo / "topk" / "1" / "popularity.npy")
-        self.session = cpu_session(repo / SCORER / "1" / "model.onnx", threads)
+        self.lookup, self.topk = history_module, topk_module
+        self.table = self.lookup.HistoryTable.load(latest_version_dir(repo, "history_lookup"))
+        topk = latest_version_dir(repo, "topk")
+        self.item_ids = topk_module.load_npy(topk, "item_ids")
+        self.popularity = topk_module.load_npy(topk, "popularity")
+        self.session = cpu_session(latest_version_dir(repo, SCORER) / "model.onnx", threads)
 
     def score_history(self, tokens: np.ndarray) -> np.ndarray:
         return self.session.run(["SCORES"], {"HISTORY": np.asarray(tokens, dtype=np.int64)})[0]
@@ -247,5 +274,45 @@ class SequentialInProcess:
     def recommend(self, user_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         history, seen, known = self.lookup.lookup_histories(np.asarray(user_ids, np.int64), self.table)
         scores = self.score_history(history)
-        k = self.topk.parse_k(np.array([k], dtype=np.int32), len(history), len(self.item_ids))
+        k = self.topk.parse_k(np.array([k], dtype=np.int32), len(self.item_ids))
         return self.topk.top_k(scores, seen, known, k, self.popularity, self.item_ids)
+
+
+@register_scenario("sequential")
+class SequentialScenario(Scenario):
+    summary = "\"watch next\": the next items after a user's history (SASRec)"
+
+    def handles(self, models: Mapping[str, str]) -> bool:
+        return "sequential" in model_entry(models["run"]).tasks
+
+    def contracts(self) -> tuple[Contract, ...]:
+        spec = recommend_next_spec()
+        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
+                         "history from the feature store; seen items removed; unknown users get "
+                         f"the most popular items; {SCORER} also takes an explicit HISTORY"),)
+
+    def export(self, job: ExportJob) -> ExportReport:
+        run = job.run()
+        report = export_sequential(run.model, job.dataset, job.repo, run.card)
+        parity = {f"ONNX SASRec vs PyTorch, {case} histories": diff
+                  for case, diff in report.max_abs_diff().items()}
+        return ExportReport((ENSEMBLE,), parity,
+                            (f"padding changes ONNX scores by {report.width_invariance:.2e}",))
+
+    def reference(self, repo: Path, entry: Entry, threads: int = 2) -> Pipeline:
+        recommender = SequentialInProcess(repo, threads)
+        return contract_pipeline(lambda users, k: recommender.recommend(users[:, 0], int(k[0, 0])))
+
+    def canary_requests(self, repo: Path, entry: Entry, k: int = 10) -> list[Requests]:
+        users = canary_users(self._users(repo))
+        return [user_requests(users, k), user_requests(users[:2], 1)]
+
+    def perf_rows(self, repo: Path, entry: Entry, k: int = 10, n: int = 2048, seed: int = 0) -> Requests:
+        return shuffled_user_rows(self._users(repo), k, n, seed)
+
+    def swappable_model(self, entry: Entry) -> str:
+        return SCORER
+
+    @staticmethod
+    def _users(repo: Path) -> np.ndarray:
+        return topk_module.load_npy(latest_version_dir(repo, "history_lookup"), "user_ids").astype(np.int64)

@@ -13,24 +13,60 @@ ranker's unknown-user row. K must be between 1 and N.
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from recdeploy.train.onnx_io import ParityReport, cpu_session
-from recdeploy.export.ranking import (RESULT_OUTPUTS, InProcessRanker, load_python_model,
-                                      ranker_spec, rank_topk_spec, ranking_features_spec,
-                                      ranking_steps, write_ranking, check_compatible)
-from recdeploy.export.repository import write_manifest, write_model
-from recdeploy.export.retrieval import ExportError, export_retrieval
+from recdeploy.export.repository import clear_repository, write_model
 from recdeploy.export.retrieval_specs import MAX_BATCH, lookup_spec, scorer_spec
-from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
-                                            build_ensemble_config, build_model_config, check_ensemble)
-from recdeploy.export.triton_python import python_model_files
+from recdeploy.export.scenarios import register_scenario
+from recdeploy.export.scenarios.base import (
+    Contract,
+    Entry,
+    ExportError,
+    ExportJob,
+    ExportReport,
+    Pipeline,
+    Requests,
+    Scenario,
+    canary_users,
+    check_fingerprint,
+    contract_pipeline,
+    latest_version_dir,
+    read_metadata,
+    shuffled_user_rows,
+    user_requests,
+    write_metadata,
+)
+from recdeploy.export.scenarios.ranking import (
+    RESULT_OUTPUTS,
+    InProcessRanker,
+    check_compatible,
+    rank_entry,
+    rank_topk_spec,
+    ranker_spec,
+    ranking_features_spec,
+    ranking_steps,
+    write_ranking,
+)
+from recdeploy.export.scenarios.retrieval import RETRIEVAL_TASKS, write_retrieval
+from recdeploy.export.triton_config import (
+    EnsembleSpec,
+    EnsembleStep,
+    ModelSpec,
+    TensorSpec,
+    build_ensemble_config,
+    build_model_config,
+    check_ensemble,
+)
+from recdeploy.export.triton_python import load_python_model, python_model_files
 from recdeploy.train.data import Dataset
+from recdeploy.train.models import model_entry
+from recdeploy.train.onnx_io import ParityReport, cpu_session
 
+ENSEMBLE = "recommend_multistage"
 DEFAULT_CANDIDATES = 100
 topn_module = load_python_model("retrieve_topn")
 lookup_module = load_python_model("feature_lookup")
@@ -56,7 +92,7 @@ def retrieve_topn_spec(n_items: int, n_candidates: int, max_batch: int = MAX_BAT
 
 def multistage_ensemble_spec(max_batch: int = MAX_BATCH) -> EnsembleSpec:
     return EnsembleSpec(
-        name="recommend_multistage", max_batch_size=max_batch,
+        name=ENSEMBLE, max_batch_size=max_batch,
         inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),
         outputs=RESULT_OUTPUTS,
         steps=(
@@ -91,22 +127,22 @@ def export_multistage(retriever, ranker, ds: Dataset, repo: Path,
     """
     repo = Path(repo)
     check_compatible(ranker, ds, ranker_card)
+    check_fingerprint(retriever_card, ds)
     pipeline = multistage_pipeline(ds.n_items, ranker.n_genres, n_candidates)
-    parity = {"scorer": export_retrieval(retriever, ds, repo, retriever_card)}
-    parity["ranker"] = write_ranking(repo, ranker, ds, ranker_card)
+    clear_repository(repo)
+    scorer_parity, entries = write_retrieval(retriever, ds, repo)
+    parity = {"scorer": scorer_parity, "ranker": write_ranking(repo, ranker, ds, ranker_card)}
     topn = next(m for m in pipeline.models if m.name == "retrieve_topn")
+    topk = latest_version_dir(repo, "topk")
     write_model(repo, build_model_config(topn), {
         **python_model_files("retrieve_topn"),
-        "item_ids.npy": repo / "topk" / "1" / "item_ids.npy",
-        "popularity.npy": repo / "topk" / "1" / "popularity.npy"})
+        "item_ids.npy": topk / "item_ids.npy", "popularity.npy": topk / "popularity.npy"})
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
-    meta = json.loads((repo / "recdeploy.json").read_text())
-    meta.update({"scenario": "multistage", "n_candidates": n_candidates,
-                 "ensembles": ["recommend", "rank", "recommend_multistage"],
-                 "onnx_parity_max_abs_diff": {k: v.max_abs_diff for k, v in parity.items()},
-                 "ranker_card": ranker_card or {}})
-    (repo / "recdeploy.json").write_text(json.dumps(meta, indent=2))
-    write_manifest(repo)
+    entries += [rank_entry(), Entry(ENSEMBLE, "multistage", {"kind": "steps"})]
+    write_metadata(repo, "multistage", ds, entries, n_users=ds.n_users, n_items=ds.n_items,
+                   n_candidates=n_candidates,
+                   onnx_parity_max_abs_diff={k: v.max_abs_diff for k, v in parity.items()},
+                   card=retriever_card or {}, ranker_card=ranker_card or {})
     return parity
 
 
@@ -115,12 +151,12 @@ class InProcessMultiStage:
 
     def __init__(self, repo: Path, threads: int = 2):
         repo = Path(repo)
-        self.table = lookup_module.UserTable.load(repo / "feature_lookup" / "1")
-        folder = repo / "retrieve_topn" / "1"
-        self.item_ids = np.load(folder / "item_ids.npy")
-        self.popularity = np.load(folder / "popularity.npy")
-        self.n = int(json.loads((repo / "recdeploy.json").read_text())["n_candidates"])
-        self.retrieval = cpu_session(repo / "scorer" / "1" / "model.onnx", threads)
+        self.table = lookup_module.UserTable.load(latest_version_dir(repo, "feature_lookup"))
+        folder = latest_version_dir(repo, "retrieve_topn")
+        self.item_ids = lookup_module.load_npy(folder, "item_ids")
+        self.popularity = lookup_module.load_npy(folder, "popularity")
+        self.n = int(read_metadata(repo)["n_candidates"])
+        self.retrieval = cpu_session(latest_version_dir(repo, "scorer") / "model.onnx", threads)
         self.ranker = InProcessRanker(repo, threads)
 
     def candidates(self, user_ids) -> np.ndarray:
@@ -132,3 +168,45 @@ class InProcessMultiStage:
     def recommend(self, user_ids, k: int) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1, 1)
         return self.ranker.rank(users, self.candidates(users), k)
+
+
+@register_scenario("multistage")
+class MultiStageScenario(Scenario):
+    summary = "YouTube-style: retrieval top-N, then the CTR ranker's top-K (two-tower + DCN-v2)"
+    roles = ("run", "ranker")
+
+    def handles(self, models: Mapping[str, str]) -> bool:
+        return (bool(set(model_entry(models["run"]).tasks) & RETRIEVAL_TASKS)
+                and "ctr" in model_entry(models["ranker"]).tasks)
+
+    def contracts(self) -> tuple[Contract, ...]:
+        spec = multistage_ensemble_spec()
+        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
+                         "the ranker orders the retriever's N unseen candidates; K <= N; unknown "
+                         "users: popular candidates; the repository also serves recommend and rank"),)
+
+    def export(self, job: ExportJob) -> ExportReport:
+        run, ranker = job.run("run"), job.run("ranker")
+        n = int(job.options.get("candidates") or DEFAULT_CANDIDATES)
+        parity = export_multistage(run.model, ranker.model, job.dataset, job.repo, n, run.card, ranker.card)
+        return ExportReport(tuple(read_metadata(job.repo)["ensembles"]),
+                            {f"ONNX {name} vs PyTorch": max(report.max_abs_diff.values())
+                             for name, report in parity.items()})
+
+    def reference(self, repo: Path, entry: Entry, threads: int = 2) -> Pipeline:
+        recommender = InProcessMultiStage(repo, threads)
+        return contract_pipeline(lambda users, k: recommender.recommend(users, int(k[0, 0])))
+
+    def canary_requests(self, repo: Path, entry: Entry, k: int = 10) -> list[Requests]:
+        users = canary_users(self._users(repo))
+        return [user_requests(users, k), user_requests(users[:2], 1)]
+
+    def perf_rows(self, repo: Path, entry: Entry, k: int = 10, n: int = 2048, seed: int = 0) -> Requests:
+        return shuffled_user_rows(self._users(repo), k, n, seed)
+
+    def swappable_model(self, entry: Entry) -> str:
+        return "ranker"
+
+    @staticmethod
+    def _users(repo: Path) -> np.ndarray:
+        return lookup_module.load_npy(latest_version_dir(repo, "feature_lookup"), "user_ids").astype(np.int64)
