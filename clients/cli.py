@@ -13,13 +13,15 @@ import json
 import sys
 from pathlib import Path
 
+from recdeploy.clients.triton_client import RecommendClient
+from recdeploy.train.data import DatasetError, load_dataset
+
 
 def item_titles(repository: Path) -> dict[int, str]:
     """raw item id -> title, from the dataset the repository was exported from ({} if unknown)."""
     meta = Path(repository) / "recdeploy.json"
     if not meta.is_file():
         return {}
-    from recdeploy.train.data import DatasetError, load_dataset
     name = json.loads(meta.read_text()).get("dataset")
     try:
         ds = load_dataset(name)
@@ -39,8 +41,6 @@ def format_recommendations(user: int, ids, scores, titles: dict[int, str]) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from recdeploy.clients.triton_client import RecommendClient
-
     parser = argparse.ArgumentParser(prog="recdeploy recommend", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--user", type=int, action="append", required=True,

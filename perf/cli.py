@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--url", default="127.0.0.1:8001",
                         help="server host:port, no scheme (gRPC default port 8001, HTTP 8000) [%(default)s]")
     target.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="[%(default)s]")
-    target.add_argument("--model", type=_name_list, default=("recommend",),
-                        help="served model(s), comma-separated, e.g. recommend,recommend_int8 [recommend]")
+    target.add_argument("--model", type=_name_list, default=(),
+                        help="served entries (ensembles or models), comma-separated, e.g. "
+                             "recommend,recommend_int8 (required without --lab; with --lab: "
+                             "default every entry of the repository)")
     target.add_argument("--users",
                         help="real user ids: a file (one per line, or comma/space separated) or a comma list "
                              "(required unless --lab, which takes them from the repository)")
@@ -83,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--timeout-s", type=float, help="per perf_analyzer process (default from the window settings)")
     lab = parser.add_argument_group("lab: start a server on a repository, compare served with in-process")
     lab.add_argument("--lab", type=Path, metavar="REPOSITORY",
-                     help="measure every ensemble of this exported repository (or those named by --model) "
-                          "served AND in-process at each --batch-size; starts and stops its own server")
+                     help="measure every entry of this exported repository (or those named by --model) "
+                          "served AND in-process at each --batch-size, on request rows built from its "
+                          "real users and items, with the quality of the served answers; starts and "
+                          "stops its own server")
     lab.add_argument("--queue-delays-us", type=_int_list, default=(0,), metavar="US",
                      help="dynamic batching max_queue_delay_microseconds values to sweep [0]")
     lab.add_argument("--instances", type=_int_list, default=(1,), metavar="N",
@@ -102,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_lab_command(args) -> int:
     from recdeploy.perf.analyzer import PerfAnalyzerFailedError, PerfAnalyzerNotFoundError
-    from recdeploy.perf.lab import LabConfig, LabError, run_lab, write_lab_report
+    from recdeploy.perf.lab import LabConfig, LabError, run_lab
+    from recdeploy.perf.lab_report import write_lab_report
 
-    models = () if args.model == ("recommend",) else args.model
+    models = args.model
     try:
         config = LabConfig(repository=args.lab, ensembles=models, batch_sizes=args.batch_size,
                            concurrency=args.concurrency, k=args.k, protocol=args.protocol,
@@ -136,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.lab:
         return run_lab_command(args)
-    if not args.users:
-        print("recdeploy perf: --users is required (or use --lab REPOSITORY)", file=sys.stderr)
+    if not args.users or not args.model:
+        print("recdeploy perf: --model and --users are required (or use --lab REPOSITORY)", file=sys.stderr)
         return 2
     from recdeploy.perf.analyzer import (PerfAnalyzerFailedError, PerfAnalyzerNotFoundError, PerfConfig,
                                          run_sweeps)

@@ -21,6 +21,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from recdeploy.clients.triton_client import RecommendClient
+from recdeploy.export.fused import export_fused_torchscript, fused_ensemble_spec, fused_model_spec, module_runner
+from recdeploy.export.repository import write_manifest, write_model
+from recdeploy.export.scenarios.base import contract_pipeline, user_requests
+from recdeploy.export.triton_config import build_ensemble_config, build_model_config
+from recdeploy.perf.analyzer import run_sweep
+from recdeploy.perf.config import PerfConfig
+from recdeploy.perf.inprocess import measure_inprocess
+from recdeploy.perf.input_data import write_input_data
+from recdeploy.perf.report import write_report
+from recdeploy.perf.synthetic_catalogue import synthetic_fused
+from recdeploy.serve.server import ServerConfig, TritonServer
 
 
 def _variants(use_gpu: bool, cpu_threads: int):
@@ -33,10 +47,6 @@ def _variants(use_gpu: bool, cpu_threads: int):
 
 
 def write_repository(repo: Path, modules: dict, variants, max_queue_delay_us: int) -> None:
-    from recdeploy.export.fused import export_fused_torchscript, fused_ensemble_spec, fused_model_spec
-    from recdeploy.export.repository import write_manifest, write_model
-    from recdeploy.export.triton_config import build_ensemble_config, build_model_config
-
     for ensemble, model, kind, half, threads in variants:
         spec = fused_model_spec(model, platform="pytorch_libtorch", kind=kind, threads=threads, instances=1,
                                 max_queue_delay_us=max_queue_delay_us)
@@ -83,17 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gpu", action="store_true", help="CPU variants only (a smoke run anywhere)")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from recdeploy.export.fused import module_runner
-    from recdeploy.perf.analyzer import run_sweep
-    from recdeploy.perf.config import PerfConfig
-    from recdeploy.perf.inprocess import measure_inprocess
-    from recdeploy.perf.input_data import write_input_data
-    from recdeploy.perf.report import write_report
-    from recdeploy.perf.synthetic_catalogue import synthetic_fused
-    from recdeploy.serve.server import ServerConfig, TritonServer
-
     use_gpu = not args.no_gpu
     if use_gpu and not torch.cuda.is_available():
         print("gpu_bench: no CUDA device visible to torch; run with --no-gpu for a CPU smoke run",
@@ -120,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.cpu_threads)
     for _, model, kind, half, _ in variants:
         run = module_runner(modules[half], devices[kind])
-        inprocess[model] = measure_inprocess(run, user_ids, args.batch, args.k, seconds=3,
-                                             label=model, synchronize=sync).recommendations_per_s
+        inprocess[model] = measure_inprocess(contract_pipeline(run), user_requests(user_ids, args.k), args.batch,
+                                             seconds=3, label=model, synchronize=sync).recommendations_per_s
         print(f"  in-process {model} batch {args.batch}: {inprocess[model]:,.0f} recs/s", flush=True)
     if use_gpu:  # free the GPU copies before the server's instances load theirs
         for module in modules.values():
@@ -135,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     config = ServerConfig(model_repository=repo, startup_timeout_s=400, native_backends=False)
     with TritonServer(config) as server:
         print(f"  server ready after {time.perf_counter() - started:.0f} s", flush=True)
-        from recdeploy.clients.triton_client import RecommendClient
         check_users = user_ids[:args.batch]
         reference_ids, reference_scores = module_runner(fp32, "cpu")(
             check_users.reshape(-1, 1), np.full((len(check_users), 1), args.k, np.int32))

@@ -1,12 +1,15 @@
-"""The performance lab: every ensemble of a repository, served vs in-process, with server-side time.
+"""The performance lab: every entry of a repository, served vs in-process, with server-side time.
 
-    recdeploy perf --repository model_repository --lab          # starts its own server
-    recdeploy perf --repository model_repository --lab --batch-size 1,64 --concurrency 1,4,8,16
+    recdeploy perf --lab model_repository                       # starts its own server
+    recdeploy perf --lab model_repository --batch-size 1,64 --concurrency 1,4,8,16
 
-For each ensemble (``recommend``, ``recommend_fused``, ``recommend_<variant>``) and client batch
-size it runs perf_analyzer over the concurrency sweep, reads Triton's own statistics for each
-composing model (queue vs compute time per execution), and measures the same pipeline
-in-process (no server) at the same batch size, so the report shows what serving adds.
+For each entry (``recommend``, ``recommend_fused``, ``recommend_next``, ``rank``,
+``recommend_multistage``, ``<entry>_<variant>``, ...) and client batch size it runs
+perf_analyzer over the concurrency sweep on request rows the entry's scenario builds from
+real users and items, reads Triton's own statistics for each composing model (queue vs
+compute time per execution), measures the entry's in-process reference pipeline on the same
+rows at the same batch size, and measures the quality of the served answers, so the report
+shows what serving adds and what a variant costs.
 """
 from __future__ import annotations
 
@@ -19,8 +22,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from google.protobuf.json_format import MessageToDict
+from tritonclient.grpc import model_config_pb2 as pb
 
-from recdeploy.perf.inprocess import InProcessResult, Pipeline, measure_inprocess
+from recdeploy.clients.triton_client import RecommendClient
+from recdeploy.export.repository import write_manifest
+from recdeploy.export.scenarios import Entry, Scenario, entries_of, scenario_named
+from recdeploy.export.triton_config import config_text, parse_config_text
+from recdeploy.perf.analyzer import run_sweep
+from recdeploy.perf.config import PerfConfig
+from recdeploy.perf.inprocess import InProcessResult, measure_inprocess
+from recdeploy.perf.input_data import write_rows_input_data
+from recdeploy.serve.server import ServerConfig, TritonServer
 
 
 class LabError(ValueError):
@@ -30,12 +43,11 @@ class LabError(ValueError):
 @dataclass(frozen=True)
 class LabConfig:
     repository: Path
-    ensembles: tuple[str, ...] = ()          # () = every ensemble recdeploy.json lists
+    ensembles: tuple[str, ...] = ()          # () = every entry recdeploy.json lists
     batch_sizes: tuple[int, ...] = (1, 64)
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
     k: int = 10
-    # the client protocol perf_analyzer speaks; at one user per request HTTP served more
-    # than gRPC here (2.7k vs 1.9k recs/s on 2 cores; which side saves the CPU is not measured)
+    # the client protocol perf_analyzer speaks (docs/performance.md compares the two)
     protocol: str = "grpc"
     measurement_interval_ms: int = 2000
     stability_percentage: float = 25.0
@@ -90,6 +102,9 @@ class LabRow:
     protocol: str = "grpc"    # how perf_analyzer reached the server
     # in-process recs/s measured just before and just after the served sweep
     inprocess_samples: tuple[float, ...] = ()
+    scenario: str = ""        # entries of one scenario answer the same question
+    # quality of the served answers (Scenario.quality: agreement with the full model, ...)
+    quality: dict[str, float] = field(default_factory=dict)
 
     @property
     def served_over_inprocess(self) -> float:
@@ -99,30 +114,9 @@ class LabRow:
         return {**asdict(self), "served_over_inprocess": self.served_over_inprocess}
 
 
-# ------------------------------------------------------------- in-process pipelines
-
-def inprocess_pipeline(repository: Path, ensemble: str, threads: int = 2) -> Pipeline:
-    """The pipeline an ensemble runs, without the server (its own artifacts, same code)."""
-    from recdeploy.perf.inprocess import onnx_pipeline, three_step_pipeline, torchscript_pipeline
-
-    repository = Path(repository)
-    config = _ensemble_steps(repository, ensemble)
-    models = [step["model_name"] for step in config]
-    if len(models) == 1:
-        folder = repository / models[0] / "1"
-        if (folder / "model.pt").is_file():
-            return torchscript_pipeline(folder / "model.pt", threads)
-        return onnx_pipeline(folder / "model.onnx", threads)
-    scorers = [m for m in models if m.startswith("scorer")]
-    if len(scorers) != 1:
-        raise LabError(f"ensemble {ensemble!r}: no in-process equivalent for steps {models}")
-    return three_step_pipeline(repository, scorers[0], threads)
-
+# ------------------------------------------------------------- entries and their steps
 
 def _ensemble_steps(repository: Path, ensemble: str) -> list[dict]:
-    from google.protobuf.json_format import MessageToDict
-
-    from recdeploy.export.triton_config import parse_config_text
     path = Path(repository) / ensemble / "config.pbtxt"
     if not path.is_file():
         raise LabError(f"no ensemble or model {ensemble!r} in {repository}")
@@ -134,7 +128,8 @@ def _ensemble_steps(repository: Path, ensemble: str) -> list[dict]:
 
 
 def ensembles_of(repository: Path) -> tuple[str, ...]:
-    return tuple(json.loads((Path(repository) / "recdeploy.json").read_text()).get("ensembles", []))
+    """Every entry of the repository (``recdeploy.json``), in the order they were written."""
+    return tuple(entries_of(repository))
 
 
 # ------------------------------------------------------------- server statistics
@@ -171,8 +166,6 @@ def step_times(before: dict[str, dict], after: dict[str, dict], models: list[str
 
 def with_schedule(config, delay_us: int, instances: int):
     """A copy of a ModelConfig with this dynamic-batching delay and instance count (pure)."""
-    from tritonclient.grpc import model_config_pb2 as pb
-
     changed = pb.ModelConfig()
     changed.CopyFrom(config)
     if changed.platform == "ensemble":
@@ -186,9 +179,6 @@ def with_schedule(config, delay_us: int, instances: int):
 
 def scheduled_copy(repository: Path, dest: Path, delay_us: int, instances: int) -> Path:
     """Copy the repository (artifacts hard-linked where possible) with rewritten configs."""
-    from recdeploy.export.repository import write_manifest
-    from recdeploy.export.triton_config import config_text, parse_config_text
-
     def link_or_copy(src, dst):
         try:
             os.link(src, dst)
@@ -209,25 +199,34 @@ def scheduled_copy(repository: Path, dest: Path, delay_us: int, instances: int) 
 
 # ------------------------------------------------------------- the lab
 
+def served_quality(scenario: Scenario, repository: Path, entry: Entry, url: str, protocol: str,
+                   k: int) -> dict[str, float]:
+    """The scenario's quality measure of the served answers (requests of at most 64 rows)."""
+    with RecommendClient(url, protocol, model=entry.name) as client:
+        def ask(requests):
+            n = len(next(iter(requests.values())))
+            parts = [client.infer({name: value[i:i + 64] for name, value in requests.items()},
+                                  ["ITEM_IDS", "SCORES"]) for i in range(0, n, 64)]
+            return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return scenario.quality(repository, entry, ask, k)
+
+
 def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
             log: Callable[[str], None] = print) -> tuple[list[LabRow], list]:
-    """Measure every (ensemble, batch size); returns the rows and the raw perf results."""
-    from recdeploy.perf.analyzer import run_sweep
-    from recdeploy.perf.config import PerfConfig
-    from recdeploy.perf.input_data import write_input_data
-    from recdeploy.serve.server import ServerConfig, TritonServer
-
+    """Measure every (entry, batch size); returns the rows and the raw perf results."""
     repository, out_dir = Path(config.repository), Path(out_dir)
-    ensembles = config.ensembles or ensembles_of(repository)
-    user_ids = np.load(repository / "feature_lookup" / "1" / "user_ids.npy")
-    user_ids = user_ids[np.random.default_rng(0).permutation(len(user_ids))]
-    pipelines = {ensemble: inprocess_pipeline(repository, ensemble, config.threads)
-                 for ensemble in ensembles}
+    entries = entries_of(repository)
+    names = config.ensembles or tuple(entries)
+    unknown = [name for name in names if name not in entries]
+    if unknown:
+        raise LabError(f"{repository} has no entry {unknown}; it serves: {', '.join(entries)}")
+    scenarios = {name: scenario_named(entries[name].scenario) for name in names}
+    pipelines = {name: scenarios[name].reference(repository, entries[name], config.threads) for name in names}
+    rows_of = {name: scenarios[name].perf_rows(repository, entries[name], config.k) for name in names}
 
-    def inprocess(ensemble: str, batch: int) -> InProcessResult:
-        result = measure_inprocess(pipelines[ensemble], user_ids, batch, config.k,
-                                   config.inprocess_seconds, label=ensemble)
-        log(f"in-process {ensemble} batch {batch}: {result.recommendations_per_s:,.0f} recs/s")
+    def inprocess(name: str, batch: int) -> InProcessResult:
+        result = measure_inprocess(pipelines[name], rows_of[name], batch, config.inprocess_seconds, label=name)
+        log(f"in-process {name} batch {batch}: {result.recommendations_per_s:,.0f} recs/s")
         return result
 
     rows, results = [], []
@@ -238,14 +237,15 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                                          f"delay{delay_us}-x{instances}", delay_us, instances)
         server_config = ServerConfig(model_repository=served_repo, extra_args=config.server_args)
         with TritonServer(server_config) as server:
-            for ensemble in ensembles:
-                models = [step["model_name"] for step in _ensemble_steps(repository, ensemble)]
+            url = server.grpc_url if config.protocol == "grpc" else server.http_url
+            for name in names:
+                models = [step["model_name"] for step in _ensemble_steps(repository, name)]
+                quality = served_quality(scenarios[name], repository, entries[name], url, config.protocol,
+                                         config.k)
                 for batch in config.batch_sizes:
-                    data = write_input_data(out_dir / "inputs" / f"users-b{batch}.json",
-                                            user_ids.tolist(), config.k, batch_size=batch)
-                    url = server.grpc_url if config.protocol == "grpc" else server.http_url
-                    perf = PerfConfig(model_name=ensemble, url=url, protocol=config.protocol,
-                                      batch_size=batch,
+                    data = write_rows_input_data(out_dir / "inputs" / f"{name}-b{batch}.json",
+                                                 rows_of[name], batch_size=batch)
+                    perf = PerfConfig(model_name=name, url=url, protocol=config.protocol, batch_size=batch,
                                       concurrency=config.concurrency, input_data=data,
                                       measurement_interval_ms=config.measurement_interval_ms,
                                       stability_percentage=config.stability_percentage,
@@ -253,98 +253,26 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                     # this VM's speed drifts by tens of percent within minutes: the baseline
                     # is sampled on both sides of the sweep (server idle) and the better kept,
                     # so a slow moment can only lower the served/in-process ratio
-                    first = inprocess(ensemble, batch)
+                    first = inprocess(name, batch)
                     before = model_statistics(server.http_url)
                     result = run_sweep(perf, out_dir / f"delay{delay_us}-x{instances}", progress=progress)
                     after = model_statistics(server.http_url)
-                    second = inprocess(ensemble, batch)
+                    second = inprocess(name, batch)
                     baseline = max(first, second, key=lambda r: r.recommendations_per_s)
                     results.append(result)
                     peak = result.peak()
-                    row = LabRow(ensemble=ensemble, batch_size=batch,
+                    row = LabRow(ensemble=name, batch_size=batch,
                                  delay_us=delay_us if rewritten else None,
                                  instances=instances if rewritten else None,
                                  served_peak_recs_per_s=peak.throughput_infer_per_s,
                                  served_peak_concurrency=peak.concurrency,
-                                 served_p99_ms_at_peak=peak.p99_us / 1e3,
-                                 inprocess=baseline,
+                                 served_p99_ms_at_peak=peak.p99_us / 1e3, inprocess=baseline,
                                  steps=step_times(before, after, models), protocol=config.protocol,
                                  inprocess_samples=(first.recommendations_per_s,
-                                                    second.recommendations_per_s))
+                                                    second.recommendations_per_s),
+                                 scenario=entries[name].scenario, quality=quality)
                     rows.append(row)
-                    log(f"served {ensemble} batch {batch} (delay {delay_us} us, x{instances}): "
+                    log(f"served {name} batch {batch} (delay {delay_us} us, x{instances}): "
                         f"{row.served_peak_recs_per_s:,.0f} recs/s at c={row.served_peak_concurrency} "
                         f"({row.served_over_inprocess:.0%} of in-process)")
     return rows, results
-
-
-def fastest_inprocess(rows: list[LabRow]) -> dict[int, InProcessResult]:
-    """Per batch size, the fastest in-process pipeline measured in this lab run.
-
-    Every ensemble of a repository answers the same question (user -> top-K), so the fastest
-    way to answer it without a server is the fair bar for each of them: a variant served by a
-    slower runtime (TorchScript) must not look good against its own slow in-process number.
-    """
-    best: dict[int, InProcessResult] = {}
-    for row in rows:
-        held = best.get(row.batch_size)
-        if held is None or row.inprocess.recommendations_per_s > held.recommendations_per_s:
-            best[row.batch_size] = row.inprocess
-    return best
-
-
-def served_over_fastest(row: LabRow, fastest: dict[int, InProcessResult]) -> float:
-    return row.served_peak_recs_per_s / fastest[row.batch_size].recommendations_per_s
-
-
-def _setting(value: int | None) -> str:
-    return "as exported" if value is None else str(value)
-
-
-def render_lab_markdown(rows: list[LabRow]) -> str:
-    protocols = "/".join(sorted({row.protocol for row in rows})).replace("grpc", "gRPC").replace("http", "HTTP")
-    lines = ["## Served vs in-process", "",
-             f"Served: perf_analyzer's peak over the concurrency sweep ({protocols or 'gRPC'}, one client machine "
-             "shared with the server). In-process: the same pipeline and artifacts called back to "
-             "back by one thread, no server, sampled just before and just after the served sweep "
-             "(both shown); the ratio takes the better sample. The last column divides by the "
-             "fastest in-process pipeline of the run at that batch size (named below the table).", "",
-             "| ensemble | batch | queue delay us | instances | served recs/s (peak) | at concurrency "
-             "| p99 ms | in-process recs/s (before / after) | served / in-process | served / fastest in-process |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    fastest = fastest_inprocess(rows)
-    for row in rows:
-        samples = " / ".join(f"{value:,.0f}" for value in row.inprocess_samples)
-        lines.append(f"| {row.ensemble} | {row.batch_size} | {_setting(row.delay_us)} | "
-                     f"{_setting(row.instances)} | {row.served_peak_recs_per_s:,.0f} | "
-                     f"{row.served_peak_concurrency} | {row.served_p99_ms_at_peak:.2f} | "
-                     f"{row.inprocess.recommendations_per_s:,.0f}"
-                     f"{f' ({samples})' if samples else ''} | {row.served_over_inprocess:.0%} | "
-                     f"{served_over_fastest(row, fastest):.0%} |")
-    lines.append("")
-    lines += [f"Fastest in-process at batch {batch}: {result.label} "
-              f"({result.recommendations_per_s:,.0f} recs/s)." for batch, result in sorted(fastest.items())]
-    lines += ["", "## Where the server's time goes (Triton statistics, per execution)", "",
-              "| ensemble | batch | delay us | instances | step | executions | queue ms | compute ms |",
-              "|---|---:|---:|---:|---|---:|---:|---:|"]
-    for row in rows:
-        for step in row.steps:
-            lines.append(f"| {row.ensemble} | {row.batch_size} | {_setting(row.delay_us)} | "
-                         f"{_setting(row.instances)} | {step.model} | {step.executions:,} | "
-                         f"{step.queue_ms:.3f} | {step.compute_ms:.3f} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_lab_report(rows: list[LabRow], results: list, out_dir: Path, metadata: dict) -> Path:
-    from recdeploy.perf.report import write_report
-
-    files = write_report(results, out_dir, metadata)
-    text = files.markdown.read_text()
-    files.markdown.write_text(text.replace("\n## ", "\n" + render_lab_markdown(rows) + "\n## ", 1)
-                              if "\n## " in text else text + "\n" + render_lab_markdown(rows))
-    fastest = fastest_inprocess(rows)
-    (Path(out_dir) / "lab.json").write_text(json.dumps(
-        [{**row.to_dict(), "served_over_fastest_inprocess": served_over_fastest(row, fastest)}
-         for row in rows],
-        indent=2))
-    return files.markdown

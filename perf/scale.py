@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from recdeploy.export.fused import export_fused_onnx, onnx_runner
+from recdeploy.perf.synthetic_catalogue import synthetic_fused
+
 
 @dataclass(frozen=True)
 class ScaleRow:
@@ -45,7 +48,6 @@ def _median_ms(run, repeats: int = 7) -> float:
 
 def gemm_session(items_t: np.ndarray, threads: int):
     """ONNX Runtime session of one MatMul: users [B, D] x constant catalogue [D, I]."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -61,9 +63,6 @@ def gemm_session(items_t: np.ndarray, threads: int):
 
 
 def measure_scale(items: int, batch: int = 64, k: int = 10, threads: int = 2, dim: int = 64) -> ScaleRow:
-    from recdeploy.export.fused import export_fused_onnx, onnx_runner
-    from recdeploy.perf.synthetic_catalogue import synthetic_fused
-
     fused, features = synthetic_fused(items, n_users=max(batch * 4, 1000), dim=dim)
     users = features.user_ids[:batch].reshape(-1, 1)
     ks = np.full((batch, 1), k, np.int32)

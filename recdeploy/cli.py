@@ -15,9 +15,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("recdeploy.train.evaluate_cli", "evaluate a checkpoint (full ranking) against popularity"),
     "compress": ("recdeploy.compress.cli", "prune / quantize a trained model and measure what it costs"),
     "export": ("recdeploy.export.cli", "export a checkpoint to ONNX and a Triton model repository"),
+    "scenarios": ("recdeploy.export.scenarios_cli", "list the scenarios, the runs they export and what they serve"),
     "serve": ("recdeploy.serve.cli", "start the real tritonserver on a model repository"),
     "recommend": ("recdeploy.clients.cli", "ask the served ensemble for a user's top-K (gRPC/HTTP)"),
-    "perf": ("recdeploy.perf.cli", "benchmark the served ensemble with perf_analyzer"),
+    "perf": ("recdeploy.perf.cli", "benchmark served entries with perf_analyzer (--lab: vs in-process)"),
+    "bench": ("recdeploy.perf.bench", "every scenario served vs in-process + catalogue scale (make bench)"),
+    "soak": ("recdeploy.perf.soak_cli", "soak and hot-swap benchmark of a served entry (minutes)"),
     "demo": ("recdeploy.demo", "the whole loop on MovieLens-100k: train, export, serve, query, perf"),
 }
 
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recdeploy {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "serve" and rest[:1] == ["soak"]:  # the soak lives with perf now
+        command, rest = "soak", rest[1:]
     if command not in COMMANDS:
         print(f"recdeploy: unknown command {command!r}; valid commands: {', '.join(COMMANDS)}",
               file=sys.stderr)

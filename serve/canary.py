@@ -1,13 +1,14 @@
-"""Start-up canary: the served ``recommend`` answer must equal the in-process pipeline's.
+"""Start-up canary: every entry's served answers must equal its in-process reference.
 
     report = run_canary(Path("model_repository"), "127.0.0.1:8001")   # CanaryError if not
     print(report.summary())
 
-`recdeploy serve` runs it before it prints "ready" when the repository holds the
-``recommend`` ensemble and ``recdeploy.json``. It catches what a health check cannot: a
-server that is up and answers, but wrongly (numpy >= 2 in the stub's environment gives
-empty tensors; a stub that imports another numpy; a scorer file that is not the one the
-feature arrays were exported with).
+`recdeploy serve` runs it before it prints "ready" on an exported repository (one with
+``recdeploy.json``). Each entry's scenario supplies the requests (real ids, a cold start, edge
+cases) and the reference pipeline (the repository's own artifacts run in-process). It catches
+what a health check cannot: a server that is up and answers, but wrongly (numpy >= 2 in the
+stub's environment gives empty tensors; a stub that imports another numpy; a model file
+that is not the one the feature arrays were exported with).
 """
 from __future__ import annotations
 
@@ -16,85 +17,56 @@ from pathlib import Path
 
 import numpy as np
 
-ENSEMBLE = "recommend"
-SCORE_TOLERANCE = 1e-4
+from recdeploy.clients.triton_client import RecommendClient
+from recdeploy.export.compare import AnswerMismatch
+from recdeploy.export.scenarios import entries_of, read_metadata, scenario_named
 
 
 class CanaryError(ValueError):
-    """The served answer differs from the in-process one (the message shows both)."""
+    """A served answer differs from the in-process one (the message shows both)."""
 
 
 @dataclass(frozen=True)
 class CanaryReport:
-    users: tuple[int, ...]
-    k: int
+    protocol: str
+    requests: dict[str, int]            # entry -> rows checked
     max_abs_score_diff: float
 
     def summary(self) -> str:
-        return (f"canary: {ENSEMBLE} for {len(self.users)} users (k={self.k}, incl. one "
-                f"unknown) equals the in-process pipeline (max |score diff| "
-                f"{self.max_abs_score_diff:.1e})")
+        return (f"canary: over {self.protocol}, each of {len(self.requests)} entries "
+                f"({', '.join(self.requests)}; {sum(self.requests.values())} rows incl. cold starts) "
+                f"equals the in-process pipeline (max |score diff| {self.max_abs_score_diff:.1e})")
 
 
 def wants_canary(repo: Path) -> bool:
+    return (Path(repo) / "recdeploy.json").is_file()
+
+
+def run_canary(repo: Path, url: str, protocol: str = "grpc", k: int = 10,
+               entries: tuple[str, ...] = ()) -> CanaryReport:
+    """Ask the server and the in-process pipeline the same requests, entry by entry."""
     repo = Path(repo)
-    return (repo / ENSEMBLE / "config.pbtxt").is_file() and (repo / "recdeploy.json").is_file()
+    read_metadata(repo)  # a clear error for a folder that was never exported
+    chosen = {name: entry for name, entry in entries_of(repo).items() if not entries or name in entries}
+    checked, worst = {}, 0.0
+    for name, entry in chosen.items():
+        scenario = scenario_named(entry.scenario)
+        reference = scenario.reference(repo, entry)
+        rows = 0
+        with RecommendClient(url, protocol, model=name) as client:
+            for requests in scenario.canary_requests(repo, entry, k):
+                want = reference(requests)
+                served = client.infer(requests, list(want))
+                labels = [f"request row {i} ({_describe(requests, i)})" for i in range(len(want["ITEM_IDS"]))]
+                try:
+                    worst = max(worst, scenario.compare(served, want, entry, rows=labels))
+                except AnswerMismatch as mismatch:
+                    raise CanaryError(str(mismatch)) from mismatch
+                rows += len(labels)
+        checked[name] = rows
+    return CanaryReport(protocol, checked, worst)
 
 
-def latest_version(model_dir: Path) -> int:
-    """The highest numeric version folder: what Triton's default "latest 1" policy serves."""
-    versions = [int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise CanaryError(f"{model_dir} has no version folder")
-    return max(versions)
-
-
-def canary_users(user_ids: np.ndarray, n: int = 7) -> np.ndarray:
-    """``n`` real ids spread over the table, plus one id past the largest (a cold start)."""
-    user_ids = np.asarray(user_ids, dtype=np.int64)
-    picks = user_ids[np.linspace(0, len(user_ids) - 1, num=min(n, len(user_ids))).astype(int)]
-    return np.append(np.unique(picks), user_ids.max() + 1)
-
-
-def compare(users, served: tuple[np.ndarray, np.ndarray], expected: tuple[np.ndarray, np.ndarray],
-            tolerance: float = SCORE_TOLERANCE) -> float:
-    """Max |score diff|; CanaryError naming the first user whose list or scores differ."""
-    served_ids, served_scores = (np.asarray(a) for a in served)
-    want_ids, want_scores = (np.asarray(a) for a in expected)
-    if served_ids.shape != want_ids.shape or served_scores.shape != want_scores.shape:
-        raise CanaryError(f"served {ENSEMBLE} returned shapes {list(served_ids.shape)} / "
-                          f"{list(served_scores.shape)}, in-process {list(want_ids.shape)}; "
-                          f"empty tensors usually mean numpy >= 2 in the stub's environment")
-    for row, user in enumerate(users):
-        got, want = served_scores[row], want_scores[row]
-        finite = np.isfinite(want)  # -inf pads the rows of users with few unseen items
-        same_pattern = np.array_equal(finite, np.isfinite(got))
-        worst = np.max(np.abs(got[finite] - want[finite]), initial=0.0) if same_pattern else np.inf
-        if served_ids[row].tolist() != want_ids[row].tolist() or worst > tolerance:
-            raise CanaryError(
-                f"served {ENSEMBLE} differs from the in-process pipeline for user {int(user)}: "
-                f"served {served_ids[row].tolist()} (scores {np.round(served_scores[row], 5).tolist()}), "
-                f"expected {want_ids[row].tolist()} (scores {np.round(want_scores[row], 5).tolist()})")
-    finite = np.isfinite(want_scores)
-    return float(np.max(np.abs(served_scores[finite] - want_scores[finite]), initial=0.0))
-
-
-def run_canary(repo: Path, grpc_url: str, k: int = 10) -> CanaryReport:
-    """Ask the server and the in-process pipeline for the same users; CanaryError if they differ."""
-    import onnxruntime as ort
-
-    from recdeploy.clients.triton_client import RecommendClient
-    from recdeploy.export.inprocess import InProcessRecommender
-
-    repo = Path(repo)
-    reference = InProcessRecommender(repo)
-    version = latest_version(repo / "scorer")
-    if version != 1:  # InProcessRecommender reads version 1; the server serves the latest
-        reference.session = ort.InferenceSession(str(repo / "scorer" / str(version) / "model.onnx"),
-                                                 providers=["CPUExecutionProvider"])
-    users = canary_users(reference.table.user_ids)
-    k = min(k, len(reference.item_ids))
-    with RecommendClient(grpc_url, "grpc", model=ENSEMBLE) as client:
-        served = client.recommend(users.tolist(), k=k)
-    diff = compare(users, served, reference.recommend(users, k=k))
-    return CanaryReport(tuple(int(u) for u in users), k, diff)
+def _describe(requests: dict[str, np.ndarray], row: int) -> str:
+    return ", ".join(f"{name}={np.asarray(value[row]).reshape(-1)[:4].tolist()}"
+                     for name, value in requests.items())

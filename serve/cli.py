@@ -1,7 +1,7 @@
 """``recdeploy serve``: run the real tritonserver on a model repository, in the foreground.
 
     recdeploy serve --repository model_repository            # or python -m recdeploy.serve
-    recdeploy serve soak --repository model_repository       # soak + hot-swap benchmark (soak.py)
+    recdeploy soak --repository model_repository             # soak + hot-swap benchmark (perf)
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ start if that environment has numpy >= 2 (this server then returns empty tensors
 numpy / onnxruntime.
 
 Before starting, every artifact is checked against the repository's manifest.sha256.json
-(refused, naming the files, unless --no-verify). Before printing "ready", a canary request
-to the "recommend" ensemble (when the repository has it and recdeploy.json) must equal the
-in-process pipeline. While serving, a dead tritonserver or a dead python backend stub
+(refused, naming the files, unless --no-verify). Before printing "ready", every entry the
+repository serves (recdeploy.json) answers canary requests of its scenario (real ids, a cold
+start, edge cases), which must equal its in-process pipeline. While serving, a dead tritonserver or a dead python backend stub
 (Triton keeps reporting ready but fails every request to that model) ends the command with
 exit code 1 and the reason, or restarts the server (--restarts N).
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true",
                         help="serve even if artifacts do not match manifest.sha256.json")
     parser.add_argument("--no-canary", action="store_true",
-                        help="skip the served-vs-in-process canary request before 'ready'")
+                        help="skip the served-vs-in-process canary requests before 'ready'")
     parser.add_argument("--no-native", action="store_true",
                         help="serve TorchScript models with the python-based backend instead of "
                              "the native libtorch one")
@@ -94,8 +94,8 @@ def config_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["soak"]:
-        from recdeploy.serve.soak import main as soak_main
-        return soak_main(argv[1:])
+        print("recdeploy serve: the soak benchmark is `recdeploy soak` (it lives with perf)", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     if args.restarts < 0:
         print("recdeploy serve: --restarts must be >= 0", file=sys.stderr)

@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recdeploy.export.repository import verify_manifest
 from recdeploy.serve.backends import compose_backend_dir, native_backends
 from recdeploy.serve.environment import check_stub_environment
 from recdeploy.serve.locate import TritonInstall, find_triton_install
@@ -194,7 +195,6 @@ class TritonServer:
         if self._process is not None:
             raise RuntimeError("this TritonServer was already started; make a new one")
         if self.config.verify_manifest:
-            from recdeploy.export.repository import verify_manifest
             verify_manifest(self.config.model_repository)  # ManifestError names the files
         install = self._install or find_triton_install()
         python_bin_dir = Path(self.config.python_bin_dir or default_python_bin_dir())

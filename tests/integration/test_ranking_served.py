@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from recdeploy.clients.triton_client import RecommendClient
-from recdeploy.export.multistage import InProcessMultiStage, export_multistage
-from recdeploy.export.ranking import InProcessRanker
+from recdeploy.export.scenarios.multistage import InProcessMultiStage, export_multistage
+from recdeploy.export.scenarios.ranking import InProcessRanker
 
 pytestmark = pytest.mark.integration
 N_CANDIDATES = 40

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recdeploy.clients.triton_client import RecommendClient
-from recdeploy.export.sequential import ENSEMBLE, SCORER, SequentialInProcess, export_sequential
+from recdeploy.export.scenarios.sequential import ENSEMBLE, SCORER, SequentialInProcess, export_sequential
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.tasks.sequential import sequential_dataset, train
 

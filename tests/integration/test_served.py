@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from recdeploy.clients.triton_client import RecommendClient
-from recdeploy.export.inprocess import InProcessRecommender
+from recdeploy.export.scenarios.retrieval import InProcessRecommender
 
 pytestmark = pytest.mark.integration
 
@@ -178,12 +178,18 @@ def test_native_backend_reports_triton_statistics(server, real_users):
 
 def test_lab_compares_served_with_inprocess(repository, tmp_path):
     """The perf lab starts its own server; every ensemble gets a served and an in-process number."""
-    from recdeploy.perf.lab import LabConfig, run_lab, write_lab_report
+    from recdeploy.perf.lab import LabConfig, run_lab
+    from recdeploy.perf.lab_report import write_lab_report
 
     config = LabConfig(repository=repository, batch_sizes=(1,), concurrency=(2,), measurement_interval_ms=800,
                        stability_percentage=60, inprocess_seconds=0.5, protocol="http")
     rows, results = run_lab(config, tmp_path, progress=False, log=lambda _: None)
-    assert [row.ensemble for row in rows] == ["recommend", "recommend_fused", "recommend_fused_libtorch"]
+    assert [row.ensemble for row in rows] == ["recommend", "recommend_fused", "recommend_fused_libtorch",
+                                              "fused_retrieval_libtorch"]
+    assert {row.scenario for row in rows} == {"retrieval"}
+    # served answers agree with the in-process reference (torch.topk may swap tied items)
+    assert rows[0].quality == rows[1].quality == {"overlap@10": 1.0, "ndcg@10_vs_reference": 1.0}
+    assert all(row.quality["overlap@10"] >= 0.99 for row in rows)
     for row in rows:
         assert row.served_peak_recs_per_s > 10 and row.inprocess.recommendations_per_s > 10
         # sampled before and after the served sweep; the ratio divides by the better one
@@ -193,7 +199,8 @@ def test_lab_compares_served_with_inprocess(repository, tmp_path):
     assert three_step == {"feature_lookup", "scorer", "topk"}
     assert {step.model for step in rows[1].steps} == {"fused_retrieval"}
     assert {step.model for step in rows[2].steps} == {"fused_retrieval_libtorch"}
+    assert {step.model for step in rows[3].steps} == {"fused_retrieval_libtorch"}
     assert rows[2].steps[0].compute_ms > 0
     report = write_lab_report(rows, results, tmp_path, {}).read_text()
-    assert "served / in-process" in report and "| recommend_fused | 1 |" in report
-    assert "served / fastest in-process" in report and "Fastest in-process at batch 1:" in report
+    assert "served / in-process" in report and "| recommend_fused | retrieval | 1 |" in report
+    assert "served / fastest in-process" in report and "Fastest in-process (retrieval) at batch 1:" in report

@@ -19,12 +19,12 @@ def test_help_teaches(capsys):
 
 
 def test_bad_users_exit_2(tmp_path, capsys):
-    assert main(["--users", "a,b", "--out", str(tmp_path)]) == 2
+    assert main(["--model", "recommend", "--users", "a,b", "--out", str(tmp_path)]) == 2
     assert "user ids must be integers" in capsys.readouterr().err
 
 
 def test_bad_concurrency_exit_2(tmp_path, capsys):
-    assert main(["--users", "1,2", "--concurrency", "4,2", "--out", str(tmp_path)]) == 2
+    assert main(["--model", "recommend", "--users", "1,2", "--concurrency", "4,2", "--out", str(tmp_path)]) == 2
     assert "strictly increasing" in capsys.readouterr().err
 
 
@@ -38,7 +38,8 @@ def test_end_to_end_with_replayed_csv(tmp_path, monkeypatch, capsys):
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PERF_ANALYZER", str(fake))
     out = tmp_path / "rep"
-    assert main(["--users", "11,22,33", "--concurrency", "1,2", "--out", str(out), "--no-progress",
+    assert main(["--model", "recommend", "--users", "11,22,33", "--concurrency", "1,2", "--out", str(out),
+                 "--no-progress",
                  "--dataset", "mock"]) == 0
     assert json.loads((out / "input_data.json").read_text())["data"][2]["USER_ID"] == {"content": [33], "shape": [1]}
     summary = json.loads((out / "summary.json").read_text())

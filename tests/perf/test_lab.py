@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
+from recdeploy.export.scenarios.base import user_requests
 from recdeploy.perf.inprocess import measure_inprocess
-from recdeploy.perf.lab import LabConfig, LabError, StepTime, render_lab_markdown, step_times
+from recdeploy.perf.lab import LabConfig, LabError, StepTime, step_times
+from recdeploy.perf.lab_report import render_lab_markdown
 from recdeploy.perf.scale import ScaleRow, render_scale_markdown
 
 
@@ -22,12 +24,13 @@ def test_step_times_are_per_execution_deltas():
 
 def test_measure_inprocess_counts_users_not_requests():
     calls = []
-    result = measure_inprocess(lambda users, k: calls.append(users.shape), np.arange(100), batch_size=8,
-                               k=5, seconds=0.05, warmup=2)
+    rows = user_requests(np.arange(100), 5)
+    result = measure_inprocess(lambda requests: calls.append(requests["USER_ID"].shape), rows, batch_size=8,
+                               seconds=0.05, warmup=2)
     assert calls[0] == (8, 1) and result.batch_size == 8
     assert result.recommendations_per_s > 0 and result.requests == len(calls) - 2
-    with pytest.raises(ValueError, match="need at least batch_size=8 user ids, got 3"):
-        measure_inprocess(lambda u, k: None, np.arange(3), batch_size=8)
+    with pytest.raises(ValueError, match="need at least batch_size=8 request rows, got 3"):
+        measure_inprocess(lambda requests: None, user_requests(np.arange(3), 5), batch_size=8)
 
 
 def test_lab_config_refuses_a_folder_that_is_not_an_export(tmp_path):
@@ -105,7 +108,8 @@ def test_lab_divides_every_variant_by_the_fastest_inprocess_pipeline_too():
     """A TorchScript variant is slower in-process than ONNX Runtime; its served number is
     also held to the fastest in-process pipeline of the run, batch size by batch size."""
     from recdeploy.perf.inprocess import InProcessResult
-    from recdeploy.perf.lab import LabRow, fastest_inprocess
+    from recdeploy.perf.lab import LabRow
+    from recdeploy.perf.lab_report import fastest_inprocess
 
     def row(ensemble, batch, served, inprocess):
         result = InProcessResult(label=ensemble, batch_size=batch, requests=10,

@@ -13,7 +13,7 @@ def rel_server(repository):
 
 @pytest.fixture(scope="session")
 def reference(repository):
-    from recdeploy.export.inprocess import InProcessRecommender
+    from recdeploy.export.scenarios.retrieval import InProcessRecommender
     return InProcessRecommender(repository)
 
 

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.integration
 
 def test_publish_and_rollback_under_load_fail_no_request(repository, other_scorer_onnx, tmp_path):
     from recdeploy.export.repository import verify_manifest
-    from recdeploy.serve.soak import hot_swap
+    from recdeploy.perf.hot_swap import hot_swap
 
     result = hot_swap(repository, other_scorer_onnx, tmp_path, concurrency=4, duration_s=12, k=10)
     assert result.load_failures == 0 and result.load.ok, result.load.error

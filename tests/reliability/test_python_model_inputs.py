@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recdeploy.export.inprocess import lookup_module, topk_module
+from recdeploy.export.scenarios.retrieval import lookup_module, topk_module
 
 
 @pytest.fixture()

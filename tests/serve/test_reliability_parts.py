@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recdeploy.serve import canary, processes
-from recdeploy.serve.soak import rss_growth
+from recdeploy.perf.soak import rss_growth
 
 STUB_ARGV = [b"/tmp/x/backends/python/triton_python_backend_stub", b"/repo/topk/1/model.py",
              b"triton_python_backend_shm_region_1", b"1048576", b"1048576", b"100",
@@ -50,24 +50,9 @@ def test_rss_growth_is_the_trend_between_first_and_last_fifth():
         rss_growth([1, 2, 3])
 
 
-def test_canary_users_are_real_plus_one_unknown():
-    users = canary.canary_users(np.array([3, 5, 9, 12, 40]), n=3)
-    assert users.tolist() == [3, 9, 40, 41]
+def test_canary_runs_only_for_exported_repositories(tmp_path):
+    from recdeploy.export.scenarios.base import latest_version_dir
 
-
-def test_canary_compare_accepts_equal_and_names_the_first_differing_user():
-    ids = np.array([[1, 2, 3], [4, 5, 6]])
-    scores = np.array([[0.9, 0.5, 0.1], [3.0, 2.0, -np.inf]], np.float32)
-    assert canary.compare([10, 11], (ids, scores + 1e-6), (ids, scores)) < 1e-5
-    with pytest.raises(canary.CanaryError, match=r"for user 11: served \[4, 6, 5\].*expected \[4, 5, 6\]"):
-        canary.compare([10, 11], (np.array([[1, 2, 3], [4, 6, 5]]), scores), (ids, scores))
-    with pytest.raises(canary.CanaryError, match=r"for user 10: .*scores"):
-        canary.compare([10, 11], (ids, scores + np.float32(0.01)), (ids, scores))
-    with pytest.raises(canary.CanaryError, match=r"numpy >= 2"):
-        canary.compare([10, 11], (np.zeros((0,)), np.zeros((0,))), (ids, scores))
-
-
-def test_canary_runs_only_for_recdeploy_retrieval_repositories(tmp_path):
     assert not canary.wants_canary(tmp_path)
     (tmp_path / "recommend").mkdir()
     (tmp_path / "recommend" / "config.pbtxt").write_text("")
@@ -77,7 +62,7 @@ def test_canary_runs_only_for_recdeploy_retrieval_repositories(tmp_path):
     (tmp_path / "scorer" / "1").mkdir(parents=True)
     (tmp_path / "scorer" / "12").mkdir()
     (tmp_path / "scorer" / ".staging-3").mkdir()
-    assert canary.latest_version(tmp_path / "scorer") == 12
+    assert latest_version_dir(tmp_path, "scorer") == tmp_path / "scorer" / "12"
 
 
 def test_swap_refuses_unsafe_or_impossible_requests(tmp_path):
