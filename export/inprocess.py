@@ -30,5 +30,5 @@ class InProcessRecommender:
     def recommend(self, user_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index, seen, known = lookup_module.lookup_users(np.asarray(user_ids, dtype=np.int64), self.table)
         scores = self.session.run(["SCORES"], {"USER_INDEX": index})[0]
-        k = topk_module.parse_k(np.array([k], dtype=np.int32), len(index), len(self.item_ids))
+        k = topk_module.parse_k(np.array([k], dtype=np.int32), len(self.item_ids))
         return topk_module.top_k(scores, seen, known, k, self.popularity, self.item_ids)

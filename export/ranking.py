@@ -224,5 +224,6 @@ class InProcessRanker:
         candidates = np.asarray(candidates, dtype=np.int64).reshape(len(users), -1)
         sparse, genres, dense, valid = features_module.candidate_features(users, candidates, self.store)
         scores = self.session.run(["SCORES"], {"SPARSE": sparse, "GENRES": genres, "DENSE": dense})[0]
-        k = rank_topk_module.parse_k(np.array([k], dtype=np.int32), candidates.shape[1])
+        k = rank_topk_module.parse_k(np.array([k], dtype=np.int32), candidates.shape[1],
+                                     "the number of candidates")
         return rank_topk_module.rank_top_k(scores, candidates, valid, k)

@@ -247,5 +247,5 @@ class SequentialInProcess:
     def recommend(self, user_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         history, seen, known = self.lookup.lookup_histories(np.asarray(user_ids, np.int64), self.table)
         scores = self.score_history(history)
-        k = self.topk.parse_k(np.array([k], dtype=np.int32), len(history), len(self.item_ids))
+        k = self.topk.parse_k(np.array([k], dtype=np.int32), len(self.item_ids))
         return self.topk.top_k(scores, seen, known, k, self.popularity, self.item_ids)
