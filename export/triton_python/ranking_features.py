@@ -87,8 +87,9 @@ def candidate_features(user_ids, candidates, store):
         raise BadRequest(f"USER_ID and CANDIDATES must be integer tensors, got "
                          f"{user_ids.dtype} and {candidates.dtype}")
     user_ids = user_id_column(user_ids)
-    if candidates.ndim != 2 or len(candidates) != len(user_ids):
-        raise BadRequest(f"CANDIDATES must be [batch, N] with one row per USER_ID row "
+    # N = 0 would reach the ranker as an empty axis, which its graph cannot reshape (a 500)
+    if candidates.ndim != 2 or len(candidates) != len(user_ids) or candidates.shape[1] == 0:
+        raise BadRequest(f"CANDIDATES must be [batch, N >= 1] with one row per USER_ID row "
                          f"({len(user_ids)}), got {list(candidates.shape)}")
     candidates = candidates.astype(np.int64)
     users = store.user_rows(user_ids)

@@ -275,8 +275,10 @@ def test_ranking_features_refuses_candidates_that_do_not_match_the_users():
     store = features.FeatureStore(user_ids=[10], item_ids=[7], user_sparse=[[0] * 5, [1] * 5],
                                   user_dense=[[0.0], [1.0]], item_sparse=[[0], [1]],
                                   item_genres=[[0], [1]], item_dense=[[0, 0], [1, 1]])
-    with pytest.raises(core.BadRequest, match=r"CANDIDATES must be \[batch, N\] with one row per "
+    with pytest.raises(core.BadRequest, match=r"CANDIDATES must be \[batch, N >= 1\] with one row per "
                                               r"USER_ID row \(2\), got \[1, 3\]"):
         features.candidate_features(np.array([[10], [11]]), np.array([[7, 7, 7]]), store)
+    with pytest.raises(core.BadRequest, match=r"got \[1, 0\]"):
+        features.candidate_features(np.array([[10]]), np.zeros((1, 0), np.int64), store)
     with pytest.raises(core.BadRequest, match=r"USER_ID must be \[batch, 1\], got \[1, 2\]"):
         features.candidate_features(np.array([[10, 11]]), np.array([[7]]), store)

@@ -1,0 +1,150 @@
+"""Error codes against the real tritonserver: a client's mistake is INVALID_ARGUMENT (HTTP 400,
+gRPC INVALID_ARGUMENT), a server fault INTERNAL (500, INTERNAL), over both protocols.
+
+Monitoring counts 500s as server faults and proxies retry them; a bad K retried is the same
+bad K. The python models decide by exception class (recdeploy_triton_core.BadRequest), the
+native libtorch backend by a TorchScript ``raise ValueError``."""
+import json
+import shutil
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from recdeploy.clients.triton_client import RecommendClient
+
+pytestmark = pytest.mark.integration
+
+CLIENT_ERROR = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+SERVER_ERROR = {"grpc": "StatusCode.INTERNAL", "http": "500"}
+PROTOCOLS = ["grpc", "http"]
+U = np.array([[1]], np.int64)
+
+
+def served_error(server, protocol, model, inputs, outputs=("ITEM_IDS", "SCORES")):
+    """(status, message) of a request that must fail: gRPC's status code or HTTP's status."""
+    from tritonclient.utils import InferenceServerException
+
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with RecommendClient(url, protocol, model=model) as client:
+        with pytest.raises(InferenceServerException) as error:
+            client.infer(inputs, list(outputs))
+    return error.value.status(), error.value.message()
+
+
+def k(value, rows=1):
+    return {"USER_ID": np.arange(1, rows + 1, dtype=np.int64).reshape(-1, 1),
+            "K": np.full((rows, 1), value, np.int32)}
+
+
+def test_a_raw_json_request_with_k_0_gets_http_400(rel_server):
+    """No client library in between: the status line itself says the client is at fault."""
+    body = {"inputs": [{"name": "USER_ID", "shape": [1, 1], "datatype": "INT64", "data": [1]},
+                       {"name": "K", "shape": [1, 1], "datatype": "INT32", "data": [0]}]}
+    request = urllib.request.Request(f"http://{rel_server.http_url}/v2/models/recommend/infer",
+                                     json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    assert error.value.code == 400
+    assert json.loads(error.value.read()) == {
+        "error": "in ensemble 'recommend', topk: K must be between 1 and the catalogue size 1682, got 0"}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_fused_onnx_k_beyond_the_catalogue_is_still_internal(rel_server, protocol):
+    """ONNX TopK: ONNX Runtime itself reports a k beyond the axis as FAIL, not INVALID_ARGUMENT,
+    so the python-based backend cannot tell it from a broken graph (a known gap: the fused
+    model's K needs a check the backend can see). K = 0 is not refused at all: empty lists."""
+    status, message = served_error(rel_server, protocol, "recommend_fused", k(1683))
+    assert status == SERVER_ERROR[protocol]
+    assert "k argument [1683] should not be greater than specified axis dim value [1682]" in message
+    with RecommendClient(rel_server.grpc_url, model="recommend_fused") as client:
+        ids, scores = client.recommend([1], k=0)
+    assert ids.shape == scores.shape == (1, 0)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_fused_libtorch_k_beyond_the_catalogue_is_still_internal(rel_server, protocol):
+    """The TorchScript model raises RuntimeError for it; the native backend answers
+    INVALID_ARGUMENT only for a scripted ValueError (below), so this stays 500 until
+    export/fused.py raises ValueError there."""
+    status, message = served_error(rel_server, protocol, "recommend_fused_libtorch", k(1683))
+    assert status == SERVER_ERROR[protocol]
+    assert "K must be at most the catalogue size 1682 (and not negative), got 1683" in message
+
+
+# ---------------------------------------------------------------- a deliberately broken repository
+
+CHECKED_MODEL = "checked_libtorch"
+
+
+def checked_module():
+    """A TorchScript model that marks a client mistake the way the native backend reads it."""
+    import torch
+
+    class Checked(torch.nn.Module):
+        def forward(self, x: torch.Tensor):
+            if bool((x < 0).any()):
+                raise ValueError("X must not be negative, got " + str(int(x.min())))
+            if bool((x > 100).any()):
+                raise RuntimeError("the model broke on " + str(int(x.max())))
+            return x * 2
+
+    return torch.jit.script(Checked())
+
+
+@pytest.fixture(scope="module")
+def broken_server(repository, tmp_path_factory):
+    """The session's repository with (a) user 1's seen items pointing past the catalogue (the
+    file loads; only requests for user 1 meet it) and (b) a native TorchScript model."""
+    import torch
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from recdeploy.export.repository import write_model
+    from recdeploy.serve.server import ServerConfig, TritonServer
+
+    repo = tmp_path_factory.mktemp("broken") / "repo"
+    shutil.copytree(repository, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    seen = np.load(repo / "feature_lookup" / "1" / "seen_items.npy")
+    seen[0] = 10 ** 6                                     # user 1 is row 0 of the CSR
+    np.save(repo / "feature_lookup" / "1" / "seen_items.npy", seen)
+
+    config = mc.ModelConfig(name=CHECKED_MODEL, platform="pytorch_libtorch", max_batch_size=8)
+    config.input.add(name="X__0", data_type=mc.TYPE_FP32, dims=[2])
+    config.output.add(name="Y__0", data_type=mc.TYPE_FP32, dims=[2])
+    config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    folder = tmp_path_factory.mktemp("checked")
+    torch.jit.save(checked_module(), str(folder / "model.pt"))
+    write_model(repo, config, {"model.pt": folder / "model.pt"})
+    with TritonServer(ServerConfig(model_repository=repo)) as running:
+        assert f"libtorch backend: {CHECKED_MODEL} loaded" in running.log_path.read_text()
+        yield running
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_inconsistent_artifact_is_a_server_fault_for_its_requests_only(broken_server, protocol):
+    status, message = served_error(broken_server, protocol, "recommend", k(5))
+    assert status == SERVER_ERROR[protocol]
+    assert "topk: PipelineFault: SEEN_ITEMS holds index 1000000, beyond the catalogue (1682 items)" in message
+    status, _ = served_error(broken_server, protocol, "recommend", k(0))   # K is checked first
+    assert status == CLIENT_ERROR[protocol]
+    url = broken_server.grpc_url if protocol == "grpc" else broken_server.http_url
+    with RecommendClient(url, protocol) as client:
+        ids, _ = client.recommend([2], k=5)                # user 2's row is intact
+    assert ids.shape == (1, 5) and (ids > 0).all()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_native_backend_answers_a_scripted_value_error_invalid_argument(broken_server, protocol):
+    def ask(x):
+        return served_error(broken_server, protocol, CHECKED_MODEL, {"X__0": np.asarray(x, np.float32)},
+                            ["Y__0"])
+
+    assert ask([[-3, 1]]) == (CLIENT_ERROR[protocol],
+                              f"libtorch backend: {CHECKED_MODEL}: X must not be negative, got -3")
+    status, message = ask([[101, 1]])
+    assert status == SERVER_ERROR[protocol] and "the model broke on 101" in message
+    url = broken_server.grpc_url if protocol == "grpc" else broken_server.http_url
+    with RecommendClient(url, protocol, model=CHECKED_MODEL) as client:
+        assert client.infer({"X__0": np.ones((2, 2), np.float32)}, ["Y__0"])["Y__0"].tolist() == [[2, 2]] * 2
