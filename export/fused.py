@@ -136,9 +136,10 @@ class FusedRetrieval(nn.Module):
                 scores[b].index_fill_(0, self.seen_items[starts[b]:ends[b]], float("-inf"))
         k = k[:, 0].to(torch.int64)
         kmax = int(k.max())
-        if kmax > self.n_items or kmax < 0:  # what TopK refuses in the graph form
-            raise RuntimeError("K must be at most the catalogue size " + str(self.n_items)
-                               + " (and not negative), got " + str(kmax))
+        kmin = int(k.min())
+        if kmax > self.n_items or kmin < 1:  # a ValueError is the client's mistake (INVALID_ARG)
+            raise ValueError("K must be between 1 and the catalogue size " + str(self.n_items)
+                             + ", got " + str(kmax if kmax > self.n_items else kmin))
         best, top = torch.topk(scores, kmax, dim=1)
         ids = self.item_ids[top]
         if bool((k != kmax).any()) or not bool(torch.isfinite(best[:, -1]).all()):
@@ -226,9 +227,10 @@ def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:
 
 def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime_onnx",
                      kind: str = "KIND_CPU", instances: int = 2, max_queue_delay_us: int = 500,
-                     threads: int = 1, max_batch: int = MAX_BATCH) -> ModelSpec:
+                     threads: int = 1, max_batch: int = MAX_BATCH, n_items: int = 0) -> ModelSpec:
     """Two single-threaded instances and a 500 us queue delay: the perf lab's best schedule
-    on a 2-core box (docs/performance.md)."""
+    on a 2-core box (docs/performance.md). n_items > 0 declares K's valid range, which our
+    python-based backend checks before the graph runs (ONNX TopK cannot refuse a bad K)."""
     # libtorch outputs keep the contract's names: names without the <name>__<index>
     # convention map to forward()'s outputs by order (stock libtorch backend and ours), so the
     # model itself answers the recommend contract, ensemble or not
@@ -239,7 +241,8 @@ def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime
         outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("SCORES", "FP32", (-1,))),
         # intra_op_thread_count: read by the stock onnxruntime backend and ours;
         # batch_group_inputs: our python-based backends only run requests with equal K together
-        parameters=(("intra_op_thread_count", str(threads)), ("batch_group_inputs", "K")))
+        parameters=(("intra_op_thread_count", str(threads)), ("batch_group_inputs", "K"),
+                    *((("input_range", f"K=1..{n_items}"),) if n_items else ())))
 
 
 def fused_ensemble_spec(model: ModelSpec, name: str = "recommend_fused") -> EnsembleSpec:
@@ -348,8 +351,9 @@ def write_fused_variant(repo: Path, scorer: nn.Module, features, check_user_ids:
     fused = fused_from_repository(scorer, features)
     unknown = np.array([-1, int(features.user_ids.max()) + 1, 2 ** 62], dtype=np.int64)
     users = np.r_[check_user_ids, unknown].astype(np.int64)
-    onnx_spec = fused_model_spec()
-    torch_spec = fused_model_spec(f"fused_retrieval_{LIBTORCH_VARIANT}", platform="pytorch_libtorch")
+    onnx_spec = fused_model_spec(n_items=fused.n_items)
+    torch_spec = fused_model_spec(f"fused_retrieval_{LIBTORCH_VARIANT}", platform="pytorch_libtorch",
+                                  n_items=fused.n_items)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_fused_onnx(fused, Path(tmp) / "model.onnx", check_user_ids[:8])
         check_fused_parity(onnx_runner(path), fused, features, all_scores, users)

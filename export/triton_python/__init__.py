@@ -1,26 +1,44 @@
-"""Sources of the python-backend models. Each file is copied as ``<model>/<version>/model.py``.
+"""Sources of the python-backend models. Each file is copied as ``<model>/<version>/model.py``,
+with the shared core ``recdeploy_triton_core.py`` beside it.
 
-They import nothing but numpy (and the backend's own ``triton_python_backend_utils``), so the
-repository also loads in the stock NGC Triton container. The numpy functions in each file
-are tested directly; the ``TritonPythonModel`` classes are thin adapters over them.
+They import nothing but numpy, the core (found beside ``model.py``: the stub puts the version
+folder on ``sys.path``) and the backend's own ``triton_python_backend_utils``, so the
+repository also loads in the stock NGC Triton container. The numpy functions are tested
+directly; the ``TritonPythonModel`` classes are thin adapters over them.
 """
 import importlib.util
+import sys
 from pathlib import Path
+
+# the numpy core every model imports; copied into each version folder, never a model itself
+CORE = Path(__file__).parent / "recdeploy_triton_core.py"
 
 # model name -> source file; a new python model is a new file here
 SOURCES = {path.stem: path for path in sorted(Path(__file__).parent.glob("*.py"))
-           if path.name != "__init__.py"}
+           if path.name not in ("__init__.py", CORE.name)}
 
 
 def python_model_files(name: str) -> dict[str, Path]:
-    """The files a python model's version folder needs beside its arrays: ``model.py``."""
+    """The files a python model's version folder needs beside its arrays: ``model.py`` and the core."""
     if name not in SOURCES:
         raise KeyError(f"no python model {name!r}; known: {', '.join(SOURCES)}")
-    return {"model.py": SOURCES[name]}
+    return {"model.py": SOURCES[name], CORE.name: CORE}
+
+
+def load_core():
+    """The core module under the name the model files import, as the stub finds it."""
+    module = sys.modules.get(CORE.stem)
+    if module is None or Path(getattr(module, "__file__", "")) != CORE:
+        spec = importlib.util.spec_from_file_location(CORE.stem, CORE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[CORE.stem] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def load_python_model(name: str):
     """Import a python-backend model's file (the one the server runs) to call its numpy core."""
+    load_core()
     spec = importlib.util.spec_from_file_location(f"recdeploy_triton_{name}", SOURCES[name])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

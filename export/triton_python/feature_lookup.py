@@ -9,16 +9,15 @@ Artifacts beside this file: user_ids.npy (sorted raw ids), seen_indptr.npy + see
 (CSR rows aligned with user_ids; the internal user index of row r is r).
 
 No request field ever reaches the filesystem: files are read once, in initialize(), from
-the model's own version folder. Unknown, negative and out-of-vocabulary ids are cold starts.
+the model's own version folder. Unknown, negative and out-of-vocabulary ids are cold starts;
+a USER_ID that is not [batch, 1] integers is the client's mistake (INVALID_ARGUMENT).
+recdeploy_triton_core.py (the shared numpy core) lies beside this file.
 """
-import os
-
 import numpy as np
 
-try:  # present inside Triton's python backend; absent when tests import the numpy core
-    import triton_python_backend_utils as pb_utils
-except ImportError:  # pragma: no cover
-    pb_utils = None
+from recdeploy_triton_core import execute_requests, load_npy, user_id_column, version_folder
+
+__all__ = ["TritonPythonModel", "UserTable", "load_npy", "lookup_users"]
 
 
 class UserTable:
@@ -41,24 +40,9 @@ class UserTable:
         return cls(*(load_npy(folder, name) for name in ("user_ids", "seen_indptr", "seen_items")))
 
 
-def load_npy(folder, name):
-    """np.load(<folder>/<name>.npy) whose error names the file (a truncated copy, say)."""
-    path = os.path.join(folder, f"{name}.npy")
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as error:
-        raise ValueError(f"cannot load {path}: {type(error).__name__}: {error}") from error
-
-
 def lookup_users(user_ids, table):
     """user_ids [B] or [B,1] int64 -> (user_index [B,1], seen [B,L] -1 padded, is_known [B,1])."""
-    user_ids = np.asarray(user_ids)
-    if user_ids.ndim > 2 or (user_ids.ndim == 2 and user_ids.shape[1] != 1):
-        raise ValueError(f"USER_ID must be [batch, 1], got {list(user_ids.shape)}")
-    user_ids = user_ids.reshape(-1)
-    if user_ids.dtype.kind not in "iu":
-        raise ValueError(f"USER_ID must be an integer tensor, got {user_ids.dtype}")
-    user_ids = user_ids.astype(np.int64)
+    user_ids = user_id_column(user_ids)
     position = np.searchsorted(table.user_ids, user_ids)
     position = np.minimum(position, len(table.user_ids) - 1)
     known = table.user_ids[position] == user_ids
@@ -75,21 +59,11 @@ def lookup_users(user_ids, table):
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = os.path.join(args["model_repository"], args["model_version"])
-        self.table = UserTable.load(folder)
+        self.table = UserTable.load(version_folder(args))
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                user_ids = pb_utils.get_input_tensor_by_name(request, "USER_ID").as_numpy()
-                index, seen, known = lookup_users(user_ids, self.table)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("USER_INDEX", index),
-                    pb_utils.Tensor("SEEN_ITEMS", seen),
-                    pb_utils.Tensor("IS_KNOWN", known),
-                ]))
-            except Exception as err:  # one bad request must not take the others down
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"feature_lookup: {err}")))
-        return responses
+        return execute_requests("feature_lookup", requests, self.answer)
+
+    def answer(self, get):
+        index, seen, known = lookup_users(get("USER_ID"), self.table)
+        return {"USER_INDEX": index, "SEEN_ITEMS": seen, "IS_KNOWN": known}

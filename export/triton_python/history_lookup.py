@@ -8,16 +8,15 @@ Outputs HISTORY    INT64 [B, L]   tokens (internal item + 1), right-aligned, 0-p
 
 Artifacts beside this file: user_ids.npy (sorted raw ids), history_indptr.npy +
 history_items.npy (CSR, time order), seen_indptr.npy + seen_items.npy (CSR), max_len.npy.
-Row r of every CSR is the user user_ids[r].
+Row r of every CSR is the user user_ids[r]. recdeploy_triton_core.py (the shared numpy core)
+lies beside this file. Unknown ids are cold starts; a USER_ID that is not [batch, 1]
+integers is the client's mistake (INVALID_ARGUMENT).
 """
-import os
-
 import numpy as np
 
-try:  # present inside Triton's python backend; absent when tests import the numpy core
-    import triton_python_backend_utils as pb_utils
-except ImportError:  # pragma: no cover
-    pb_utils = None
+from recdeploy_triton_core import execute_requests, load_npy, user_id_column, version_folder
+
+__all__ = ["HistoryTable", "TritonPythonModel", "lookup_histories"]
 
 ARRAYS = ("user_ids", "history_indptr", "history_items", "seen_indptr", "seen_items")
 
@@ -40,8 +39,8 @@ class HistoryTable:
 
     @classmethod
     def load(cls, folder):
-        arrays = [np.load(os.path.join(folder, f"{name}.npy")) for name in ARRAYS]
-        return cls(*arrays, int(np.load(os.path.join(folder, "max_len.npy"))))
+        arrays = [load_npy(folder, name) for name in ARRAYS]
+        return cls(*arrays, int(load_npy(folder, "max_len")))
 
 
 def _gather_rows(values, starts, lengths, width, fill):
@@ -55,10 +54,7 @@ def _gather_rows(values, starts, lengths, width, fill):
 
 def lookup_histories(user_ids, table):
     """user_ids [B] or [B,1] -> (history tokens [B, max_len], seen [B, S], is_known [B, 1])."""
-    user_ids = np.asarray(user_ids).reshape(-1)
-    if user_ids.dtype.kind not in "iu":
-        raise ValueError(f"USER_ID must be an integer tensor, got {user_ids.dtype}")
-    user_ids = user_ids.astype(np.int64)
+    user_ids = user_id_column(user_ids)
     position = np.minimum(np.searchsorted(table.user_ids, user_ids), max(len(table.user_ids) - 1, 0))
     if len(table.user_ids):
         known = table.user_ids[position] == user_ids
@@ -86,21 +82,11 @@ def lookup_histories(user_ids, table):
 
 class TritonPythonModel:
     def initialize(self, args):
-        folder = os.path.join(args["model_repository"], args["model_version"])
-        self.table = HistoryTable.load(folder)
+        self.table = HistoryTable.load(version_folder(args))
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                user_ids = pb_utils.get_input_tensor_by_name(request, "USER_ID").as_numpy()
-                history, seen, known = lookup_histories(user_ids, self.table)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("HISTORY", history),
-                    pb_utils.Tensor("SEEN_ITEMS", seen),
-                    pb_utils.Tensor("IS_KNOWN", known),
-                ]))
-            except Exception as err:  # one bad request must not take the others down
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"history_lookup: {err}")))
-        return responses
+        return execute_requests("history_lookup", requests, self.answer)
+
+    def answer(self, get):
+        history, seen, known = lookup_histories(get("USER_ID"), self.table)
+        return {"HISTORY": history, "SEEN_ITEMS": seen, "IS_KNOWN": known}

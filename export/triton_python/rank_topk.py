@@ -8,30 +8,14 @@ Outputs ITEM_IDS   INT64 [B, K]  best first; -1 (score -inf) where fewer than K 
         TOP_SCORES FP32  [B, K]
 
 Ties keep the candidates' request order, so served and offline lists agree exactly.
+A K outside 1..N is the client's mistake (INVALID_ARGUMENT). Artifact beside this file:
+recdeploy_triton_core.py.
 """
 import numpy as np
 
-try:  # present inside Triton's python backend; absent when tests import the numpy core
-    import triton_python_backend_utils as pb_utils
-except ImportError:  # pragma: no cover
-    pb_utils = None
+from recdeploy_triton_core import BadRequest, execute_requests, parse_k
 
-
-class BadRequest(ValueError):
-    pass
-
-
-def parse_k(k, n_candidates):
-    """One K for the request, 1 <= K <= N, else BadRequest saying what is valid."""
-    k = np.asarray(k).reshape(-1)
-    if k.size == 0 or k.dtype.kind not in "iu":
-        raise BadRequest(f"K must be one integer per row, got {k.dtype} with {k.size} values")
-    if np.any(k != k[0]):
-        raise BadRequest(f"K must be the same for every row of a request, got {sorted(set(k.tolist()))}")
-    value = int(k[0])
-    if not 1 <= value <= n_candidates:
-        raise BadRequest(f"K must be between 1 and the number of candidates {n_candidates}, got {value}")
-    return value
+__all__ = ["BadRequest", "TritonPythonModel", "parse_k", "rank_top_k"]
 
 
 def rank_top_k(scores, candidates, valid, k):
@@ -52,17 +36,10 @@ class TritonPythonModel:
         pass
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                def get(name):
-                    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                scores = get("SCORES")
-                k = parse_k(get("K"), scores.shape[1])
-                ids, best = rank_top_k(scores, get("CANDIDATES"), get("VALID"), k)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("ITEM_IDS", ids), pb_utils.Tensor("TOP_SCORES", best)]))
-            except Exception as err:  # one bad request must not take the others down
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"rank_topk: {err}")))
-        return responses
+        return execute_requests("rank_topk", requests, self.answer)
+
+    def answer(self, get):
+        scores = get("SCORES")
+        k = parse_k(get("K"), scores.shape[1], "the number of candidates")
+        ids, best = rank_top_k(scores, get("CANDIDATES"), get("VALID"), k)
+        return {"ITEM_IDS": ids, "TOP_SCORES": best}

@@ -14,16 +14,16 @@ after its first position in the row: the top-K step scores those -inf and puts t
 
 Artifacts beside this file: user_ids.npy (sorted raw ids; table row r + 1 is the user at
 position r), item_ids.npy (raw id of internal item i; table row i + 1), and the tables
-user_sparse.npy, user_dense.npy, item_sparse.npy, item_genres.npy, item_dense.npy.
+user_sparse.npy, user_dense.npy, item_sparse.npy, item_genres.npy, item_dense.npy; and
+recdeploy_triton_core.py (the shared numpy core). Ids that are not integers are the
+client's mistake (INVALID_ARGUMENT).
 """
-import os
-
 import numpy as np
 
-try:  # present inside Triton's python backend; absent when tests import the numpy core
-    import triton_python_backend_utils as pb_utils
-except ImportError:  # pragma: no cover
-    pb_utils = None
+from recdeploy_triton_core import (BadRequest, execute_requests, load_npy, user_id_column,
+                                  version_folder)
+
+__all__ = ["TABLES", "FeatureStore", "TritonPythonModel", "candidate_features", "first_occurrence"]
 
 TABLES = ("user_sparse", "user_dense", "item_sparse", "item_genres", "item_dense")
 
@@ -49,9 +49,7 @@ class FeatureStore:
 
     @classmethod
     def load(cls, folder):
-        arrays = [np.load(os.path.join(folder, f"{name}.npy"))
-                  for name in ("user_ids", "item_ids", *TABLES)]
-        return cls(*arrays)
+        return cls(*(load_npy(folder, name) for name in ("user_ids", "item_ids", *TABLES)))
 
     def user_rows(self, user_ids):
         return _rows(self.user_ids, None, user_ids)
@@ -86,10 +84,14 @@ def candidate_features(user_ids, candidates, store):
     user_ids = np.asarray(user_ids)
     candidates = np.asarray(candidates)
     if user_ids.dtype.kind not in "iu" or candidates.dtype.kind not in "iu":
-        raise ValueError(f"USER_ID and CANDIDATES must be integer tensors, got "
+        raise BadRequest(f"USER_ID and CANDIDATES must be integer tensors, got "
                          f"{user_ids.dtype} and {candidates.dtype}")
-    user_ids = user_ids.reshape(-1).astype(np.int64)
-    candidates = candidates.astype(np.int64).reshape(len(user_ids), -1)
+    user_ids = user_id_column(user_ids)
+    # N = 0 would reach the ranker as an empty axis, which its graph cannot reshape (a 500)
+    if candidates.ndim != 2 or len(candidates) != len(user_ids) or candidates.shape[1] == 0:
+        raise BadRequest(f"CANDIDATES must be [batch, N >= 1] with one row per USER_ID row "
+                         f"({len(user_ids)}), got {list(candidates.shape)}")
+    candidates = candidates.astype(np.int64)
     users = store.user_rows(user_ids)
     items = store.item_rows(candidates)
     valid = (items > 0) & first_occurrence(candidates)
@@ -105,22 +107,11 @@ def candidate_features(user_ids, candidates, store):
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.store = FeatureStore.load(os.path.join(args["model_repository"], args["model_version"]))
+        self.store = FeatureStore.load(version_folder(args))
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                def get(name):
-                    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                sparse, genres, dense, valid = candidate_features(get("USER_ID"), get("CANDIDATES"),
-                                                                  self.store)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("SPARSE", np.ascontiguousarray(sparse)),
-                    pb_utils.Tensor("GENRES", np.ascontiguousarray(genres)),
-                    pb_utils.Tensor("DENSE", np.ascontiguousarray(dense)),
-                    pb_utils.Tensor("VALID", valid)]))
-            except Exception as err:  # one bad request must not take the others down
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"ranking_features: {err}")))
-        return responses
+        return execute_requests("ranking_features", requests, self.answer)
+
+    def answer(self, get):
+        sparse, genres, dense, valid = candidate_features(get("USER_ID"), get("CANDIDATES"), self.store)
+        return {"SPARSE": sparse, "GENRES": genres, "DENSE": dense, "VALID": valid}

@@ -166,7 +166,7 @@ std::vector<torch::Tensor> run(InstanceState& state, std::vector<torch::jit::IVa
 // Send one request its rows [first, first + rows) of the outputs, or `failure`.
 void respond(const InstanceState& state, TRITONBACKEND_Request* request,
              const std::vector<torch::Tensor>* outputs, int64_t first, int64_t rows,
-             const std::string& failure) {
+             const Failure& failure) {
   TRITONBACKEND_Response* response = nullptr;
   Err e = TRITONBACKEND_ResponseNew(&response, request);
   if (e != nullptr) {
@@ -174,7 +174,8 @@ void respond(const InstanceState& state, TRITONBACKEND_Request* request,
     TRITONSERVER_ErrorDelete(e);
     return;
   }
-  std::string message = failure;
+  std::string message = failure.message;
+  TRITONSERVER_Error_Code code = failure.code;
   if (message.empty() && outputs == nullptr) message = "the model failed without a message";
   if (message.empty()) {
     try {
@@ -199,11 +200,12 @@ void respond(const InstanceState& state, TRITONBACKEND_Request* request,
       }
     } catch (const std::exception& ex) {
       message = ex.what();
+      code = TRITONSERVER_ERROR_INTERNAL;
     }
   }
   Err send = TRITONBACKEND_ResponseSend(
       response, TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-      message.empty() ? nullptr : error(state.model->name + ": " + message));
+      message.empty() ? nullptr : error(state.model->name + ": " + message, code));
   if (send != nullptr) {
     log(TRITONSERVER_LOG_ERROR, std::string("cannot send a response: ") + TRITONSERVER_ErrorMessage(send));
     TRITONSERVER_ErrorDelete(send);
@@ -213,7 +215,7 @@ void respond(const InstanceState& state, TRITONBACKEND_Request* request,
 // Run `indices` as one forward() and answer each; false (nothing sent) when that run fails.
 bool run_group(InstanceState& state, const std::vector<uint32_t>& indices,
                const std::vector<RequestFeed>& feeds, TRITONBACKEND_Request** requests,
-               std::vector<bool>& ok, std::string* failure) {
+               std::vector<bool>& ok, Failure* failure) {
   std::vector<const RequestFeed*> group;
   int64_t rows = 0;
   for (uint32_t i : indices) {
@@ -224,12 +226,12 @@ bool run_group(InstanceState& state, const std::vector<uint32_t>& indices,
   try {
     outputs = run(state, to_inputs(state, group), rows);
   } catch (const std::exception& ex) {
-    *failure = ex.what();
+    *failure = failure_of(ex);
     return false;
   }
   int64_t first = 0;
   for (uint32_t i : indices) {
-    respond(state, requests[i], &outputs, first, feeds[i].rows, "");
+    respond(state, requests[i], &outputs, first, feeds[i].rows, Failure{});
     ok[i] = true;
     first += feeds[i].rows;
   }
@@ -341,7 +343,7 @@ Err TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstance* instance,
     try {
       feeds[i] = recdeploy::read_request(*state.model, requests[i]);
     } catch (const std::exception& ex) {
-      recdeploy::respond(state, requests[i], nullptr, 0, 0, ex.what());
+      recdeploy::respond(state, requests[i], nullptr, 0, 0, recdeploy::Failure{ex.what()});
       continue;
     }
     // an unbatched model runs each request alone
@@ -354,7 +356,7 @@ Err TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstance* instance,
   int64_t batch_rows = 0;
   for (const std::string& key : order) {
     const std::vector<uint32_t>& indices = groups[key];
-    std::string failure;
+    recdeploy::Failure failure;
     if (recdeploy::run_group(state, indices, feeds, requests, ok, &failure)) {
       for (uint32_t i : indices) batch_rows += feeds[i].rows;
       continue;

@@ -2,6 +2,7 @@
 // read once per model and shared by its instances; plus the small Triton helpers both files use.
 #pragma once
 
+#include <torch/csrc/jit/runtime/jit_exception.h>
 #include <torch/script.h>
 
 #include <chrono>
@@ -25,6 +26,22 @@ inline uint64_t now_ns() {
 
 inline Err error(const std::string& message, TRITONSERVER_Error_Code code = TRITONSERVER_ERROR_INTERNAL) {
   return TRITONSERVER_ErrorNew(code, ("libtorch backend: " + message).c_str());
+}
+
+// A failed request's answer. A TorchScript `raise ValueError(msg)` is how a scripted module
+// marks the client's mistake: INVALID_ARG (HTTP 400, gRPC INVALID_ARGUMENT) with the module's
+// own message, so monitoring and retrying proxies do not count it as a server fault. Anything
+// else (RuntimeError included) is the server's: INTERNAL.
+struct Failure {
+  std::string message;
+  TRITONSERVER_Error_Code code = TRITONSERVER_ERROR_INTERNAL;
+};
+
+inline Failure failure_of(const std::exception& ex) {
+  const auto* scripted = dynamic_cast<const torch::jit::JITException*>(&ex);
+  if (scripted != nullptr && scripted->getPythonClassName() == std::string("builtins.ValueError"))
+    return {scripted->getOriginalMsg().value_or(ex.what()), TRITONSERVER_ERROR_INVALID_ARG};
+  return {ex.what()};
 }
 
 inline void log(TRITONSERVER_LogLevel level, const std::string& message) {

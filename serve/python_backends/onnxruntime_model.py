@@ -13,6 +13,15 @@ batch are concatenated along dim 0, run once and split back. Needs numpy and onn
 the stub's environment, nothing else. Registered a second time as the ``pytorch`` backend,
 it serves ``platform: "pytorch_libtorch"`` TorchScript ``model.pt`` files with torch
 (``KIND_GPU`` instances on cuda), the files the stock container's libtorch backend takes.
+
+A request the model itself refuses answers INVALID_ARGUMENT (HTTP 400): ONNX Runtime's own
+InvalidArgument (a shape, dtype or index out of range), or a TorchScript ``raise
+ValueError(...)``, the way a scripted module marks a client mistake. Everything else is
+INTERNAL (500). ONNX Runtime reports a TopK whose k exceeds the axis as FAIL, not as an
+invalid argument, so nothing here could tell it from a broken graph: an export that knows an
+input's valid range declares it (``parameters { key: "input_range" value { string_value:
+"K=1..1682" } }``) and a value outside it is refused as the client's before the model runs.
+The stock onnxruntime backend ignores that parameter.
 """
 import json
 import os
@@ -23,6 +32,10 @@ import triton_python_backend_utils as pb_utils
 DEFAULT_MODEL_FILENAME = "model.onnx"
 THREAD_PARAMETERS = {"intra_op_thread_count": "intra_op_num_threads",
                      "inter_op_thread_count": "inter_op_num_threads"}
+
+
+class ClientInputError(ValueError):
+    """The model refused the request's own tensors: the client must change them."""
 
 
 # ---------------------------------------------------------------- numpy-only helpers
@@ -51,6 +64,26 @@ def parameter(config, name, default=""):
     value = (config.get("parameters") or {}).get(name, {})
     text = value.get("string_value", "") if isinstance(value, dict) else str(value)
     return text.strip() or default
+
+
+def input_ranges(config):
+    """{input: (low, high)} from the ``input_range`` parameter, e.g. "K=1..1682,X=0..9"."""
+    ranges = {}
+    for part in parameter(config, "input_range").split(","):
+        if part.strip():
+            name, _, bounds = part.partition("=")
+            low, _, high = bounds.partition("..")
+            ranges[name.strip()] = (int(low), int(high))
+    return ranges
+
+
+def check_ranges(feed, ranges):
+    """ClientInputError naming the first input with a value outside its declared range."""
+    for name, (low, high) in ranges.items():
+        value = feed.get(name)
+        if value is not None and value.size and (value.min() < low or value.max() > high):
+            bad = value.min() if value.min() < low else value.max()
+            raise ClientInputError(f"{name} must be between {low} and {high}, got {bad}")
 
 
 def can_concatenate(feeds):
@@ -124,9 +157,33 @@ class OnnxRuntimeRunner:
             providers.insert(0, ("CUDAExecutionProvider",
                                  {"device_id": int(args["model_instance_device_id"])}))
         self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+        self.invalid_argument = InvalidArgument
+
+    def missing_outputs(self, names):
+        """Config outputs the graph lacks. ONNX Runtime calls asking for one InvalidArgument,
+        which would read as the client's fault: the model refuses to load instead."""
+        have = {output.name for output in self.session.get_outputs()}
+        return [name for name in names if name not in have]
 
     def run(self, names, feed):
-        return self.session.run(names, feed)
+        try:
+            return self.session.run(names, feed)
+        except self.invalid_argument as error:
+            raise ClientInputError(str(error)) from error
+
+
+def scripted_value_error(torch):
+    """The message of the TorchScript ``raise ValueError(msg)`` just caught, else None.
+
+    torch keeps the scripted exception's class and original message for the thread that
+    caught it, what C++ callers read from ``JITException`` (and the native backend uses).
+    """
+    class_name = getattr(torch._C, "_get_caught_jit_exception_class_name", None)
+    message = getattr(torch._C, "_get_caught_jit_exception_original_msg", None)
+    if class_name is None or message is None or class_name() != "builtins.ValueError":
+        return None
+    return message()
 
 
 class TorchScriptRunner:
@@ -149,7 +206,13 @@ class TorchScriptRunner:
         with torch.inference_mode():
             inputs = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device)
                       for name in self.input_names if name in feed]
-            outputs = self.module(*inputs)
+            try:
+                outputs = self.module(*inputs)
+            except torch.jit.Error as error:
+                client_error = scripted_value_error(torch)
+                if client_error is None:
+                    raise
+                raise ClientInputError(client_error) from error
             outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
             return [output.cpu().numpy() for output in outputs][:len(names)]
 
@@ -174,10 +237,15 @@ class TritonPythonModel:
         self.input_names = [i["name"] for i in config.get("input", [])]
         self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"]))
                         for o in config.get("output", [])]
+        missing = [] if torchscript else self.session.missing_outputs([n for n, _ in self.outputs])
+        if missing:
+            raise pb_utils.TritonModelException(
+                f"python-based backend: {path} has no output {', '.join(missing)} (the config names it)")
         self.batched = int(config.get("max_batch_size", 0)) > 0
         # parameters { key: "batch_group_inputs" value { string_value: "K" } }
         self.group_inputs = [name.strip() for name in parameter(config, "batch_group_inputs").split(",")
                              if name.strip()]
+        self.ranges = input_ranges(config)
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -209,6 +277,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is not None:  # optional inputs may be absent
                 feed[name] = tensor.as_numpy()
+        check_ranges(feed, self.ranges)
         return feed
 
     def _run(self, feed):
@@ -226,4 +295,6 @@ class TritonPythonModel:
 
 def _error_response(error):
     message = f"onnxruntime: {type(error).__name__}: {error}"
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+    code = pb_utils.TritonError.INVALID_ARG if isinstance(error, ClientInputError) \
+        else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))

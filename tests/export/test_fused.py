@@ -125,7 +125,9 @@ def test_torchscript_per_row_path_equals_the_graph_path(tiny, tmp_path):
 def test_torchscript_per_row_path_refuses_k_beyond_the_catalogue(tiny, tmp_path):
     fused, _, _ = tiny
     scripted = torch.jit.load(str(export_fused_torchscript(fused, tmp_path / "f.pt")))
-    with pytest.raises(Exception, match="K must be at most the catalogue size 6"):
+    with pytest.raises(Exception, match="K must be between 1 and the catalogue size 6, got 7"):
         scripted(torch.tensor([[5]]), torch.tensor([[7]], dtype=torch.int32))
+    with pytest.raises(Exception, match="K must be between 1 and the catalogue size 6, got 0"):
+        scripted(torch.tensor([[5]]), torch.tensor([[0]], dtype=torch.int32))
     ids, _ = scripted(torch.tensor([[5]]), torch.tensor([[6]], dtype=torch.int32))
     assert ids.shape == (1, 6)

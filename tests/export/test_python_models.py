@@ -54,10 +54,12 @@ def test_top_k_cold_start_uses_popularity_and_pads_when_exhausted():
 ])
 def test_bad_k_is_a_clear_error(k, message):
     with pytest.raises(topk_module.BadRequest, match=message):
-        topk_module.parse_k(k, 2, 5)
+        topk_module.parse_k(k, 5)
 
 
 def test_top_k_rejects_wrong_catalogue_width():
-    with pytest.raises(topk_module.BadRequest, match=r"SCORES must be \[batch, 3\], got \[1, 4\]"):
+    # SCORES comes from the scorer step (Triton checks the client's shapes against the config):
+    # a width that disagrees with item_ids.npy is a broken deployment, answered INTERNAL
+    with pytest.raises(topk_module.PipelineFault, match=r"SCORES must be \[batch, 3\], got \[1, 4\]"):
         topk_module.top_k(np.zeros((1, 4)), np.zeros((1, 0)), np.ones((1, 1), bool), 1,
                           np.zeros(3, np.float32), np.arange(3))

@@ -57,7 +57,7 @@ def test_rank_top_k_puts_invalid_last_and_breaks_ties_by_position():
     (np.array([[1.0]]), "K must be one integer per row")])
 def test_rank_parse_k_errors(k, message):
     with pytest.raises(rank_topk_module.BadRequest, match=message):
-        rank_topk_module.parse_k(np.asarray(k), 4)
+        rank_topk_module.parse_k(np.asarray(k), 4, "the number of candidates")
 
 
 def test_top_n_candidates_removes_seen_and_uses_popularity_for_unknown():

@@ -102,3 +102,52 @@ def test_k_beyond_candidates_is_an_error_and_server_stays_up(ms_server):
                            match=f"K must be between 1 and the number of candidates {N_CANDIDATES}, got 41"):
             client.recommend([1], k=N_CANDIDATES + 1)
         assert client.recommend([1], k=3)[0].shape == (1, 3)
+
+
+CLIENT_ERROR = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+
+
+def served_error(server, protocol, model, inputs):
+    """(status, message) of a request that must fail: gRPC's status code or HTTP's status."""
+    from tritonclient.utils import InferenceServerException
+
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with RecommendClient(url, protocol, model=model) as client:
+        with pytest.raises(InferenceServerException) as error:
+            client.infer(inputs, ["ITEM_IDS", "SCORES"])
+    return error.value.status(), error.value.message()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("ks, n, message", [
+    ([0], 25, "rank_topk: K must be between 1 and the number of candidates 25, got 0"),
+    ([26], 25, "rank_topk: K must be between 1 and the number of candidates 25, got 26"),
+    ([-1], 25, "got -1"),
+    ([3, 4], 25, r"K must be the same for every row of a request, got \[3, 4\]"),
+    # no candidates at all: refused before the ranker, whose graph cannot take an empty axis
+    ([1], 0, r"ranking_features: CANDIDATES must be \[batch, N >= 1\] with one row per USER_ID row \(1\), "
+             r"got \[1, 0\]"),
+])
+def test_bad_k_on_rank_is_a_client_error(ms_server, ml100k, protocol, ks, n, message):
+    import re
+
+    users = ml100k.user_ids[:len(ks)].reshape(-1, 1).astype(np.int64)
+    candidates = np.resize(ml100k.item_ids, (len(ks), n)).astype(np.int64)
+    status, text = served_error(ms_server, protocol, "rank", {
+        "USER_ID": users, "CANDIDATES": candidates, "K": np.array(ks, np.int32).reshape(-1, 1)})
+    assert status == CLIENT_ERROR[protocol] and re.search(message, text), text
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("ks, message", [
+    ([0], f"K must be between 1 and the number of candidates {N_CANDIDATES}, got 0"),
+    ([N_CANDIDATES + 1], f"K must be between 1 and the number of candidates {N_CANDIDATES}, got 41"),
+    ([2, 5], r"K must be the same for every row of a request, got \[2, 5\]"),
+])
+def test_bad_k_on_multistage_is_a_client_error(ms_server, ml100k, protocol, ks, message):
+    import re
+
+    users = ml100k.user_ids[:len(ks)].reshape(-1, 1).astype(np.int64)
+    status, text = served_error(ms_server, protocol, "recommend_multistage",
+                                {"USER_ID": users, "K": np.array(ks, np.int32).reshape(-1, 1)})
+    assert status == CLIENT_ERROR[protocol] and re.search(message, text), text

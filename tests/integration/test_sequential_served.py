@@ -90,3 +90,45 @@ def test_history_token_beyond_the_vocabulary_is_an_error_and_server_stays_up(seq
             client.infer({"HISTORY": bad}, ["SCORES"])
         good = client.infer({"HISTORY": np.array([[0, 0, 5]], dtype=np.int64)}, ["SCORES"])["SCORES"]
     assert sequential_server.is_ready() and np.isfinite(good).all()
+
+
+CLIENT_ERROR = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+
+
+def served_error(server, protocol, model, inputs, outputs):
+    """(status, message) of a request that must fail: gRPC's status code or HTTP's status."""
+    from tritonclient.utils import InferenceServerException
+
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    with RecommendClient(url, protocol, model=model) as client:
+        with pytest.raises(InferenceServerException) as error:
+            client.infer(inputs, outputs)
+    return error.value.status(), error.value.message()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("case", ["K = 0", "K < 0", "K > catalogue", "K differs per row"])
+def test_bad_k_on_recommend_next_is_a_client_error(sequential_server, reference, protocol, case):
+    import re
+
+    n = len(reference.item_ids)     # the sequential catalogue: items with enough history
+    ks, message = {
+        "K = 0": ([0], f"topk: K must be between 1 and the catalogue size {n}, got 0"),
+        "K < 0": ([-2], f"topk: K must be between 1 and the catalogue size {n}, got -2"),
+        "K > catalogue": ([n + 1], f"topk: K must be between 1 and the catalogue size {n}, got {n + 1}"),
+        "K differs per row": ([3, 4], r"topk: K must be the same for every row of a request, got \[3, 4\]"),
+    }[case]
+    users = reference.table.user_ids[:len(ks)].reshape(-1, 1)
+    status, text = served_error(sequential_server, protocol, ENSEMBLE,
+                                {"USER_ID": users, "K": np.array(ks, np.int32).reshape(-1, 1)},
+                                ["ITEM_IDS", "SCORES"])
+    assert status == CLIENT_ERROR[protocol] and re.search(message, text)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_explicit_history_token_beyond_the_vocabulary_is_a_client_error(sequential_server, protocol):
+    """The scorer's Gather refuses the index; ONNX Runtime calls that INVALID_ARGUMENT itself."""
+    status, text = served_error(sequential_server, protocol, SCORER,
+                                {"HISTORY": np.array([[0, 0, 10 ** 6]], np.int64)}, ["SCORES"])
+    assert status == CLIENT_ERROR[protocol]
+    assert "INVALID_ARGUMENT" in text and "out of data bounds" in text

@@ -52,6 +52,27 @@ def test_bad_request_is_a_clear_error_and_the_server_stays_up(rel_server, refere
     assert_still_serving(rel_server, reference)
 
 
+CLIENT_ERROR = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_every_bad_request_is_a_client_error_over_both_protocols(rel_server, case, protocol):
+    """Triton's own checks (dtype, shape, batch) and the python models' (K) agree: the client's
+    mistake is INVALID_ARGUMENT / HTTP 400, never INTERNAL / 500 (a server fault to monitoring)."""
+    import re
+
+    from tritonclient.utils import InferenceServerException
+
+    inputs, message = ERRORS[case]
+    url = rel_server.grpc_url if protocol == "grpc" else rel_server.http_url
+    with RecommendClient(url, protocol) as client:
+        with pytest.raises(InferenceServerException) as error:
+            client.infer(inputs, ["ITEM_IDS", "SCORES"])
+    assert error.value.status() == CLIENT_ERROR[protocol]
+    assert re.search(message, error.value.message())
+
+
 @pytest.mark.parametrize("model, version, message", [
     ("no_such_model", "", "Request for unknown model: 'no_such_model' is not found"),
     ("recommend", "7", "Request for unknown model: 'recommend' version 7 is not found"),

@@ -43,7 +43,8 @@ def test_a_truncated_npy_error_names_the_file(tmp_path):
 def test_top_k_refuses_inconsistent_internal_tensors():
     item_ids, popularity = np.arange(5), np.zeros(5, np.float32)
     scores = np.zeros((2, 5), np.float32)
-    with pytest.raises(topk_module.BadRequest, match="SEEN_ITEMS holds index 7, beyond the catalogue"):
+    # both come from earlier ensemble steps, not from the client: server faults (INTERNAL)
+    with pytest.raises(topk_module.PipelineFault, match="SEEN_ITEMS holds index 7, beyond the catalogue"):
         topk_module.top_k(scores, np.array([[7], [-1]]), np.array([[True], [True]]), 2, popularity, item_ids)
-    with pytest.raises(topk_module.BadRequest, match="IS_KNOWN has 1 rows, SCORES 2"):
+    with pytest.raises(topk_module.PipelineFault, match="IS_KNOWN has 1 rows, SCORES 2"):
         topk_module.top_k(scores, np.array([[1], [-1]]), np.array([[True]]), 2, popularity, item_ids)
