@@ -47,8 +47,7 @@ class PruneConfig(CompressionConfig):
     method = "prune"
     ratio: float = 0.5               # fraction of channels / embedding dims removed
     importance: str = "magnitude"    # "magnitude" (L2 of the group's weights) or "taylor" (|w * dL/dw|)
-    # measured on ML-100k dim 64 -> 32: 3 epochs at lr 0.005 left a 3 % NDCG@10 loss, 8 epochs at
-    # 0.01 (keeping the best validation epoch) left 0.4 %
+    # fewer epochs left a visible quality loss (docs/compression.md)
     finetune_epochs: int = 8
     # None: the run's own training lr where the family knows it (TaskData.train_lr), else
     # DEFAULT_FINETUNE_LR. A model trained at 1e-3 (ML-1M two-tower) is knocked off its optimum
@@ -56,8 +55,7 @@ class PruneConfig(CompressionConfig):
     finetune_lr: float | None = None
     # weight of distillation in the fine-tune: the pruned model also matches the unpruned one's
     # softmax over the catalogue (KL, temperature 1); 0: the labels only. ``prune-NN-kd``: 1.0
-    # for 12 epochs. Measured on the ML-1M two-tower pruned 64 -> 24 dims: labels only lost
-    # 3.8 % NDCG@10, 0.5 labels + 0.5 KL (8 epochs) 1.4 %, KL only (12 epochs) gained 0.5 %.
+    # for 12 epochs, the mix that kept the quality best (docs/compression.md)
     distill: float = 0.0
     seed: int = 0
 

@@ -65,8 +65,8 @@ def interleaved_latency(sessions: dict[str, object], requests: dict[int, list[di
 
     requests[batch]: real requests of that batch size, cycled through.
     """
-    # >= 20 calls a sample (~10 ms at batch 256 here; the old floor of 4 made ~2 ms samples,
-    # short against the scheduler's time slices on a shared VM)
+    # >= 20 calls a sample: fewer made samples short against the scheduler's time slices on
+    # a shared VM
     calls = calls or {batch: max(20, 1000 // batch) for batch in requests}
     names = list(sessions)
     for name in names:                      # warm-up: first calls allocate and JIT-pack weights

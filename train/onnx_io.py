@@ -86,11 +86,17 @@ def move_weights_outside(path: Path) -> Path:
     return path
 
 
-def onnx_files(path: Path) -> dict[str, Path]:
-    """The files an exported model consists of: the graph, and its external data if any."""
+def onnx_files(path: Path, name: str = "model.onnx") -> dict[str, Path]:
+    """The files to copy to serve ``path`` as ``name`` (a Triton version folder's file): the
+    graph, and its external data, which the graph finds by the file name it was saved with."""
     path = Path(path)
     data = path.with_name(path.name + ".data")
-    return {path.name: path, **({data.name: data} if data.is_file() else {})}
+    if not data.is_file():
+        return {name: path}
+    if path.name != name:
+        raise ValueError(f"{path} keeps its weights in {data.name}: export it as {name} to serve it "
+                         f"(the graph names its data file)")
+    return {name: path, data.name: data}
 
 
 def cpu_session(path: Path, threads: int = 2, spinning: bool = True):

@@ -223,7 +223,7 @@ def probe_features(store, rows: int = 16, candidates: int = 4, seed: int = 7) ->
     """Feature tensors [rows, candidates, ...] of real users and items from the served store."""
     rng = np.random.default_rng(seed)
     users = rng.choice(store.user_ids, size=rows).reshape(-1, 1)
-    items = rng.choice(store.item_ids, size=(rows, candidates))
+    items = rng.choice(store.sorted_item_ids, size=(rows, candidates))
     sparse, genres, dense, _ = features_module.candidate_features(users, items, store)
     return dict(zip(FEATURE_TENSORS, (sparse, genres, dense)))
 
@@ -348,7 +348,7 @@ class RankingScenario(Scenario):
         store = self._store(repo)
         users = canary_users(store.user_ids)
         rng = np.random.default_rng(3)
-        candidates = rng.choice(store.item_ids, size=(len(users), 2 * k))
+        candidates = rng.choice(store.sorted_item_ids, size=(len(users), 2 * k))
         candidates[:, -1] = -1                     # padding / an unknown id
         candidates[:, -2] = candidates[:, 0]       # a repeat
         return [candidate_requests(users, candidates, k)]
@@ -357,7 +357,7 @@ class RankingScenario(Scenario):
         store = self._store(repo)
         rng = np.random.default_rng(seed)
         users = np.resize(store.user_ids[rng.permutation(len(store.user_ids))], n)
-        candidates = rng.choice(store.item_ids, size=(n, PERF_CANDIDATES))
+        candidates = rng.choice(store.sorted_item_ids, size=(n, PERF_CANDIDATES))
         return candidate_requests(users, candidates, min(k, PERF_CANDIDATES))
 
     def swappable_model(self, entry: Entry) -> str:
