@@ -37,14 +37,37 @@ experiment, not an option here.)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recdeploy.train.config import OUTPUT_EMBEDDINGS
+from recdeploy.train.config import ConfigError, ModelConfig
 from recdeploy.train.models import register_model
 
 PAD = 0
+OUTPUT_EMBEDDINGS = ("shared", "separate")
+
+
+@dataclass(frozen=True)
+class SASRecConfig(ModelConfig):
+    """SASRec's own settings: history window, transformer blocks, heads, dropout, output table."""
+    max_len: int = 200
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    # score with the input item embedding ("shared", the paper's default) or with an output
+    # table of its own ("separate", the paper's unshared-IE ablation); see the module docstring
+    output_embedding: str = "shared"
+
+    def __post_init__(self):
+        if self.max_len < 1 or self.layers < 1 or self.heads < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"need max_len, layers, heads >= 1 and 0 <= dropout < 1, got "
+                              f"{self.max_len}, {self.layers}, {self.heads}, {self.dropout}")
+        if self.output_embedding not in OUTPUT_EMBEDDINGS:
+            raise ConfigError(f"unknown output_embedding {self.output_embedding!r}; valid: "
+                              f"{', '.join(OUTPUT_EMBEDDINGS)}")
 
 
 def attention_mask(tokens: torch.Tensor) -> torch.Tensor:
@@ -186,7 +209,7 @@ class SASRec(nn.Module):
         return self.next_item_scores(self.fit_history(history))
 
 
-@register_model("sasrec", task="sequential",
+@register_model("sasrec", task="sequential", config=SASRecConfig,
                 # 15 cosine-annealed epochs fit the 15-minute budget on 2 CPU cores (ML-1M,
                 # 11.7 min); batch 32 takes 4x the steps of 128 in the same time: test NDCG@10
                 # 0.1098 against 0.1008. (--output-embedding separate wants --lr 2e-3: its

@@ -143,7 +143,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
     def batch_loss(batch: torch.Tensor) -> torch.Tensor:
         u, i = users[batch], items[batch]
         error = model(u, i) - ratings[batch]
-        return error.pow(2).mean() + config.reg * model.l2(u, i).mean()
+        return error.pow(2).mean() + config.options.reg * model.l2(u, i).mean()
 
     # a refit (fixed_epochs) trains on split.valid too, so it has nothing to validate on
     fitted = fit(model, optimizer, rng, epochs=fixed_epochs or config.epochs,

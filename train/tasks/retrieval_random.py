@@ -122,8 +122,8 @@ def random_split_protocol(ds: Dataset, seed: int = 0) -> RandomSplitProtocol:
 def _model_args(config: TrainConfig, ds: Dataset) -> tuple[dict, dict | None]:
     """Builder arguments; models with side features also get their encoded feature codes."""
     args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim}
-    if config.mlp_dim:
-        args["mlp_dim"] = config.mlp_dim
+    if getattr(config.options, "mlp_dim", 0):
+        args["mlp_dim"] = config.options.mlp_dim
     if config.model != "two_tower_features":
         return args, None
     from recdeploy.train.models.two_tower import encode_side_features
@@ -137,20 +137,21 @@ def _loss(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor,
     its paper), or with ``loss="sampled_softmax"`` a softmax over each positive and
     ``negatives`` uniform items shared by the batch (a negative equal to the row's positive is
     masked). The towers train on the full softmax (``RetrievalProtocol.batch_loss``)."""
-    if config.loss == "sampled_softmax":
-        negatives = torch.randint(0, model.n_items, (config.negatives,), generator=generator)
+    options = config.options
+    if options.loss == "sampled_softmax":
+        negatives = torch.randint(0, model.n_items, (options.negatives,), generator=generator)
         sampled = model.score_items(users, negatives).masked_fill(negatives[None] == items[:, None],
                                                                   float("-inf"))
         logits = torch.cat([model(users, items)[:, None], sampled], 1)
         return (torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long))
-                + config.reg * model.l2(users, items).mean())
-    negatives = torch.randint(0, model.n_items, (len(users) * config.negatives,), generator=generator)
-    all_users = torch.cat([users, users.repeat(config.negatives)])
+                + options.reg * model.l2(users, items).mean())
+    negatives = torch.randint(0, model.n_items, (len(users) * options.negatives,), generator=generator)
+    all_users = torch.cat([users, users.repeat(options.negatives)])
     all_items = torch.cat([items, negatives])
     labels = torch.cat([torch.ones(len(users)), torch.zeros(len(negatives))])
     logits = model(all_users, all_items)
     return (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-            + config.reg * model.l2(all_users, all_items).mean())
+            + options.reg * model.l2(all_users, all_items).mean())
 
 
 def _pretrain_gmf(model, config: TrainConfig, protocol: RandomSplitProtocol, rng,
@@ -158,8 +159,6 @@ def _pretrain_gmf(model, config: TrainConfig, protocol: RandomSplitProtocol, rng
     """NeuMF's GMF branch alone on the exact softmax over the catalogue (model.gmf_scores),
     early-stopped on validation NDCG@10; then the MLP branch's output weights start at zero,
     so joint training starts from exactly the pretrained GMF model."""
-    if not hasattr(model, "gmf_scores"):
-        raise ValueError(f"pretrain_epochs: {config.model} has no GMF branch to pretrain")
     optimizer = torch.optim.Adam(model.gmf_parameters(), lr=config.lr)
     with torch.no_grad():
         model.out.weight[0, model.dim:] = 0.0
@@ -169,7 +168,7 @@ def _pretrain_gmf(model, config: TrainConfig, protocol: RandomSplitProtocol, rng
         return model.gmf_scores(torch.from_numpy(batch)).numpy()
 
     users, items = protocol.train_users, protocol.train_items
-    fit(model, optimizer, rng, epochs=config.pretrain_epochs,
+    fit(model, optimizer, rng, epochs=config.options.pretrain_epochs,
         batches=shuffled_batches(protocol.n_train, config.batch_size),
         batch_loss=lambda rows: torch.nn.functional.cross_entropy(model.gmf_scores(users[rows]), items[rows]),
         validate=lambda _: protocol.evaluate(gmf_score, "valid").ndcg_at_10, patience=config.patience,
@@ -205,7 +204,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
             return _loss(model, config, users[rows], items[rows], generator)
         return protocol.batch_loss(model, rows)
 
-    pretrain = config.pretrain_epochs
+    pretrain = getattr(config.options, "pretrain_epochs", 0)
     if pretrain:
         _pretrain_gmf(model, config, protocol, rng, progress)
     # after a pretraining, the joint phase keeps the pretrained model unless it beats it

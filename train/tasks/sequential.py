@@ -161,18 +161,19 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     rng = np.random.default_rng(config.seed)
     keep_freed_memory()  # the attention maps are recycled instead of faulted in every step
     started = time.perf_counter()
+    options = config.options
     hp = {"lr": config.lr, "batch_size": config.batch_size, "weight_decay": config.weight_decay,
-          "dropout": config.dropout, "max_len": config.max_len, "lr_schedule": config.lr_schedule}
-    model_args = {"n_items": ds.n_items, "dim": config.dim, "max_len": config.max_len,
-                  "layers": config.layers, "heads": config.heads, "dropout": config.dropout,
-                  "output_embedding": config.output_embedding}
+          "dropout": options.dropout, "max_len": options.max_len, "lr_schedule": config.lr_schedule}
+    model_args = {"n_items": ds.n_items, "dim": config.dim, "max_len": options.max_len,
+                  "layers": options.layers, "heads": options.heads, "dropout": options.dropout,
+                  "output_embedding": options.output_embedding}
     device = torch.device(config.device)
     model = build_model(config.model, **model_args).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     sequences = user_sequences(ds)
-    valid, test = evaluation_sets(sequences, config.max_len)
+    valid, test = evaluation_sets(sequences, options.max_len)
     inputs, targets = (torch.from_numpy(a).to(device) for a in training_windows(
-        [s[:-2] if len(s) >= 3 else s for s in sequences], config.max_len))
+        [s[:-2] if len(s) >= 3 else s for s in sequences], options.max_len))
     lengths = (targets != IGNORE).sum(1).cpu().numpy()
 
     def batch_loss(batch: np.ndarray) -> tuple[torch.Tensor, int]:
