@@ -90,10 +90,9 @@ class RowwiseRetrievalScorer(nn.Module):
 
     The file holds the int8/int4 codes. Both dequantized tables depend on constants only, so
     ONNX Runtime folds them once at load and a call is the FP32 scorer's Gather and MatMul:
-    the saving is file size and transfer, not RAM. Measured on the 2-core VM (ML-100k, dim 24,
-    batch 256): dequantizing the gathered user rows per call instead (Gather, Cast, Mul, Pad:
-    six small ops) cost ~15 % of the call; factoring the per-row scales out of the product
-    costs an extra pass over the B x I scores.
+    the saving is file size and transfer, not RAM. Dequantizing only the gathered user rows
+    per call instead adds six small ops to every call; factoring the per-row scales out of the
+    product costs an extra pass over the B x I scores.
     """
 
     def __init__(self, model: TwoTower, bits: int):

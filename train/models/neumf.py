@@ -147,12 +147,9 @@ class NeuMFScorer(nn.Module):
         return self.gmf_user(users) @ self.item_gmf_t + self.rest(first) @ self.w_mlp + self.b_out
 
 
-# ML-1M, random 8:1:1: the GMF branch pretrained on the exact softmax (best epoch 11, 24 s an
-# epoch) reaches test NDCG@10 0.2404; one joint epoch on a 256-negative sampled softmax (MLP
-# width 16, ~4 min with its evaluation) lowered validation NDCG, so early stopping keeps the
-# pretrained model (its MLP branch's output weights stay zero: the served model is its GMF
-# half). The measured run used patience 2 (14.1 min on 2 cores, two joint epochs); patience 1
-# stops after the first joint epoch with the same model. The old BCE recipe gave 0.2007.
+# the GMF branch pretrained on the exact softmax, then a short joint phase on a sampled
+# softmax with a narrow MLP branch that early stopping keeps only if it beats the pretrained
+# model on validation (docs/results.md: what each recipe measured)
 @register_model("neumf", task="retrieval_random", config=NeuMFConfig,
                 defaults={"dim": 64, "mlp_dim": 16, "pretrain_epochs": 20, "epochs": 8, "patience": 1,
                           "lr": 0.001, "loss": "sampled_softmax", "negatives": 256, "reg": 0.0})

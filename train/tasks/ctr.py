@@ -2,7 +2,7 @@
 
     recdeploy train --model dcn_v2 --dataset ml-1m --out runs/dcn-ml1m
 
-The protocol of RecBole's context-aware benchmark (DCN-V2 on ML-1M: AUC 0.8998). Early
+The protocol of RecBole's context-aware benchmark (its DCN-V2 row in ANCHORS.md). Early
 stopping on validation AUC; the test split is scored once, at the best epoch. Baselines
 under the same split: every item's training click rate (smoothed toward the global rate)
 and its training popularity (row count), each used as the score for every user.

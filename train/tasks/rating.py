@@ -4,7 +4,7 @@
 
 Protocol: all ratings shuffled (seeded) and split 80/10/10 into train / validation (early
 stopping) / test. The training part has the size of one fold of 5-fold cross-validation,
-the protocol of the published anchors (Surprise: SVD 0.873 on ML-1M). Predictions are
+the protocol of the published anchors (Surprise's SVD rows in ANCHORS.md). Predictions are
 clipped to the dataset's rating range, as Surprise does. The baseline is μ + b_u + b_i fitted
 on the same training rows (regularised alternating least squares, Surprise's BaselineOnly).
 

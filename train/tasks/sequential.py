@@ -24,8 +24,8 @@ apply wherever the user gave no flag; the values used are written into the card 
 Speed on CPU: windows are batched with others of similar length and each batch is cut to its
 longest real window (right-aligned, so only padding columns go: a padded column never
 influences a real one, so the outputs are the same); the softmax is taken in chunks of
-positions so no logits tensor outgrows the allocator's reusable heap (a 200 MB logits
-tensor per step costs more in page faults than in arithmetic).
+positions so no logits tensor outgrows the allocator's reusable heap, where fresh pages
+would be faulted in every step.
 """
 from __future__ import annotations
 
