@@ -5,10 +5,11 @@
     family = family_named("dcn_v2")
     data = family.task_data(model, ds)            # real (user, item) rows, fine-tune, test AUC
 
-The served module is the ``ranker`` that ``export/ranking.py`` writes: SPARSE [B, N, 6],
-GENRES [B, N, G], DENSE [B, N, 3] -> SCORES [B, N] logits. Requests here are B real
-(user, item) pairs with N = 1, so "batch 256" is 256 pairs scored in one call; a variant gets
-its candidate axis back when it is written into a repository (``write_variant``).
+The served module is the ``ranker`` that the ranking scenario (``export/scenarios/ranking.py``)
+writes: SPARSE [B, N, 6], GENRES [B, N, G], DENSE [B, N, 3] -> SCORES [B, N] logits. Requests
+here are B real (user, item) pairs with N = 1, so "batch 256" is 256 pairs scored in one
+call; export gives a variant its candidate axis back when it serves it
+(``recdeploy export --variants``).
 
 Pruning. A cross layer x_{l+1} = x0 * (W x_l + b) + x_l ties channel c of every layer to
 channel c of x0, the flattened fields (field f, dimension d at c = f*D + d), so the cross
@@ -34,10 +35,11 @@ from recdeploy.compress.config import CompressionConfigError
 from recdeploy.compress.families import ModelFamily, PruneSpec, register_family
 from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.train.models.dcn_v2 import CrossNet, DCNv2
+from recdeploy.train.tasks import protocol as task_protocol
+from recdeploy.train.tasks.ctr import CtrBatch, CtrProtocol
 
 SPLIT_SEED = 0            # TrainConfig's default seed: the split runs are trained on
 FINETUNE_PATIENCE = 2     # fine-tune epochs without a better validation AUC before stopping
-EVAL_CHUNK = 8192         # rows per scoring call in evaluate()
 
 
 # ---------------------------------------------------------------------------- served modules
@@ -181,38 +183,23 @@ def _field_width_importance(model: DCNv2, kind: str):
 
 # ---------------------------------------------------------------------------- task data
 
-def ctr_split(ds, seed: int = SPLIT_SEED):
-    from recdeploy.train.tasks.ctr import ctr_rows, random_split
-    return random_split(ctr_rows(ds)[0], seed)
-
-
-def check_split(model: DCNv2, ds, split, seed: int) -> None:
+def check_split(model: DCNv2, protocol: CtrProtocol, seed: int) -> None:
     """The model's feature tables hold training-row activity counts: they must come from this split."""
-    from recdeploy.train.tasks.ctr import build_tables
-
+    ds = protocol.ds
     if (model.n_users, model.n_items) != (ds.n_users, ds.n_items):
         raise CompressionConfigError(f"the model has {model.n_users} users x {model.n_items} items, "
                                      f"dataset {ds.name} has {ds.n_users} x {ds.n_items}")
-    tables = build_tables(ds, split.train)
-    ours = (model.features.user_dense.numpy(), model.features.item_dense.numpy())
-    if not all(a.shape == b.shape and np.allclose(a, b, atol=1e-6)
-               for a, b in zip(ours, (tables.user_dense, tables.item_dense))):
+    if not protocol.trained_on_this_split(model):
         raise CompressionConfigError(f"the model's feature tables were not built from the training rows "
                                      f"of the split with seed {seed}: pass the seed the run was trained "
                                      "with (its TrainConfig.seed)")
 
 
-def row_features(ds, rows: np.ndarray, split) -> dict[str, np.ndarray]:
+def row_features(protocol: CtrProtocol, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Served inputs for ds rows: SPARSE [R, 1, 6], GENRES [R, 1, G], DENSE [R, 1, 3], from
     the feature tables of the split's training rows (what the ranker was trained with)."""
-    from recdeploy.train.tasks.ctr import build_tables
-
-    tables = build_tables(ds, split.train)
-    users, items = ds.users[rows] + 1, ds.items[rows] + 1
-    sparse = np.concatenate([tables.user_sparse[users], tables.item_sparse[items]], axis=1)
-    dense = np.concatenate([tables.user_dense[users], tables.item_dense[items]], axis=1)
-    return {"SPARSE": sparse[:, None], "GENRES": tables.item_genres[items][:, None],
-            "DENSE": dense[:, None].astype(np.float32)}
+    sparse, genres, dense = protocol.features(rows)
+    return {"SPARSE": sparse[:, None], "GENRES": genres[:, None], "DENSE": dense[:, None]}
 
 
 def _chunks(inputs: dict[str, np.ndarray], size: int):
@@ -252,9 +239,10 @@ class DcnV2Family(ModelFamily):
 
     def example_requests(self, ds, n: int, seed: int = 0) -> dict[str, np.ndarray]:
         """n held-out (test) pairs with their features: [n, 1, ...] each."""
-        split = ctr_split(ds)
-        rows = np.random.default_rng(seed).choice(split.test, size=n, replace=n > len(split.test))
-        return row_features(ds, rows, split)
+        protocol = task_protocol("ctr", ds, SPLIT_SEED)
+        test = protocol.rows("test")
+        rows = np.random.default_rng(seed).choice(test, size=n, replace=n > len(test))
+        return row_features(protocol, rows)
 
     def task_data(self, model: DCNv2, ds, n_requests: int = 256, seed: int = SPLIT_SEED,
                   weight_decay: float = 1e-5, batch_size: int = 2048, task: str = "ctr",
@@ -264,57 +252,26 @@ class DcnV2Family(ModelFamily):
         is not the fine-tune's default here: DCN-v2's variants were measured fine-tuned at 0.01."""
         if task != "ctr":
             raise CompressionConfigError(f"dcn_v2 compression knows the task ctr, not {task!r}")
-        from recdeploy.train.tasks import EarlyStopping, run_epoch
-        from recdeploy.train.tasks.ctr import UNKNOWN_USER_SHARE, auc, logloss, predict_logits
-
-        split = ctr_split(ds, seed)
-        check_split(model, ds, split, seed)
-        labels = {part: (ds.ratings[getattr(split, part)] >= 4).astype(np.float32)
-                  for part in ("train", "valid", "test")}
-        test_inputs = row_features(ds, split.test, split)
-        train_users = torch.from_numpy(ds.users[split.train] + 1)
-        train_items = torch.from_numpy(ds.items[split.train] + 1)
-        train_labels = torch.from_numpy(labels["train"])
+        protocol = task_protocol("ctr", ds, seed)     # the split the run drew, its feature tables
+        check_split(model, protocol, seed)
         rng = np.random.default_rng(seed)
-        calibration = rng.choice(split.train, size=n_requests, replace=n_requests > len(split.train))
-        requests = list(_chunks(row_features(ds, calibration, split), 64))
-        loss_rows = torch.from_numpy(rng.choice(len(train_users), size=min(4096, len(train_users)),
+        train_rows = protocol.rows("train")
+        calibration = rng.choice(train_rows, size=n_requests, replace=n_requests > len(train_rows))
+        requests = list(_chunks(row_features(protocol, calibration), 64))
+        loss_rows = torch.from_numpy(rng.choice(protocol.n_train, size=min(4096, protocol.n_train),
                                                 replace=False))
 
         def loss(m: DCNv2) -> torch.Tensor:
-            return nn.functional.binary_cross_entropy_with_logits(
-                m.score_rows(train_users[loss_rows], train_items[loss_rows]), train_labels[loss_rows])
-
-        def valid_auc(m: DCNv2) -> float:
-            return auc(labels["valid"], predict_logits(m, ds, split.valid))
+            return protocol.batch_loss(m, CtrBatch(loss_rows))
 
         def finetune(m: DCNv2, epochs: int, lr: float, ft_seed: int = 0) -> DCNv2:
             """The training objective (BCE, a share of rows shown as the unknown user); keeps the
             best validation-AUC epoch, the model as given counting as epoch 0."""
-            torch.manual_seed(ft_seed)
-            ft_rng = np.random.default_rng(ft_seed)
-            optimizer = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay)
-            stopper = EarlyStopping(FINETUNE_PATIENCE)
-            stopper.update(m, valid_auc(m), 0)
-            for epoch in range(1, epochs + 1):
-                unknown = torch.from_numpy(ft_rng.random(len(train_users)) < UNKNOWN_USER_SHARE)
-
-                def batch_loss(batch: torch.Tensor) -> torch.Tensor:
-                    users = torch.where(unknown[batch], 0, train_users[batch])
-                    return nn.functional.binary_cross_entropy_with_logits(
-                        m.score_rows(users, train_items[batch]), train_labels[batch])
-
-                run_epoch(m, optimizer, len(train_users), batch_size, ft_rng, batch_loss)
-                if stopper.update(m, valid_auc(m), epoch):
-                    break
-            return stopper.restore(m)
+            return protocol.finetune(m, epochs=epochs, lr=lr, seed=ft_seed, weight_decay=weight_decay,
+                                     batch_size=batch_size, patience=FINETUNE_PATIENCE)
 
         def evaluate(score) -> dict:
             """score({"SPARSE", "GENRES", "DENSE": [R, 1, ...]}) -> [R, 1] logits; the test split."""
-            logits = np.concatenate([np.asarray(score(chunk)).reshape(-1)
-                                     for chunk in _chunks(test_inputs, EVAL_CHUNK)])
-            return {"auc": auc(labels["test"], logits),
-                    "logloss": logloss(labels["test"], 1 / (1 + np.exp(-logits.astype(np.float64)))),
-                    "rows": len(logits)}
+            return protocol.evaluate(lambda rows: score(row_features(protocol, rows)), "test")
 
         return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate)

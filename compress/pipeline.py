@@ -12,12 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from recdeploy.compress.api import TaskData, compress
 from recdeploy.compress.config import RowwiseConfig, Variant
-from recdeploy.compress.families import ModelFamily
+from recdeploy.compress.families import ModelFamily, family_named
 from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.compress.measure import (QUANTIZED_OPS, file_size, graph_summary, interleaved_latency,
                                         session_scorer)
+from recdeploy.compress.report import CompressionReport
+from recdeploy.train.checkpoint import load_checkpoint
+from recdeploy.train.data import load_dataset
 from recdeploy.train.onnx_io import check_parity, cpu_session, export_onnx
 
 REFERENCE = "fp32"
@@ -89,8 +94,6 @@ def measure_variants(files: dict[str, tuple[Path, list[dict], list[str]]], famil
                      data: TaskData, requests: dict[int, list[dict]], rounds: int = 15,
                      threads: int = 2, progress: bool = True, spinning: bool = False) -> list[VariantResult]:
     """files: {name: (onnx path, method dicts, notes, parameters)}; quality, then interleaved latency."""
-    from tqdm.auto import tqdm
-
     sessions, results = {}, []
     for name, (path, methods, notes, params) in tqdm(files.items(), desc="quality", disable=not progress,
                                              unit="variant"):
@@ -115,13 +118,6 @@ def compress_run(run_dir: Path, variants: list[Variant], out: Path, quality_budg
 
     spinning: let ONNX Runtime's idle threads spin-wait while timing (off by default: on a
     machine with shared cores it makes the medians swing, see cpu_session)."""
-    from tqdm.auto import tqdm
-
-    from recdeploy.compress.families import family_named
-    from recdeploy.compress.report import CompressionReport
-    from recdeploy.train.checkpoint import load_checkpoint
-    from recdeploy.train.data import load_dataset
-
     checkpoint = load_checkpoint(run_dir)
     ds = load_dataset(checkpoint.config.dataset, path=data_path)
     family = family_named(checkpoint.config.model)

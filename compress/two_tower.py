@@ -11,9 +11,6 @@ scores each dimension over both tables (``CoupledTowersImportance``).
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,6 +21,10 @@ from recdeploy.compress.config import CompressionConfigError
 from recdeploy.compress.families import ModelFamily, PruneSpec, register_family
 from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.train.models.two_tower import RetrievalScorer, TwoTower
+from recdeploy.train.tasks import protocol as task_protocol
+
+# the retrieval protocols whose objective (the full softmax) trains a two-tower
+TASKS = ("retrieval_loo", "retrieval_random")
 
 
 def _tables(model: TwoTower) -> tuple[nn.Embedding, nn.Embedding]:
@@ -79,52 +80,6 @@ def _coupled_importance(kind: str):
     return CoupledTowersImportance()
 
 
-@dataclass(frozen=True)
-class _Protocol:
-    """A retrieval run's training pairs and its validation / test metrics.
-    valid(score) and test(score): score(user indices B) -> B x I; returns a metrics dict."""
-    train_users: np.ndarray
-    train_items: np.ndarray
-    valid: Callable[[Callable], dict]
-    test: Callable[[Callable], dict]
-
-
-def _protocol(task: str, ds, seed: int) -> _Protocol:
-    if task == "retrieval_loo":
-        from recdeploy.train.data import leave_one_out
-        from recdeploy.train.metrics import evaluate_full_ranking
-        from recdeploy.train.tasks.retrieval_loo import evaluation_sets
-
-        split = leave_one_out(ds)
-        (valid_users, valid_targets, seen_train), (test_users, test_targets, seen_all) = \
-            evaluation_sets(ds, split)
-
-        def loo(users, targets, seen):
-            def metrics(score) -> dict:
-                m = evaluate_full_ranking(score, users, targets, seen)
-                return {"ndcg@10": m.ndcg_at_10, "hr@10": m.hr_at_10, "users": m.n_users}
-            return metrics
-        return _Protocol(ds.users[split.train], ds.items[split.train],
-                         loo(valid_users, valid_targets, seen_train), loo(test_users, test_targets, seen_all))
-    if task == "retrieval_random":
-        from recdeploy.train.tasks.retrieval_random import evaluate_multi_target, protocol_split
-
-        positives, split = protocol_split(ds, seed)
-
-        def multi(rows, seen_rows):
-            def metrics(score) -> dict:
-                m = evaluate_multi_target(score, positives.n_users, positives.users[rows],
-                                          positives.items[rows], positives.users[seen_rows],
-                                          positives.items[seen_rows])
-                return {"ndcg@10": m.ndcg_at_10, "hr@10": m.hr_at_10, "users": m.n_users}
-            return metrics
-        return _Protocol(positives.users[split.train], positives.items[split.train],
-                         multi(split.valid, split.train),
-                         multi(split.test, np.concatenate([split.train, split.valid])))
-    raise CompressionConfigError(f"two_tower compression knows the tasks retrieval_loo and "
-                                 f"retrieval_random, not {task!r}")
-
-
 class RowwiseRetrievalScorer(nn.Module):
     """The served scorer with row-wise quantized user and item tables.
 
@@ -134,10 +89,9 @@ class RowwiseRetrievalScorer(nn.Module):
 
     The file holds the int8/int4 codes. Both dequantized tables depend on constants only, so
     ONNX Runtime folds them once at load and a call is the FP32 scorer's Gather and MatMul:
-    the saving is file size and transfer, not RAM. Measured on the 2-core VM (ML-100k, dim 24,
-    batch 256): dequantizing the gathered user rows per call instead (Gather, Cast, Mul, Pad:
-    six small ops) cost ~15 % of the call; factoring the per-row scales out of the product
-    costs an extra pass over the B x I scores.
+    the saving is file size and transfer, not RAM. Dequantizing only the gathered user rows
+    per call instead adds six small ops to every call; factoring the per-row scales out of the
+    product costs an extra pass over the B x I scores.
     """
 
     def __init__(self, model: TwoTower, bits: int):
@@ -184,65 +138,29 @@ class TwoTowerFamily(ModelFamily):
         """Fine-tuning and quality under the run's own protocol (the card's ``task``):
         leave-one-out (one held-out item per user) or random 8:1:1 over the ratings >= 3
         (every held-out item of a user; seed: the run's, which drew the split)."""
-        protocol = _protocol(task, ds, seed)
-        train_users = torch.from_numpy(protocol.train_users)
-        train_items = torch.from_numpy(protocol.train_items)
+        if task not in TASKS:
+            raise CompressionConfigError(f"two_tower compression knows the tasks "
+                                         f"{' and '.join(TASKS)}, not {task!r}")
+        protocol = task_protocol(task, ds, seed)
         requests = [{"USER_INDEX": batch} for batch in np.array_split(
             self.example_requests(ds, n_requests, seed)["USER_INDEX"], max(1, n_requests // 64))]
 
-        def torch_scores(m):
-            @torch.no_grad()
-            def score(users: np.ndarray) -> np.ndarray:
-                return m.score_all(torch.from_numpy(users)).numpy()
-            return score
-
         def loss(m: TwoTower) -> torch.Tensor:
-            rows = torch.from_numpy(np.random.default_rng(seed).choice(len(train_users),
-                                                                       size=min(4096, len(train_users)),
-                                                                       replace=False))
-            return nn.functional.cross_entropy(m.score_all(train_users[rows]), train_items[rows])
+            rows = np.random.default_rng(seed).choice(protocol.n_train, size=min(4096, protocol.n_train),
+                                                      replace=False)
+            return protocol.batch_loss(m, torch.from_numpy(rows))
 
         def finetune(m: TwoTower, epochs: int, lr: float, ft_seed: int = 0,
                      teacher: TwoTower | None = None, distill: float = 0.0) -> TwoTower:
-            if distill and teacher is None:
-                raise ValueError("distill > 0 needs the teacher model")
-            """The task's full-softmax objective; keeps the epoch with the best validation NDCG@10.
-            With a teacher, (1 - distill) x that + distill x KL(teacher's softmax || the model's):
-            the teacher's scores over the whole catalogue say more than one training item does."""
-            torch.manual_seed(ft_seed)
-            rng = np.random.default_rng(ft_seed)
-            optimizer = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay)
-            m.eval()
-            best = protocol.valid(torch_scores(m))["ndcg@10"]
-            best_state = copy.deepcopy(m.state_dict())
-            for _ in range(epochs):
-                m.train()
-                order = torch.from_numpy(rng.permutation(len(train_users)))
-                for start in range(0, len(order), batch_size):
-                    batch = order[start:start + batch_size]
-                    log_p = torch.log_softmax(m.score_all(train_users[batch]), 1)
-                    batch_loss = 0.0
-                    if distill < 1:
-                        labels = nn.functional.nll_loss(log_p, train_items[batch])
-                        batch_loss = (1 - distill) * labels
-                    if distill:
-                        with torch.no_grad():
-                            target = torch.log_softmax(teacher.score_all(train_users[batch]), 1)
-                        batch_loss = batch_loss + distill * nn.functional.kl_div(
-                            log_p, target, log_target=True, reduction="batchmean")
-                    optimizer.zero_grad(set_to_none=True)
-                    batch_loss.backward()
-                    optimizer.step()
-                m.eval()
-                ndcg = protocol.valid(torch_scores(m))["ndcg@10"]
-                if ndcg > best:
-                    best, best_state = ndcg, copy.deepcopy(m.state_dict())
-            m.load_state_dict(best_state)
-            return m.eval()
+            """The task's full-softmax objective (with a teacher: distilled); every epoch
+            runs, the best validation NDCG@10 is kept."""
+            return protocol.finetune(m, epochs=epochs, lr=lr, seed=ft_seed, weight_decay=weight_decay,
+                                     batch_size=batch_size, teacher=teacher, distill=distill)
 
         def evaluate(score) -> dict:
             """score({"USER_INDEX": B x 1}) -> B x I; full ranking on the test split."""
-            return protocol.test(lambda users: score({"USER_INDEX": users.reshape(-1, 1)}))
+            metrics = protocol.evaluate(lambda users: score({"USER_INDEX": users.reshape(-1, 1)}), "test")
+            return {"ndcg@10": metrics.ndcg_at_10, "hr@10": metrics.hr_at_10, "users": metrics.n_users}
 
         return TaskData(requests=requests, finetune=finetune, loss=loss, evaluate=evaluate, train_lr=lr,
                         distills=True)

@@ -10,7 +10,7 @@ file back into a ModelConfig.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb

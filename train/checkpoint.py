@@ -46,7 +46,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         raise CheckpointError(f"no checkpoint in {directory} (expected card.json and model.pt); "
                               "train one with `recdeploy train --out RUN_DIR`")
     card = json.loads(card_path.read_text())
-    config = TrainConfig.from_dict(card["config"])
+    config = TrainConfig.from_saved(card["config"])   # also the flat dict of older cards
     model = build_model(config.model, **card["model_args"])
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()

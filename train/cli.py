@@ -13,31 +13,73 @@ from pathlib import Path
 from recdeploy.train.config import ConfigError, TrainConfig
 
 
+class ForeignFlagError(ConfigError):
+    """A flag for a setting the chosen model does not have."""
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def common_fields() -> list:
+    return [f for f in fields(TrainConfig) if f.name != "options"]
+
+
+def model_settings() -> dict[str, tuple[object, list[str]]]:
+    """Every model's own setting: name -> (its default, the models that have it)."""
+    from recdeploy.train.models import MODELS
+    settings: dict[str, tuple[object, list[str]]] = {}
+    for name, entry in sorted(MODELS.items()):
+        for f in fields(entry.config):
+            settings.setdefault(f.name, (f.default, []))[1].append(name)
+    return settings
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, named like the field. A flag left out takes the model's
-    own default (see ``model_defaults_help``), else the dataclass default shown in --help."""
+    """One flag per TrainConfig field and per setting of any model, named like the field. A
+    flag left out takes the model's own default (see ``model_defaults_help``), else the
+    default shown in --help."""
+    common = parser.add_argument_group("settings of every model")
     defaults = TrainConfig()
-    for f in fields(TrainConfig):
+    shown = {"model": "(default: two_tower)", "task": "(default: the model's own)"}
+    for f in common_fields():
         value = getattr(defaults, f.name)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(value),
-                            default=None, help=f"(default: {value}, unless the model sets its own)")
+        common.add_argument(_flag(f.name), dest=f.name, type=type(value), default=None,
+                            help=shown.get(f.name, f"(default: {value}, unless the model sets its own)"))
+    own = parser.add_argument_group("settings of some models (refused for the others)")
+    for name, (value, models) in model_settings().items():
+        own.add_argument(_flag(name), dest=name, type=type(value), default=None,
+                         help=f"{', '.join(models)} (default: {value}, unless the model sets its own)")
 
 
 def model_defaults_help() -> str:
-    """The per-model defaults, one line per model, for --help."""
+    """The per-model defaults, one line per model, for --help: the common fields the model
+    sets, then every setting of its own."""
     from recdeploy.train.models import MODELS
     lines = ["per-model defaults (used when the flag is not given):"]
     for name, entry in sorted(MODELS.items()):
-        values = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in entry.defaults) or "(generic defaults)"
+        registered = entry.default_config
+        values = {k: v for k, v in registered.items() if k not in entry.config.names()}
+        values.update({f.name: registered.get(f.name, f.default) for f in fields(entry.config)})
+        shown = " ".join(f"{_flag(k)} {v}" for k, v in values.items()) or "(generic defaults)"
         tasks = " (or " + ", ".join(entry.also) + ")" if entry.also else ""
-        lines.append(f"  {name:<20} task {entry.task + tasks:<17} {values}")
+        lines.append(f"  {name:<20} task {entry.task + tasks:<17} {shown}")
     return "\n".join(lines)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
-    return TrainConfig.for_model(given.pop("model", TrainConfig.model), **given)
+    """The config of the given flags; a flag for a setting the model lacks is refused."""
+    from recdeploy.train.models import model_entry
+    names = [f.name for f in common_fields()] + list(model_settings())
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    model = given.pop("model", TrainConfig.model)
+    own = model_entry(model).config.names()
+    foreign = [name for name in given if name not in own and name not in {f.name for f in common_fields()}]
+    if foreign:
+        valid = " ".join(_flag(n) for n in own) or "none"
+        raise ForeignFlagError(f"model {model!r} has no {', '.join(_flag(n) for n in foreign)}; "
+                               f"its own flags: {valid} (beside the flags of every model)")
+    return TrainConfig.for_model(model, **given)
 
 
 def format_metrics_table(card: dict) -> str:

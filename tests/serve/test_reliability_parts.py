@@ -2,7 +2,6 @@
 crash detection, RSS trend, canary comparison, swap refusals."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from recdeploy.serve import canary, processes

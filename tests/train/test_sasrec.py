@@ -5,6 +5,7 @@ import torch
 
 from recdeploy.train.config import ConfigError, TrainConfig
 from recdeploy.train.data import Dataset, filter_interactions
+from recdeploy.train.loop import lr_schedule
 from recdeploy.train.models import build_model
 from recdeploy.train.models.sasrec import attention_mask, byte_dropout
 from recdeploy.train.tasks import sequential as S
@@ -194,7 +195,7 @@ class TestProtocolData:
 
     def test_cosine_schedule_halves_midway_and_ends_at_zero(self):
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
-        schedule = S.lr_schedule(optimizer, "cosine", total_steps=10)
+        schedule = lr_schedule(optimizer, "cosine", total_steps=10)
         seen = []
         for _ in range(12):
             seen.append(optimizer.param_groups[0]["lr"])

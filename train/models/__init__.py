@@ -5,18 +5,22 @@
 
 Every module in this package is imported on first use, so a new model is one new file.
 ``task`` names the training/evaluation protocol in ``recdeploy.train.tasks`` that trains it;
-``defaults`` are the model's own training hyper-parameters (TrainConfig field -> value), used
-by ``TrainConfig.for_model`` wherever the user gave no value, so every model trains well
-with no flags (a SASRec wants a smaller learning rate than a matrix factorization).
+``config`` is the model's own sub-config (a ``ModelConfig`` dataclass: its settings beyond
+the fields every model shares, e.g. SASRec's ``max_len``); ``defaults`` are the model's own
+training hyper-parameters (field -> value, common or its own), used by
+``TrainConfig.for_model`` wherever the user gave no value, so every model trains well with
+no flags (a SASRec wants a smaller learning rate than a matrix factorization).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
+
+from recdeploy.train.config import ModelConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class ModelEntry:
     task: str
     defaults: tuple[tuple[str, object], ...] = ()
     also: tuple[str, ...] = ()        # other tasks (protocols) the model can train under
+    config: type[ModelConfig] = ModelConfig
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -43,12 +48,19 @@ class UnknownModelError(ValueError):
     pass
 
 
-def register_model(name: str, task: str, defaults: dict | None = None, also: tuple[str, ...] = ()):
+def register_model(name: str, task: str, defaults: dict | None = None, also: tuple[str, ...] = (),
+                   config: type[ModelConfig] = ModelConfig):
+    common = {f.name for f in fields(TrainConfig)} - {"options", "model"}
+    stray = set(defaults or {}) - common - set(config.names())
+    if stray:
+        raise ValueError(f"model {name!r}: defaults {sorted(stray)} are neither common fields nor "
+                         f"settings of {config.__name__}")
+
     def decorator(builder):
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
         MODELS[name] = ModelEntry(name, builder, task, tuple(sorted((defaults or {}).items())),
-                                  tuple(also))
+                                  tuple(also), config)
         return builder
     return decorator
 

@@ -8,11 +8,25 @@ same formula scores the whole catalogue, so it exports as "USER_INDEX -> SCORES"
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from recdeploy.train.config import ConfigError, ModelConfig
 from recdeploy.train.models import register_model
 from recdeploy.train.models.two_tower import DotProductScorer
+
+
+@dataclass(frozen=True)
+class BiasedMFConfig(ModelConfig):
+    """Biased MF's own setting (read by the rating tasks)."""
+    # L2 per example on the factors and biases a batch touches (SGD-style, as Surprise's SVD)
+    reg: float = 0.05
+
+    def __post_init__(self):
+        if self.reg < 0:
+            raise ConfigError(f"reg must be >= 0, got {self.reg}")
 
 
 class BiasedMF(nn.Module):
@@ -54,6 +68,6 @@ class BiasedMF(nn.Module):
         return DotProductScorer(users.detach(), items.detach())
 
 
-@register_model("biased_mf", task="rating", also=("rating_cv",))
+@register_model("biased_mf", task="rating", also=("rating_cv",), config=BiasedMFConfig)
 def build_biased_mf(n_users: int, n_items: int, dim: int = 64, global_mean: float = 0.0) -> BiasedMF:
     return BiasedMF(n_users, n_items, dim, global_mean)

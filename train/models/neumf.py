@@ -12,10 +12,44 @@ Scoring the whole catalogue splits the MLP's first layer into a user part and an
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from recdeploy.train.config import ConfigError, ModelConfig
 from recdeploy.train.models import register_model
+
+LOSSES = ("bce", "sampled_softmax")
+
+
+@dataclass(frozen=True)
+class NeuMFConfig(ModelConfig):
+    """NeuMF's own settings (read by the retrieval_random task); the defaults are the paper's
+    recipe, the registered ones below are this project's."""
+    # "bce" (the paper's pointwise loss with ``negatives`` uniform negatives per positive) or
+    # "sampled_softmax" (softmax over the positive and ``negatives`` uniform items shared by
+    # the batch)
+    loss: str = "bce"
+    negatives: int = 4
+    # L2 per example on the embedding rows a batch touches (SGD-style)
+    reg: float = 0.05
+    # epochs of GMF-branch pretraining on the exact softmax before the joint training (the
+    # paper pretrains its branches); early-stopped like the rest
+    pretrain_epochs: int = 0
+    # the MLP branch's embedding width (0: the same as dim); its layers run per pair
+    mlp_dim: int = 0
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.negatives < 1:
+            raise ConfigError(f"negatives must be >= 1, got {self.negatives}")
+        if self.reg < 0:
+            raise ConfigError(f"reg must be >= 0, got {self.reg}")
+        if self.pretrain_epochs < 0 or self.mlp_dim < 0:
+            raise ConfigError(f"pretrain_epochs and mlp_dim must be >= 0, got "
+                              f"{self.pretrain_epochs}, {self.mlp_dim}")
 
 
 class NeuMF(nn.Module):
@@ -113,13 +147,10 @@ class NeuMFScorer(nn.Module):
         return self.gmf_user(users) @ self.item_gmf_t + self.rest(first) @ self.w_mlp + self.b_out
 
 
-# ML-1M, random 8:1:1: the GMF branch pretrained on the exact softmax (best epoch 11, 24 s an
-# epoch) reaches test NDCG@10 0.2404; one joint epoch on a 256-negative sampled softmax (MLP
-# width 16, ~4 min with its evaluation) lowered validation NDCG, so early stopping keeps the
-# pretrained model (its MLP branch's output weights stay zero: the served model is its GMF
-# half). The measured run used patience 2 (14.1 min on 2 cores, two joint epochs); patience 1
-# stops after the first joint epoch with the same model. The old BCE recipe gave 0.2007.
-@register_model("neumf", task="retrieval_random",
+# the GMF branch pretrained on the exact softmax, then a short joint phase on a sampled
+# softmax with a narrow MLP branch that early stopping keeps only if it beats the pretrained
+# model on validation (docs/results-notes.md: what each recipe measured)
+@register_model("neumf", task="retrieval_random", config=NeuMFConfig,
                 defaults={"dim": 64, "mlp_dim": 16, "pretrain_epochs": 20, "epochs": 8, "patience": 1,
                           "lr": 0.001, "loss": "sampled_softmax", "negatives": 256, "reg": 0.0})
 def build_neumf(n_users: int, n_items: int, dim: int = 64, mlp_dim: int | None = None) -> NeuMF:

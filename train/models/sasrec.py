@@ -17,34 +17,43 @@ item: the input item embedding itself (``output_embedding="shared"``, the paper'
 or a table of its own (``"separate"``, the paper's "unshared IE" ablation). Training uses the
 full softmax over the catalogue at every position (see ``recdeploy.train.tasks.sequential``).
 
-Why "shared" stays the registered default although "separate" scores higher on the benchmark's
-NDCG@10: the history is *not* masked in the benchmark protocol and ML-1M has no repeats, so
-every already-seen item in the top 10 is a miss. With shared embeddings the last position's
-state carries its own input embedding through the residual stream, and dotting it with that
-same table lifts the user's history items (our reading of the measurement below, not proven).
-A separate table puts fewer of them in an unmasked top 10 (3.1 on average against 3.75), but
-it ranks the unseen items worse, and those are what serving returns (history masked).
-ML-1M, 15 cosine epochs, batch 32, test split:
-
-    output table        lr      NDCG@10 / HR@10   history masked    minutes
-    shared (default)    5e-3    0.1140 / 0.2248   0.1617 / 0.2902   11.7
-    separate            2e-3    0.1196 / 0.2170   0.1479 / 0.2599   11.1
-    shared              2e-3    0.1111 / 0.2191   0.1574 / 0.2795   11.7
-    shared + offset     3e-3    0.1142 / 0.2185   0.1545 / 0.2758   11.5
-
-(shared + offset: the input embedding plus a learned per-item offset that starts at zero; an
-experiment, not an option here.)
+"shared" stays the registered default because serving masks the history, and the shared
+table ranks the unseen items better; "separate" puts fewer already-seen items in an unmasked
+top 10 (docs/results-notes.md has the measurements).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recdeploy.train.config import OUTPUT_EMBEDDINGS
+from recdeploy.train.config import ConfigError, ModelConfig
 from recdeploy.train.models import register_model
 
 PAD = 0
+OUTPUT_EMBEDDINGS = ("shared", "separate")
+
+
+@dataclass(frozen=True)
+class SASRecConfig(ModelConfig):
+    """SASRec's own settings: history window, transformer blocks, heads, dropout, output table."""
+    max_len: int = 200
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.1
+    # score with the input item embedding ("shared", the paper's default) or with an output
+    # table of its own ("separate", the paper's unshared-IE ablation); see the module docstring
+    output_embedding: str = "shared"
+
+    def __post_init__(self):
+        if self.max_len < 1 or self.layers < 1 or self.heads < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError(f"need max_len, layers, heads >= 1 and 0 <= dropout < 1, got "
+                              f"{self.max_len}, {self.layers}, {self.heads}, {self.dropout}")
+        if self.output_embedding not in OUTPUT_EMBEDDINGS:
+            raise ConfigError(f"unknown output_embedding {self.output_embedding!r}; valid: "
+                              f"{', '.join(OUTPUT_EMBEDDINGS)}")
 
 
 def attention_mask(tokens: torch.Tensor) -> torch.Tensor:
@@ -62,9 +71,9 @@ def attention_mask(tokens: torch.Tensor) -> torch.Tensor:
 
 def byte_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """``F.dropout`` with the keep-mask cut from random bytes (one byte per element, ``p``
-    rounded to 1/256). On CPU, torch's ``bernoulli_`` draws a float per element and took a
-    quarter of a SASRec training step; this draws a quarter as many words. Elsewhere (CUDA)
-    and in eval mode it is plain ``F.dropout``."""
+    rounded to 1/256). On CPU, torch's ``bernoulli_`` draws a float per element, a large share
+    of a SASRec training step; this draws a quarter as many words. Elsewhere (CUDA) and in
+    eval mode it is plain ``F.dropout``."""
     if not training or p <= 0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
     cut = round(p * 256)
@@ -186,12 +195,8 @@ class SASRec(nn.Module):
         return self.next_item_scores(self.fit_history(history))
 
 
-@register_model("sasrec", task="sequential",
-                # 15 cosine-annealed epochs fit the 15-minute budget on 2 CPU cores (ML-1M,
-                # 11.7 min); batch 32 takes 4x the steps of 128 in the same time: test NDCG@10
-                # 0.1098 against 0.1008. (--output-embedding separate wants --lr 2e-3: its
-                # validation NDCG@10 after 5 epochs was 0.1154 at 2e-3, 0.1126 at 3e-3, 0.1086
-                # at 1e-3, 0.0978 at 5e-3.)
+# a fixed budget of cosine-annealed epochs at a small batch: more steps in the same time
+@register_model("sasrec", task="sequential", config=SASRecConfig,
                 defaults={"lr": 5e-3, "batch_size": 32, "weight_decay": 0.0, "epochs": 15,
                           "lr_schedule": "cosine"})
 def build_sasrec(n_items: int, dim: int = 64, max_len: int = 200, layers: int = 2, heads: int = 2,

@@ -6,6 +6,7 @@ item tower once: scoring a user is one gather and one B x D by D x I matrix prod
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,7 +111,7 @@ def build_two_tower(n_users: int, n_items: int, dim: int = 64) -> TwoTower:
 YEAR_BASE, N_YEARS = 1900, 102   # release year -> 1 + year - 1900 (clipped), 0 = unknown
 
 
-def encode_side_features(ds) -> dict[str, "np.ndarray"]:
+def encode_side_features(ds) -> dict[str, np.ndarray]:
     """Categorical codes for the towers: user age/gender/occupation, item genres and year.
 
     Codes start at 1; 0 means "unknown" (synthetic data has no features: all zeros).

@@ -1,25 +1,51 @@
 """Training protocols: ``@register_task("name")`` on ``run(config, ds, progress) -> TrainResult``.
 
-A task owns its split, loss, early stopping, metrics and baseline, so each model family is
-evaluated the way its literature does (leave-one-out full ranking, random 8:1:1, RMSE, AUC).
-Every module in this package is imported on first use.
+A task owns its split, loss, metrics and baseline, so each model family is evaluated the way
+its literature does (leave-one-out full ranking, random 8:1:1, RMSE, AUC); the epochs run in
+the shared loop (``recdeploy.train.loop.fit``). Every module in this package is imported on
+first use.
+
+Callers outside a task (compress's model families) reach a protocol through its public
+object, never through the task's helpers:
+
+    proto = protocol("retrieval_random", ds, seed=run_seed)   # the run's own split
+    proto.evaluate(score, "test")                             # score: the task's score function
+    proto.finetune(model, epochs=3, lr=1e-3)                  # its objective, in the shared loop
 """
 from __future__ import annotations
 
-import copy
 import importlib
 import pkgutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import numpy as np
 import torch
 
+from recdeploy.train.loop import EarlyStopping, fit, shuffled_batches  # noqa: F401 (EarlyStopping: re-exported)
+
 TASKS: dict[str, Callable] = {}
+PROTOCOLS: dict[str, Callable] = {}
 
 
 class UnknownTaskError(ValueError):
     pass
+
+
+class FineTuneError(ValueError):
+    """A fine-tune asked for something its task's objective does not have."""
+
+
+class UnknownPartError(ValueError):
+    pass
+
+
+def check_part(part: str, parts: tuple[str, ...] = ("valid", "test")) -> str:
+    """part, if it names one of the protocol's evaluation parts."""
+    if part not in parts:
+        raise UnknownPartError(f"part must be one of {', '.join(parts)}, got {part!r}")
+    return part
 
 
 @dataclass(frozen=True)
@@ -43,44 +69,55 @@ class TrainResult:
                 "train_seconds": round(self.seconds, 1), **self.extra}
 
 
-class EarlyStopping:
-    """Keeps the weights of the best validation epoch; says stop after ``patience`` epochs
-    without improvement. Every task's loop uses it, so they all stop the same way."""
+class TaskProtocol:
+    """One task's split, objective and metrics as a public object.
 
-    def __init__(self, patience: int, higher_is_better: bool = True):
-        self.patience, self.sign = patience, 1.0 if higher_is_better else -1.0
-        self.best: float | None = None
-        self.best_state, self.best_epoch, self.stale = None, 0, 0
+    A subclass sets ``task``, ``primary_metric`` (the key ``evaluate``'s metrics report it
+    under) and implements ``n_train`` (training rows), ``batch_loss(model, batch)`` (the
+    objective on a batch of ``finetune_batches``), ``validation_metric(model)`` and
+    ``evaluate(score, part)`` (its score function is the task's: documented on the subclass).
+    """
+    task = ""
+    primary_metric = ""
+    higher_is_better = True
+    distills = False              # batch_loss(..., teacher=, distill=) is supported
 
-    def update(self, model: torch.nn.Module, metric: float, epoch: int) -> bool:
-        """Record one epoch's validation metric; True when training should stop."""
-        if self.best is None or self.sign * metric > self.sign * self.best:
-            self.best, self.best_epoch, self.stale = metric, epoch, 0
-            self.best_state = copy.deepcopy(model.state_dict())
-            return False
-        self.stale += 1
-        return self.stale >= self.patience
+    @property
+    def n_train(self) -> int:
+        raise NotImplementedError
 
-    def restore(self, model: torch.nn.Module) -> torch.nn.Module:
-        model.load_state_dict(self.best_state)
+    def batch_loss(self, model, batch, teacher=None, distill: float = 0.0):
+        raise NotImplementedError
+
+    def validation_metric(self, model) -> float:
+        raise NotImplementedError
+
+    def evaluate(self, score, part: str = "test"):
+        raise NotImplementedError
+
+    def finetune_batches(self, batch_size: int):
+        """rng -> one epoch's batches for ``batch_loss``: the training rows, shuffled."""
+        return shuffled_batches(self.n_train, batch_size)
+
+    def finetune(self, model, *, epochs: int, lr: float, seed: int = 0, weight_decay: float = 0.0,
+                 batch_size: int = 1024, patience: int | None = None, teacher=None,
+                 distill: float = 0.0):
+        """Continue training ``model`` on the task's objective (Adam), keeping the best
+        validation epoch; the model as given is epoch 0, so it never comes back worse on
+        validation. patience None: run every epoch. With a teacher, distill weighs matching
+        its predictions against the labels (where ``distills``)."""
+        if distill and not self.distills:
+            raise FineTuneError(f"the {self.task} fine-tune cannot distill; use distill=0")
+        if distill and teacher is None:
+            raise FineTuneError("distill > 0 needs the teacher model")
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        fit(model, optimizer, rng, epochs=epochs, batches=self.finetune_batches(batch_size),
+            batch_loss=lambda batch: self.batch_loss(model, batch, teacher, distill),
+            validate=self.validation_metric, patience=patience,
+            higher_is_better=self.higher_is_better, validate_start=True)
         return model.eval()
-
-
-def run_epoch(model: torch.nn.Module, optimizer, n_rows: int, batch_size: int, rng,
-              batch_loss) -> float:
-    """One pass over n_rows in a seeded random order; batch_loss(row indices) -> loss tensor.
-    Returns the mean loss per row."""
-    model.train()
-    order = torch.from_numpy(rng.permutation(n_rows))
-    total = 0.0
-    for start in range(0, n_rows, batch_size):
-        batch = order[start:start + batch_size]
-        loss = batch_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(batch)
-    return total / n_rows
 
 
 def register_task(name: str):
@@ -92,6 +129,24 @@ def register_task(name: str):
     return decorator
 
 
+def register_protocol(name: str):
+    """On ``build(ds, seed) -> TaskProtocol``: the task's public protocol object."""
+    def decorator(build):
+        if name in PROTOCOLS:
+            raise ValueError(f"protocol {name!r} registered twice")
+        PROTOCOLS[name] = build
+        return build
+    return decorator
+
+
+def protocol(task: str, ds, seed: int = 0) -> TaskProtocol:
+    """The task's protocol on ds; seed: the run's, which draws a random split the same."""
+    if task not in PROTOCOLS:
+        raise UnknownTaskError(f"task {task!r} has no public protocol; tasks with one: "
+                               f"{', '.join(sorted(PROTOCOLS))}")
+    return PROTOCOLS[task](ds, seed)
+
+
 def run_task(config, ds, progress: bool = True) -> TrainResult:
     task = config.resolved_task
     if task not in TASKS:
@@ -99,12 +154,7 @@ def run_task(config, ds, progress: bool = True) -> TrainResult:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     result = TASKS[task](config, ds, progress)
-    return result if result.seconds else _with_seconds(result, time.perf_counter() - started)
-
-
-def _with_seconds(result: TrainResult, seconds: float) -> TrainResult:
-    from dataclasses import replace
-    return replace(result, seconds=seconds)
+    return result if result.seconds else replace(result, seconds=time.perf_counter() - started)
 
 
 for _info in pkgutil.iter_modules(__path__):

@@ -2,7 +2,7 @@
 
     recdeploy train --model dcn_v2 --dataset ml-1m --out runs/dcn-ml1m
 
-The protocol of RecBole's context-aware benchmark (DCN-V2 on ML-1M: AUC 0.8998). Early
+The protocol of RecBole's context-aware benchmark (its DCN-V2 row in ANCHORS.md). Early
 stopping on validation AUC; the test split is scored once, at the best epoch. Baselines
 under the same split: every item's training click rate (smoothed toward the global rate)
 and its training popularity (row count), each used as the score for every user.
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split
+from recdeploy.train.loop import fit
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
+from recdeploy.train.tasks import TaskProtocol, TrainResult, check_part, register_protocol, register_task
 
 PROTOCOL = {"split": "random 8:1:1 of rated pairs (seeded)",
             "protocol": "CTR: rating >= 4 click, <= 2 no click, 3 dropped; AUC, logloss",
@@ -165,6 +165,106 @@ def predict_logits(model, ds: Dataset, rows: np.ndarray, batch_size: int = 65536
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+@dataclass(frozen=True)
+class CtrBatch:
+    """Positions in the training rows, and per position whether it is shown with every user
+    field unknown (None: none is)."""
+    rows: torch.Tensor
+    unknown: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def unknown_user_batches(n_rows: int, batch_size: int, mask_first: bool = False):
+    """rng -> one epoch of CtrBatch: a seeded order of the rows and a seeded unknown-user draw
+    (UNKNOWN_USER_SHARE of the rows). mask_first draws the mask before the order: the order
+    compress's fine-tunes drew theirs in, kept so their results reproduce."""
+    def draw(rng: np.random.Generator) -> list[CtrBatch]:
+        if mask_first:
+            unknown = rng.random(n_rows) < UNKNOWN_USER_SHARE
+            order = rng.permutation(n_rows)
+        else:
+            order = rng.permutation(n_rows)
+            unknown = rng.random(n_rows) < UNKNOWN_USER_SHARE
+        unknown = torch.from_numpy(unknown)
+        return [CtrBatch(rows, unknown[rows]) for rows in torch.from_numpy(order).split(batch_size)]
+    return draw
+
+
+class CtrProtocol(TaskProtocol):
+    """The CTR protocol on one seeded split: feature tables from its training rows, BCE on the
+    training rows, AUC / logloss on the held-out ones.
+
+    evaluate(score, part): score(ds row indices R) -> R logits, called on ``rows(part)`` in
+    chunks of ``eval_batch``; returns unrounded {"auc", "logloss", "rows"}.
+    """
+    task = "ctr"
+    primary_metric = "auc"
+    eval_batch = 8192
+
+    def __init__(self, ds: Dataset, split: Split):
+        self.ds, self.split = ds, split
+        self.tables = build_tables(ds, split.train)
+        self.train_users = torch.from_numpy(ds.users[split.train] + 1)
+        self.train_items = torch.from_numpy(ds.items[split.train] + 1)
+        self.train_labels = torch.from_numpy(self.labels("train"))
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_users)
+
+    def rows(self, part: str) -> np.ndarray:
+        """ds row indices of "train", "valid" or "test"."""
+        return getattr(self.split, check_part(part, ("train", "valid", "test")))
+
+    def labels(self, part: str) -> np.ndarray:
+        return (self.ds.ratings[self.rows(part)] >= 4).astype(np.float32)
+
+    def features(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ds rows -> sparse int64 [R, 6], genres float32 [R, G], dense float32 [R, 3], from the
+        tables of this split's training rows (what the model was trained with)."""
+        t, users, items = self.tables, self.ds.users[rows] + 1, self.ds.items[rows] + 1
+        sparse = np.concatenate([t.user_sparse[users], t.item_sparse[items]], axis=1)
+        dense = np.concatenate([t.user_dense[users], t.item_dense[items]], axis=1)
+        return sparse, t.item_genres[items], dense.astype(np.float32)
+
+    def trained_on_this_split(self, model) -> bool:
+        """The model's tables hold training-row activity counts: do they match this split's?"""
+        ours = (model.features.user_dense.numpy(), model.features.item_dense.numpy())
+        return all(a.shape == b.shape and np.allclose(a, b, atol=1e-6)
+                   for a, b in zip(ours, (self.tables.user_dense, self.tables.item_dense)))
+
+    def batch_loss(self, model, batch: CtrBatch, teacher=None, distill: float = 0.0) -> torch.Tensor:
+        users = self.train_users[batch.rows]
+        if batch.unknown is not None:
+            users = torch.where(batch.unknown, 0, users)
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            model.score_rows(users, self.train_items[batch.rows]), self.train_labels[batch.rows])
+
+    def finetune_batches(self, batch_size: int):
+        return unknown_user_batches(self.n_train, batch_size, mask_first=True)
+
+    def validation_metric(self, model) -> float:
+        return auc(self.labels("valid"), predict_logits(model, self.ds, self.split.valid))
+
+    def evaluate(self, score, part: str = "test") -> dict:
+        rows = self.rows(part)
+        logits = np.concatenate([np.asarray(score(rows[start:start + self.eval_batch])).reshape(-1)
+                                 for start in range(0, len(rows), self.eval_batch)])
+        labels = self.labels(part)
+        return {"auc": auc(labels, logits),
+                "logloss": logloss(labels, 1 / (1 + np.exp(-logits.astype(np.float64)))),
+                "rows": len(logits)}
+
+
+@register_protocol("ctr")
+def ctr_protocol(ds: Dataset, seed: int = 0) -> CtrProtocol:
+    """seed: the run's, which drew its split."""
+    rows, _ = ctr_rows(ds)
+    return CtrProtocol(ds, random_split(rows, seed))
+
+
 @register_task("ctr")
 def run(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResult:
     rows, _ = ctr_rows(ds)
@@ -177,44 +277,22 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
-    tables = build_tables(ds, split.train)
+    protocol = CtrProtocol(ds, split)
     model_args = {"n_users": ds.n_users, "n_items": ds.n_items,
-                  "n_genres": tables.item_genres.shape[1], "vocab_sizes": tables.vocab_sizes,
-                  "dim": config.dim, **model_overrides}
+                  "n_genres": protocol.tables.item_genres.shape[1],
+                  "vocab_sizes": protocol.tables.vocab_sizes, "dim": config.dim, **model_overrides}
     model = build_model(config.model, **model_args)
-    load_tables(model, tables)
+    load_tables(model, protocol.tables)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    users = torch.from_numpy(ds.users[split.train] + 1)
-    items = torch.from_numpy(ds.items[split.train] + 1)
-    labels = torch.from_numpy((ds.ratings[split.train] >= 4).astype(np.float32))
-    valid_labels = (ds.ratings[split.valid] >= 4).astype(np.float32)
-
-    stopper, epoch = EarlyStopping(config.patience), 0
-    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
-               unit="epoch")
-    for epoch in bar:
-        model.train()
-        order = torch.from_numpy(rng.permutation(len(users)))
-        unknown = torch.from_numpy(rng.random(len(users)) < UNKNOWN_USER_SHARE)
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            batch_users = torch.where(unknown[batch], 0, users[batch])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                model.score_rows(batch_users, items[batch]), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        valid_auc = auc(valid_labels, predict_logits(model, ds, split.valid))
-        bar.set_postfix(loss=f"{total / len(users):.4f}", val_auc=f"{valid_auc:.4f}")
-        if stopper.update(model, valid_auc, epoch):
-            break
-    stopper.restore(model)
-    test_labels = (ds.ratings[split.test] >= 4).astype(np.float32)
-    metrics = {"valid": ctr_metrics(valid_labels, predict_logits(model, ds, split.valid)),
-               "test": ctr_metrics(test_labels, predict_logits(model, ds, split.test))}
+    fitted = fit(model, optimizer, rng, epochs=config.epochs,
+                 batches=unknown_user_batches(protocol.n_train, config.batch_size),
+                 batch_loss=lambda batch: protocol.batch_loss(model, batch),
+                 validate=protocol.validation_metric, patience=config.patience,
+                 schedule=config.lr_schedule, progress=progress, desc=f"train {config.model}",
+                 metric_name="val_auc")
+    metrics = {part: ctr_metrics(protocol.labels(part), predict_logits(model, ds, protocol.rows(part)))
+               for part in ("valid", "test")}
     return TrainResult(model=model, model_args=model_args, metrics=metrics,
                        baselines=baselines(ds, split.train, split.test), protocol=PROTOCOL,
-                       epochs_run=epoch, best_epoch=stopper.best_epoch,
+                       epochs_run=fitted.epochs_run, best_epoch=fitted.best_epoch,
                        seconds=time.perf_counter() - started)

@@ -4,7 +4,7 @@
 
 Protocol: all ratings shuffled (seeded) and split 80/10/10 into train / validation (early
 stopping) / test. The training part has the size of one fold of 5-fold cross-validation,
-the protocol of the published anchors (Surprise: SVD 0.873 on ML-1M). Predictions are
+the protocol of the published anchors (Surprise's SVD rows in ANCHORS.md). Predictions are
 clipped to the dataset's rating range, as Surprise does. The baseline is μ + b_u + b_i fitted
 on the same training rows (regularised alternating least squares, Surprise's BaselineOnly).
 
@@ -24,12 +24,12 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import DatasetError, Dataset, Split, random_split
+from recdeploy.train.loop import fit, shuffled_batches
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
+from recdeploy.train.tasks import TrainResult, register_task
 
 RATIOS = (0.8, 0.1, 0.1)
 PROTOCOL = {"split": "random 80/10/10 of all ratings (seeded; train = one 5-fold CV fold's size)",
@@ -140,32 +140,17 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
     def evaluate(rows: np.ndarray) -> float:
         return rmse(_predict(model, ds.users[rows], ds.items[rows], low, high), ds.ratings[rows])
 
-    stopper, epoch = EarlyStopping(config.patience, higher_is_better=False), 0
-    bar = tqdm(range(1, (fixed_epochs or config.epochs) + 1), desc=f"train {config.model}",
-               disable=not progress, unit="epoch")
-    for epoch in bar:
-        model.train()
-        order = torch.from_numpy(rng.permutation(len(users)))
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            u, i = users[batch], items[batch]
-            error = model(u, i) - ratings[batch]
-            loss = error.pow(2).mean() + config.reg * model.l2(u, i).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += error.detach().pow(2).sum().item()
-        model.eval()
-        if fixed_epochs is not None:          # a refit: split.valid is inside the training rows
-            bar.set_postfix(train_rmse=f"{np.sqrt(total / len(users)):.4f}")
-            continue
-        valid = evaluate(split.valid)
-        bar.set_postfix(train_rmse=f"{np.sqrt(total / len(users)):.4f}", val_rmse=f"{valid:.4f}")
-        if stopper.update(model, valid, epoch):
-            break
-    if fixed_epochs is None:
-        stopper.restore(model)
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        u, i = users[batch], items[batch]
+        error = model(u, i) - ratings[batch]
+        return error.pow(2).mean() + config.options.reg * model.l2(u, i).mean()
+
+    # a refit (fixed_epochs) trains on split.valid too, so it has nothing to validate on
+    fitted = fit(model, optimizer, rng, epochs=fixed_epochs or config.epochs,
+                 batches=shuffled_batches(len(users), config.batch_size), batch_loss=batch_loss,
+                 validate=None if fixed_epochs is not None else (lambda _: evaluate(split.valid)),
+                 patience=config.patience, higher_is_better=False, schedule=config.lr_schedule,
+                 progress=progress, desc=f"train {config.model}", metric_name="val_rmse")
     mu, b_u, b_i = fit_baseline(tr_u, tr_i, tr_r, ds.n_users, ds.n_items)
     te_u, te_i, te_r = ds.users[split.test], ds.items[split.test], ds.ratings[split.test]
     baselines = {
@@ -175,5 +160,5 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
                        metrics={"valid": {"rmse": round(evaluate(split.valid), 4)},
                                 "test": {"rmse": round(evaluate(split.test), 4),
                                          "ratings": int(len(split.test))}},
-                       baselines=baselines, protocol=PROTOCOL, epochs_run=epoch,
-                       best_epoch=stopper.best_epoch if fixed_epochs is None else epoch, seconds=time.perf_counter() - started)
+                       baselines=baselines, protocol=PROTOCOL, epochs_run=fitted.epochs_run,
+                       best_epoch=fitted.best_epoch, seconds=time.perf_counter() - started)

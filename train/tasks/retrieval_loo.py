@@ -9,27 +9,20 @@ the same way, so the two numbers are comparable.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, item_popularity, leave_one_out, seen_items_by_user
-from recdeploy.train.metrics import evaluate_full_ranking, popularity_scorer
+from recdeploy.train.loop import fit, shuffled_batches
+from recdeploy.train.metrics import RankingMetrics, evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import EarlyStopping, run_epoch, TrainResult, register_task
+from recdeploy.train.tasks import TrainResult, check_part, register_protocol, register_task
+from recdeploy.train.tasks.retrieval import RetrievalProtocol, model_scorer
 
 PROTOCOL = {"split": "leave-one-out by timestamp",
             "protocol": "full ranking over all items, the user's known items excluded"}
-
-
-def _scorer(model: torch.nn.Module):
-    @torch.no_grad()
-    def score(users: np.ndarray) -> np.ndarray:
-        return model.score_all(torch.from_numpy(users)).numpy()
-    return score
 
 
 def evaluation_sets(ds: Dataset, split: Split):
@@ -39,6 +32,26 @@ def evaluation_sets(ds: Dataset, split: Split):
     valid = (ds.users[split.valid], ds.items[split.valid], seen_train)
     test = (ds.users[split.test], ds.items[split.test], seen_train_valid)
     return valid, test
+
+
+class LeaveOneOutProtocol(RetrievalProtocol):
+    """One held-out item per user; metrics: RankingMetrics (HR@10, NDCG@10)."""
+    task = "retrieval_loo"
+
+    def __init__(self, ds: Dataset, split: Split):
+        super().__init__(ds, split)
+        valid, test = evaluation_sets(ds, split)
+        self.sets = {"valid": valid, "test": test}
+
+    def evaluate(self, score, part: str = "test") -> RankingMetrics:
+        users, targets, seen = self.sets[check_part(part)]
+        return evaluate_full_ranking(score, users, targets, seen)
+
+
+@register_protocol("retrieval_loo")
+def leave_one_out_protocol(ds: Dataset, seed: int = 0) -> LeaveOneOutProtocol:
+    """seed: unused, the split is by time."""
+    return LeaveOneOutProtocol(ds, leave_one_out(ds))
 
 
 @register_task("retrieval_loo")
@@ -53,28 +66,19 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     model_args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim}
     model = build_model(config.model, **model_args)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    users = torch.from_numpy(ds.users[split.train])
-    items = torch.from_numpy(ds.items[split.train])
-    (valid_users, valid_targets, seen_train), (test_users, test_targets, seen_all) = \
-        evaluation_sets(ds, split)
-
-    stopper, epoch = EarlyStopping(config.patience), 0
-    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
-               unit="epoch")
-    for epoch in bar:
-        loss = run_epoch(model, optimizer, len(users), config.batch_size, rng, lambda batch:
-                         torch.nn.functional.cross_entropy(model.score_all(users[batch]), items[batch]))
-        model.eval()
-        valid = evaluate_full_ranking(_scorer(model), valid_users, valid_targets, seen_train)
-        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
-        if stopper.update(model, valid.ndcg_at_10, epoch):
-            break
-    stopper.restore(model)
-    valid = evaluate_full_ranking(_scorer(model), valid_users, valid_targets, seen_train)
-    test = evaluate_full_ranking(_scorer(model), test_users, test_targets, seen_all)
+    protocol = LeaveOneOutProtocol(ds, split)
+    fitted = fit(model, optimizer, rng, epochs=config.epochs,
+                 batches=shuffled_batches(protocol.n_train, config.batch_size),
+                 batch_loss=lambda rows: protocol.batch_loss(model, rows),
+                 validate=protocol.validation_metric, patience=config.patience,
+                 schedule=config.lr_schedule, progress=progress, desc=f"train {config.model}",
+                 metric_name="val_ndcg10")
+    valid = protocol.evaluate(model_scorer(model), "valid")
+    test = protocol.evaluate(model_scorer(model), "test")
     popularity = item_popularity(ds, np.concatenate([split.train, split.valid]))
-    pop_test = evaluate_full_ranking(popularity_scorer(popularity), test_users, test_targets, seen_all)
+    pop_test = protocol.evaluate(popularity_scorer(popularity), "test")
     return TrainResult(model=model, model_args=model_args,
                        metrics={"valid": valid.as_dict(), "test": test.as_dict()},
                        baselines={"most_popular": {"test": pop_test.as_dict()}}, protocol=PROTOCOL,
-                       epochs_run=epoch, best_epoch=stopper.best_epoch, seconds=time.perf_counter() - started)
+                       epochs_run=fitted.epochs_run, best_epoch=fitted.best_epoch,
+                       seconds=time.perf_counter() - started)

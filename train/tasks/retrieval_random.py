@@ -19,13 +19,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, filter_ratings, item_popularity, random_split
+from recdeploy.train.loop import fit, shuffled_batches
 from recdeploy.train.metrics import popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.tasks import EarlyStopping, run_epoch, TrainResult, register_task
+from recdeploy.train.tasks import TrainResult, check_part, register_protocol, register_task
+from recdeploy.train.tasks.retrieval import RetrievalProtocol, model_scorer
 
 MIN_RATING = 3.0
 RATIOS = (0.8, 0.1, 0.1)
@@ -92,18 +93,37 @@ def evaluate_multi_target(score_users: Callable[[np.ndarray], np.ndarray], n_use
                               n_users=len(evaluated))
 
 
-def _scorer(model: torch.nn.Module):
-    @torch.no_grad()
-    def score(users: np.ndarray) -> np.ndarray:
-        return model.score_all(torch.from_numpy(users)).numpy()
-    return score
+class RandomSplitProtocol(RetrievalProtocol):
+    """ds: the positives only (``protocol_split``), split indexes its rows; every held-out
+    item of a user counts. Metrics: MultiTargetMetrics (NDCG@10, HR@10, Recall@10)."""
+    task = "retrieval_random"
+
+    def evaluate(self, score, part: str = "test") -> MultiTargetMetrics:
+        split = self.split
+        rows, seen = ((split.valid, split.train) if check_part(part) == "valid"
+                      else (split.test, np.concatenate([split.train, split.valid])))
+        ds = self.ds
+        return evaluate_multi_target(score, ds.n_users, ds.users[rows], ds.items[rows],
+                                     ds.users[seen], ds.items[seen])
+
+
+def protocol_split(ds: Dataset, seed: int) -> tuple[Dataset, Split]:
+    """The protocol's data: the positives (ratings >= 3) and their seeded 8:1:1 per-user split."""
+    positives = filter_ratings(ds, MIN_RATING)
+    return positives, random_split(positives, RATIOS, seed=seed, by_user=True)
+
+
+@register_protocol("retrieval_random")
+def random_split_protocol(ds: Dataset, seed: int = 0) -> RandomSplitProtocol:
+    """seed: the run's, which drew its split."""
+    return RandomSplitProtocol(*protocol_split(ds, seed))
 
 
 def _model_args(config: TrainConfig, ds: Dataset) -> tuple[dict, dict | None]:
     """Builder arguments; models with side features also get their encoded feature codes."""
     args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim}
-    if config.mlp_dim:
-        args["mlp_dim"] = config.mlp_dim
+    if getattr(config.options, "mlp_dim", 0):
+        args["mlp_dim"] = config.options.mlp_dim
     if config.model != "two_tower_features":
         return args, None
     from recdeploy.train.models.two_tower import encode_side_features
@@ -113,55 +133,47 @@ def _model_args(config: TrainConfig, ds: Dataset) -> tuple[dict, dict | None]:
 
 def _loss(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor,
           generator: torch.Generator) -> torch.Tensor:
-    """Full softmax over the catalogue for models that score it cheaply (towers). Pairwise
-    models (NeuMF): BCE with ``config.negatives`` uniform negatives per positive (as in its
-    paper), or with ``loss="sampled_softmax"`` a softmax over each positive and ``negatives``
-    uniform items shared by the batch (a negative equal to the row's positive is masked)."""
-    if not hasattr(model, "l2"):
-        return torch.nn.functional.cross_entropy(model.score_all(users), items)
-    if config.loss == "sampled_softmax":
-        negatives = torch.randint(0, model.n_items, (config.negatives,), generator=generator)
+    """Pairwise models (NeuMF): BCE with ``negatives`` uniform negatives per positive (as in
+    its paper), or with ``loss="sampled_softmax"`` a softmax over each positive and
+    ``negatives`` uniform items shared by the batch (a negative equal to the row's positive is
+    masked). The towers train on the full softmax (``RetrievalProtocol.batch_loss``)."""
+    options = config.options
+    if options.loss == "sampled_softmax":
+        negatives = torch.randint(0, model.n_items, (options.negatives,), generator=generator)
         sampled = model.score_items(users, negatives).masked_fill(negatives[None] == items[:, None],
                                                                   float("-inf"))
         logits = torch.cat([model(users, items)[:, None], sampled], 1)
         return (torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long))
-                + config.reg * model.l2(users, items).mean())
-    negatives = torch.randint(0, model.n_items, (len(users) * config.negatives,), generator=generator)
-    all_users = torch.cat([users, users.repeat(config.negatives)])
+                + options.reg * model.l2(users, items).mean())
+    negatives = torch.randint(0, model.n_items, (len(users) * options.negatives,), generator=generator)
+    all_users = torch.cat([users, users.repeat(options.negatives)])
     all_items = torch.cat([items, negatives])
     labels = torch.cat([torch.ones(len(users)), torch.zeros(len(negatives))])
     logits = model(all_users, all_items)
     return (torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-            + config.reg * model.l2(all_users, all_items).mean())
+            + options.reg * model.l2(all_users, all_items).mean())
 
 
-def _pretrain_gmf(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor, rng,
-                  progress: bool, valid_ndcg: Callable) -> None:
+def _pretrain_gmf(model, config: TrainConfig, protocol: RandomSplitProtocol, rng,
+                  progress: bool) -> None:
     """NeuMF's GMF branch alone on the exact softmax over the catalogue (model.gmf_scores),
     early-stopped on validation NDCG@10; then the MLP branch's output weights start at zero,
     so joint training starts from exactly the pretrained GMF model."""
-    if not hasattr(model, "gmf_scores"):
-        raise ValueError(f"pretrain_epochs: {config.model} has no GMF branch to pretrain")
     optimizer = torch.optim.Adam(model.gmf_parameters(), lr=config.lr)
     with torch.no_grad():
         model.out.weight[0, model.dim:] = 0.0
-    stopper = EarlyStopping(config.patience)
 
     @torch.no_grad()
     def gmf_score(batch: np.ndarray) -> np.ndarray:
         return model.gmf_scores(torch.from_numpy(batch)).numpy()
 
-    bar = tqdm(range(1, config.pretrain_epochs + 1), desc=f"pretrain {config.model} GMF",
-               disable=not progress, unit="epoch")
-    for epoch in bar:
-        loss = run_epoch(model, optimizer, len(users), config.batch_size, rng, lambda batch:
-                         torch.nn.functional.cross_entropy(model.gmf_scores(users[batch]), items[batch]))
-        model.eval()
-        ndcg = valid_ndcg(gmf_score)
-        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{ndcg:.4f}")
-        if stopper.update(model, ndcg, epoch):
-            break
-    stopper.restore(model)
+    users, items = protocol.train_users, protocol.train_items
+    fit(model, optimizer, rng, epochs=config.options.pretrain_epochs,
+        batches=shuffled_batches(protocol.n_train, config.batch_size),
+        batch_loss=lambda rows: torch.nn.functional.cross_entropy(model.gmf_scores(users[rows]), items[rows]),
+        validate=lambda _: protocol.evaluate(gmf_score, "valid").ndcg_at_10, patience=config.patience,
+        schedule=config.lr_schedule, progress=progress, desc=f"pretrain {config.model} GMF",
+        metric_name="val_ndcg10")
     with torch.no_grad():
         model.out.weight[0, model.dim:] = 0.0
 
@@ -169,12 +181,6 @@ def _pretrain_gmf(model, config: TrainConfig, users: torch.Tensor, items: torch.
 @register_task("retrieval_random")
 def run(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResult:
     return train(config, *protocol_split(ds, config.seed), progress)
-
-
-def protocol_split(ds: Dataset, seed: int) -> tuple[Dataset, Split]:
-    """The protocol's data: the positives (ratings >= 3) and their seeded 8:1:1 per-user split."""
-    positives = filter_ratings(ds, MIN_RATING)
-    return positives, random_split(positives, RATIOS, seed=seed, by_user=True)
 
 
 def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True) -> TrainResult:
@@ -187,37 +193,31 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     model = build_model(config.model, **model_args)
     if encoded is not None:
         model.set_features(encoded)
+    pairwise = hasattr(model, "l2")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=0.0 if hasattr(model, "l2") else config.weight_decay)
-    users, items = torch.from_numpy(ds.users[split.train]), torch.from_numpy(ds.items[split.train])
-    train_valid = np.concatenate([split.train, split.valid])
+                                 weight_decay=0.0 if pairwise else config.weight_decay)
+    protocol = RandomSplitProtocol(ds, split)
+    users, items = protocol.train_users, protocol.train_items
 
-    def evaluate(score, rows: np.ndarray, seen_rows: np.ndarray) -> MultiTargetMetrics:
-        return evaluate_multi_target(score, ds.n_users, ds.users[rows], ds.items[rows],
-                                     ds.users[seen_rows], ds.items[seen_rows])
+    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
+        if pairwise:
+            return _loss(model, config, users[rows], items[rows], generator)
+        return protocol.batch_loss(model, rows)
 
-    stopper, epoch = EarlyStopping(config.patience), 0
-    if config.pretrain_epochs:
-        _pretrain_gmf(model, config, users, items, rng, progress,
-                      lambda score: evaluate(score, split.valid, split.train).ndcg_at_10)
-        # the joint phase keeps the pretrained model unless it beats it on validation
-        stopper.update(model, evaluate(_scorer(model), split.valid, split.train).ndcg_at_10, 0)
-    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
-               unit="epoch")
-    for epoch in bar:
-        loss = run_epoch(model, optimizer, len(users), config.batch_size, rng,
-                         lambda batch: _loss(model, config, users[batch], items[batch], generator))
-        model.eval()
-        valid = evaluate(_scorer(model), split.valid, split.train)
-        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{valid.ndcg_at_10:.4f}")
-        if stopper.update(model, valid.ndcg_at_10, epoch):
-            break
-    stopper.restore(model)
-    valid = evaluate(_scorer(model), split.valid, split.train)
-    test = evaluate(_scorer(model), split.test, train_valid)
-    popularity = popularity_scorer(item_popularity(ds, split.train))
-    pop_test = evaluate(popularity, split.test, train_valid)
+    pretrain = getattr(config.options, "pretrain_epochs", 0)
+    if pretrain:
+        _pretrain_gmf(model, config, protocol, rng, progress)
+    # after a pretraining, the joint phase keeps the pretrained model unless it beats it
+    fitted = fit(model, optimizer, rng, epochs=config.epochs,
+                 batches=shuffled_batches(protocol.n_train, config.batch_size), batch_loss=batch_loss,
+                 validate=protocol.validation_metric, patience=config.patience,
+                 validate_start=bool(pretrain), schedule=config.lr_schedule, progress=progress,
+                 desc=f"train {config.model}", metric_name="val_ndcg10")
+    valid = protocol.evaluate(model_scorer(model), "valid")
+    test = protocol.evaluate(model_scorer(model), "test")
+    pop_test = protocol.evaluate(popularity_scorer(item_popularity(ds, split.train)), "test")
     return TrainResult(model=model, model_args=model_args,
                        metrics={"valid": valid.as_dict(), "test": test.as_dict()},
                        baselines={"most_popular": {"test": pop_test.as_dict()}}, protocol=PROTOCOL,
-                       epochs_run=epoch, best_epoch=stopper.best_epoch, seconds=time.perf_counter() - started)
+                       epochs_run=fitted.epochs_run, best_epoch=fitted.best_epoch,
+                       seconds=time.perf_counter() - started)

@@ -24,8 +24,8 @@ apply wherever the user gave no flag; the values used are written into the card 
 Speed on CPU: windows are batched with others of similar length and each batch is cut to its
 longest real window (right-aligned, so only padding columns go: a padded column never
 influences a real one, so the outputs are the same); the softmax is taken in chunks of
-positions so no logits tensor outgrows the allocator's reusable heap (a 200 MB logits
-tensor per step costs more in page faults than in arithmetic).
+positions so no logits tensor outgrows the allocator's reusable heap, where fresh pages
+would be faulted in every step.
 """
 from __future__ import annotations
 
@@ -35,15 +35,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, filter_interactions
+from recdeploy.train.loop import fit
 from recdeploy.train.memory import keep_freed_memory
 from recdeploy.train.metrics import RankingMetrics, evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
 from recdeploy.train.models.sasrec import PAD
-from recdeploy.train.tasks import EarlyStopping, TrainResult, register_task
+from recdeploy.train.tasks import TrainResult, register_task
 
 MIN_RATING = 3
 MIN_COUNT = 10
@@ -161,32 +161,36 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     rng = np.random.default_rng(config.seed)
     keep_freed_memory()  # the attention maps are recycled instead of faulted in every step
     started = time.perf_counter()
+    options = config.options
     hp = {"lr": config.lr, "batch_size": config.batch_size, "weight_decay": config.weight_decay,
-          "dropout": config.dropout, "max_len": config.max_len, "lr_schedule": config.lr_schedule}
-    model_args = {"n_items": ds.n_items, "dim": config.dim, "max_len": config.max_len,
-                  "layers": config.layers, "heads": config.heads, "dropout": config.dropout,
-                  "output_embedding": config.output_embedding}
+          "dropout": options.dropout, "max_len": options.max_len, "lr_schedule": config.lr_schedule}
+    model_args = {"n_items": ds.n_items, "dim": config.dim, "max_len": options.max_len,
+                  "layers": options.layers, "heads": options.heads, "dropout": options.dropout,
+                  "output_embedding": options.output_embedding}
     device = torch.device(config.device)
     model = build_model(config.model, **model_args).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     sequences = user_sequences(ds)
-    valid, test = evaluation_sets(sequences, config.max_len)
+    valid, test = evaluation_sets(sequences, options.max_len)
     inputs, targets = (torch.from_numpy(a).to(device) for a in training_windows(
-        [s[:-2] if len(s) >= 3 else s for s in sequences], config.max_len))
-    steps_per_epoch = -(-len(inputs) // hp["batch_size"])
-    schedule = lr_schedule(optimizer, config.lr_schedule, config.epochs * steps_per_epoch)
+        [s[:-2] if len(s) >= 3 else s for s in sequences], options.max_len))
+    lengths = (targets != IGNORE).sum(1).cpu().numpy()
 
-    stopper, epoch = EarlyStopping(config.patience), 0
-    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", disable=not progress,
-               unit="epoch")
-    for epoch in bar:
-        loss = _train_epoch(model, optimizer, inputs, targets, hp["batch_size"], rng, schedule)
-        model.eval()
-        score = valid.evaluate(model_scorer(model, valid.tokens), mask_history=False)
-        bar.set_postfix(loss=f"{loss:.3f}", val_ndcg10=f"{score.ndcg_at_10:.4f}")
-        if stopper.update(model, score.ndcg_at_10, epoch):
-            break
-    stopper.restore(model)
+    def batch_loss(batch: np.ndarray) -> tuple[torch.Tensor, int]:
+        """Loss only on real targets, the batch cut to its longest window."""
+        width = max(1, int(lengths[batch].max()))
+        index = torch.from_numpy(batch).to(inputs.device)
+        tokens, wanted = inputs[index, -width:], targets[index, -width:]
+        real = wanted != IGNORE
+        hidden = model.encode(tokens)[real]
+        return chunked_softmax_loss(hidden, model.item_vectors(), wanted[real]), int(real.sum())
+
+    fitted = fit(model, optimizer, rng, epochs=config.epochs,
+                 batches=lambda rng: length_buckets(lengths, hp["batch_size"], rng),
+                 batch_loss=batch_loss,
+                 validate=lambda m: valid.evaluate(model_scorer(m, valid.tokens), mask_history=False).ndcg_at_10,
+                 patience=config.patience, schedule=config.lr_schedule, progress=progress,
+                 desc=f"train {config.model}", metric_name="val_ndcg10")
     seconds = time.perf_counter() - started
     metrics = {"valid": _both(valid, model_scorer(model, valid.tokens)),
                "test": _both(test, model_scorer(model, test.tokens))}
@@ -201,7 +205,7 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
              "hparams": hp, "device": config.device, "train_windows": len(inputs),
              "train_minutes": round(seconds / 60, 2)}
     return TrainResult(model=model, model_args=model_args, metrics=metrics, baselines=baselines,
-                       protocol=PROTOCOL, epochs_run=epoch, best_epoch=stopper.best_epoch,
+                       protocol=PROTOCOL, epochs_run=fitted.epochs_run, best_epoch=fitted.best_epoch,
                        seconds=seconds, extra=extra)
 
 
@@ -224,37 +228,3 @@ def chunked_softmax_loss(hidden: torch.Tensor, items: torch.Tensor, wanted: torc
     for h, w in zip(hidden.split(SOFTMAX_CHUNK), wanted.split(SOFTMAX_CHUNK)):
         total = total + F.cross_entropy(h @ items.T, w, reduction="sum")
     return total / max(1, len(wanted))
-
-
-def lr_schedule(optimizer, kind: str, total_steps: int):
-    """A per-step LambdaLR: constant, or cosine from the set lr down to 0 at total_steps."""
-    import math
-
-    if kind == "cosine":
-        factor = (lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
-    else:
-        factor = (lambda step: 1.0)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _train_epoch(model, optimizer, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                 rng: np.random.Generator, schedule=None) -> float:
-    """One pass over the windows; loss only on real targets, each batch cut to its longest window."""
-    model.train()
-    lengths = (targets != IGNORE).sum(1).cpu().numpy()
-    total, count = 0.0, 0
-    for batch in length_buckets(lengths, batch_size, rng):
-        width = max(1, int(lengths[batch].max()))
-        index = torch.from_numpy(batch).to(inputs.device)
-        tokens, wanted = inputs[index, -width:], targets[index, -width:]
-        real = wanted != IGNORE
-        hidden = model.encode(tokens)[real]
-        loss = chunked_softmax_loss(hidden, model.item_vectors(), wanted[real])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if schedule is not None:
-            schedule.step()
-        total += loss.item() * int(real.sum())
-        count += int(real.sum())
-    return total / max(1, count)
