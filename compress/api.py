@@ -12,9 +12,10 @@ model-specific (which layers couple, how to fine-tune, which requests are real) 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

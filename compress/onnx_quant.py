@@ -61,7 +61,13 @@ class RequestReader:
 
 @register_method(StaticInt8Config)
 def quantize_static_int8(path: Path, config: StaticInt8Config, data: TaskData | None, out: Path) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     batches = calibration_batches(data.requests if data is not None else [], config.calibration_size)
     reader = type("Reader", (RequestReader, CalibrationDataReader), {})(batches)

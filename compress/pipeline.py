@@ -17,10 +17,9 @@ from tqdm.auto import tqdm
 from recdeploy.compress.api import TaskData, compress
 from recdeploy.compress.config import RowwiseConfig, Variant
 from recdeploy.compress.families import ModelFamily, family_named
-from recdeploy.compress.rowwise import RowwiseTable
-from recdeploy.compress.measure import (QUANTIZED_OPS, file_size, graph_summary, interleaved_latency,
-                                        session_scorer)
+from recdeploy.compress.measure import QUANTIZED_OPS, file_size, graph_summary, interleaved_latency, session_scorer
 from recdeploy.compress.report import CompressionReport
+from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.train.checkpoint import load_checkpoint
 from recdeploy.train.data import load_dataset
 from recdeploy.train.onnx_io import check_parity, cpu_session, export_onnx

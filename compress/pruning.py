@@ -17,7 +17,6 @@ from recdeploy.compress.api import MissingDataError, TaskData, register_method
 from recdeploy.compress.config import CompressionConfigError, PruneConfig
 from recdeploy.compress.families import family_of
 
-
 DEFAULT_FINETUNE_LR = 0.01   # the fine-tune's lr when neither the config nor the family gives one
 
 

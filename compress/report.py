@@ -9,8 +9,8 @@ Relative quality loss is (reference - variant) / reference on the family's prima
 from __future__ import annotations
 
 import csv
-import statistics
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,7 +136,7 @@ class CompressionReport:
         for ax, batch in zip(axes[0], self.batches):
             points = sorted((row[f"b{batch}_ms"], row[self.metric], row["variant"]) for row in rows)
             front, best_q = [], float("-inf")
-            for ms, q, name in points:
+            for ms, q, _ in points:
                 if q > best_q:
                     front.append((ms, q))
                     best_q = q

@@ -34,7 +34,7 @@ class RowwiseTable(nn.Module):
                              .to(torch.float16))
 
     @classmethod
-    def quantize(cls, weight: torch.Tensor, bits: int) -> "RowwiseTable":
+    def quantize(cls, weight: torch.Tensor, bits: int) -> RowwiseTable:
         weight = weight.detach().float()
         rows, dim = weight.shape
         if bits == 8:

@@ -11,7 +11,6 @@ scores each dimension over both tables (``CoupledTowersImportance``).
 """
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn

@@ -19,7 +19,6 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import torch
@@ -27,8 +26,15 @@ from torch import nn
 
 from recdeploy.export.compare import AnswerMismatch, compare_answers
 from recdeploy.export.repository import write_model
-from recdeploy.export.triton_config import (EnsembleSpec, EnsembleStep, ModelSpec, TensorSpec,
-                                            build_ensemble_config, build_model_config, check_ensemble)
+from recdeploy.export.triton_config import (
+    EnsembleSpec,
+    EnsembleStep,
+    ModelSpec,
+    TensorSpec,
+    build_ensemble_config,
+    build_model_config,
+    check_ensemble,
+)
 from recdeploy.export.triton_python import load_python_model
 from recdeploy.train.onnx_io import cpu_session, export_onnx
 
@@ -128,9 +134,9 @@ class FusedRetrieval(nn.Module):
         row needs it."""
         row, known = self._rows(user_id[:, 0])
         scores = self._scores(row, known)
-        starts: List[int] = self.seen_indptr[row].tolist()
-        ends: List[int] = self.seen_indptr[row + 1].tolist()
-        known_rows: List[bool] = known.tolist()
+        starts: list[int] = self.seen_indptr[row].tolist()
+        ends: list[int] = self.seen_indptr[row + 1].tolist()
+        known_rows: list[bool] = known.tolist()
         for b in range(len(starts)):
             if known_rows[b] and ends[b] > starts[b]:
                 scores[b].index_fill_(0, self.seen_items[starts[b]:ends[b]], float("-inf"))

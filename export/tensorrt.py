@@ -13,9 +13,9 @@ tritonserver used locally has no TensorRT backend.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 

@@ -126,7 +126,7 @@ def run_lab_command(args) -> int:
         return 1
     metadata = {"repository": str(args.lab), "k": args.k, "client": "perf_analyzer on the same machine"}
     if args.scale:
-        from recdeploy.perf.scale import run_scale, render_scale_markdown
+        from recdeploy.perf.scale import render_scale_markdown, run_scale
         scale_rows = run_scale(args.scale, args.out, threads=2)
         (args.out / "scale.md").write_text(render_scale_markdown(scale_rows))
     report = write_lab_report(rows, results, args.out, metadata)
@@ -144,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.users or not args.model:
         print("recdeploy perf: --model and --users are required (or use --lab REPOSITORY)", file=sys.stderr)
         return 2
-    from recdeploy.perf.analyzer import (PerfAnalyzerFailedError, PerfAnalyzerNotFoundError, PerfConfig,
-                                         run_sweeps)
+    from recdeploy.perf.analyzer import PerfAnalyzerFailedError, PerfAnalyzerNotFoundError, PerfConfig, run_sweeps
     from recdeploy.perf.input_data import read_user_ids, write_input_data
     from recdeploy.perf.report import render_table, write_report
 

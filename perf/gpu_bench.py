@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         check_users = user_ids[:args.batch]
         reference_ids, reference_scores = module_runner(fp32, "cpu")(
             check_users.reshape(-1, 1), np.full((len(check_users), 1), args.k, np.int32))
-        for ensemble, model, kind, half, _ in variants:
+        for ensemble, model, _, half, _ in variants:
             with RecommendClient(server.grpc_url, model=ensemble, timeout_s=120) as client:
                 ids, scores = client.recommend(check_users, args.k)
             if half:

@@ -11,8 +11,8 @@ time: the load perf_analyzer gives a server at concurrency 1, minus the server.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 

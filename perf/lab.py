@@ -17,9 +17,10 @@ import json
 import os
 import shutil
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from google.protobuf.json_format import MessageToDict

@@ -36,7 +36,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from recdeploy.export.scenarios import Entry, Requests, entries_of, scenario_named
 from recdeploy.perf.analyzer import PerfAnalyzerFailedError, run
 from recdeploy.perf.config import PerfConfig

@@ -31,9 +31,10 @@ numpy / onnxruntime.
 Before starting, every artifact is checked against the repository's manifest.sha256.json
 (refused, naming the files, unless --no-verify). Before printing "ready", every entry the
 repository serves (recdeploy.json) answers canary requests of its scenario (real ids, a cold
-start, edge cases), which must equal its in-process pipeline. While serving, a dead tritonserver or a dead python backend stub
-(Triton keeps reporting ready but fails every request to that model) ends the command with
-exit code 1 and the reason, or restarts the server (--restarts N).
+start, edge cases), which must equal its in-process pipeline. While serving, a dead
+tritonserver or a dead python backend stub (Triton keeps reporting ready but fails every
+request to that model) ends the command with exit code 1 and the reason, or restarts the
+server (--restarts N).
 
 The same repository runs in the stock NGC container with its native backends:
   docker run --rm -p8000:8000 -p8001:8001 -p8002:8002 -v $PWD/model_repository:/models \\

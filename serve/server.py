@@ -191,7 +191,7 @@ class TritonServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         if self._process is not None:
             raise RuntimeError("this TritonServer was already started; make a new one")
         if self.config.verify_manifest:
@@ -326,7 +326,7 @@ class TritonServer:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return log_tail(self._log_path, lines)
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

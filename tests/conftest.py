@@ -35,8 +35,8 @@ def trained_run(tmp_path_factory, ml100k):
 
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory, trained_run, ml100k):
-    from recdeploy.train.checkpoint import load_checkpoint
     from recdeploy.export.scenarios.retrieval import export_retrieval
+    from recdeploy.train.checkpoint import load_checkpoint
 
     run, _ = trained_run
     repo = tmp_path_factory.mktemp("model_repository")

@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-
-
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -134,7 +132,7 @@ class TrainConfig:
                              f"has no field {name!r}")
 
     @classmethod
-    def for_model(cls, model: str, **given) -> "TrainConfig":
+    def for_model(cls, model: str, **given) -> TrainConfig:
         """The config for ``model``: given values, else the model's defaults, else the generic ones."""
         from recdeploy.train.models import MODELS
         if model not in MODELS:
@@ -156,15 +154,15 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         return cls.from_dict(json.loads(text))
 
     @classmethod
-    def from_saved(cls, data: dict) -> "TrainConfig":
+    def from_saved(cls, data: dict) -> TrainConfig:
         """A config as a checkpoint card stores it. Cards written before the per-model
         sub-configs hold one flat dict with every model's settings; the other models'
         settings never applied to that run and are dropped."""

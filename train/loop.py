@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -70,9 +70,11 @@ def lr_schedule(optimizer, kind: str, total_steps: int) -> torch.optim.lr_schedu
     if kind not in LR_SCHEDULES:
         raise ConfigError(f"unknown lr_schedule {kind!r}; valid: {', '.join(LR_SCHEDULES)}")
     if kind == "cosine":
-        factor = (lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
+        def factor(step):
+            return (0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
     else:
-        factor = (lambda step: 1.0)
+        def factor(step):
+            return (1.0)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 

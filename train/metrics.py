@@ -6,8 +6,8 @@ are several times higher and are not what this module reports (Krichene & Rendle
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -62,7 +62,7 @@ class Entry:
                 "variant_of": self.variant_of, "exact_ties": self.exact_ties}
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping) -> "Entry":
+    def from_dict(cls, name: str, data: Mapping) -> Entry:
         return cls(name=name, scenario=data["scenario"], reference=dict(data.get("reference", {})),
                    variant_of=data.get("variant_of", ""), exact_ties=bool(data.get("exact_ties", True)))
 

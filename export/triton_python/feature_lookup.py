@@ -14,7 +14,6 @@ a USER_ID that is not [batch, 1] integers is the client's mistake (INVALID_ARGUM
 recdeploy_triton_core.py (the shared numpy core) lies beside this file.
 """
 import numpy as np
-
 from recdeploy_triton_core import execute_requests, load_npy, user_id_column, version_folder
 
 __all__ = ["TritonPythonModel", "UserTable", "load_npy", "lookup_users"]

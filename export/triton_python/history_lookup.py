@@ -13,7 +13,6 @@ lies beside this file. Unknown ids are cold starts; a USER_ID that is not [batch
 integers is the client's mistake (INVALID_ARGUMENT).
 """
 import numpy as np
-
 from recdeploy_triton_core import execute_requests, load_npy, user_id_column, version_folder
 
 __all__ = ["HistoryTable", "TritonPythonModel", "lookup_histories"]

@@ -12,7 +12,6 @@ A K outside 1..N is the client's mistake (INVALID_ARGUMENT). Artifact beside thi
 recdeploy_triton_core.py.
 """
 import numpy as np
-
 from recdeploy_triton_core import BadRequest, execute_requests, parse_k
 
 __all__ = ["BadRequest", "TritonPythonModel", "parse_k", "rank_top_k"]

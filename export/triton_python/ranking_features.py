@@ -19,9 +19,7 @@ recdeploy_triton_core.py (the shared numpy core). Ids that are not integers are 
 client's mistake (INVALID_ARGUMENT).
 """
 import numpy as np
-
-from recdeploy_triton_core import (BadRequest, execute_requests, load_npy, user_id_column,
-                                  version_folder)
+from recdeploy_triton_core import BadRequest, execute_requests, load_npy, user_id_column, version_folder
 
 __all__ = ["TABLES", "FeatureStore", "TritonPythonModel", "candidate_features", "first_occurrence"]
 

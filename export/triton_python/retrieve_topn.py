@@ -14,7 +14,6 @@ a server fault (INTERNAL).
 import json
 
 import numpy as np
-
 from recdeploy_triton_core import execute_requests, load_npy, top_k, version_folder
 
 __all__ = ["TritonPythonModel", "n_candidates", "top_n_candidates"]

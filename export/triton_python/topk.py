@@ -14,9 +14,7 @@ A bad K is the client's mistake (INVALID_ARGUMENT); SCORES / SEEN_ITEMS that dis
 the arrays are a broken deployment (INTERNAL).
 """
 import numpy as np
-
-from recdeploy_triton_core import (BadRequest, PipelineFault, execute_requests, load_npy, parse_k,
-                                  top_k, version_folder)
+from recdeploy_triton_core import BadRequest, PipelineFault, execute_requests, load_npy, parse_k, top_k, version_folder
 
 __all__ = ["BadRequest", "PipelineFault", "TritonPythonModel", "load_npy", "parse_k", "top_k"]
 

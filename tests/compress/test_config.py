@@ -1,10 +1,20 @@
 """Compression configs: JSON round-trips, presets, variant chains, and the errors users can cause."""
 import pytest
 
-from recdeploy.compress.config import (PRESETS, CompressionConfigError, DynamicInt8Config, PruneConfig,
-                                       RowwiseConfig, StaticInt8Config, UnknownMethodError,
-                                       config_from_dict, config_from_json, parse_methods, parse_variant,
-                                       preset)
+from recdeploy.compress.config import (
+    PRESETS,
+    CompressionConfigError,
+    DynamicInt8Config,
+    PruneConfig,
+    RowwiseConfig,
+    StaticInt8Config,
+    UnknownMethodError,
+    config_from_dict,
+    config_from_json,
+    parse_methods,
+    parse_variant,
+    preset,
+)
 from recdeploy.compress.report import parse_budget
 
 

@@ -17,8 +17,8 @@ from recdeploy.compress.config import Variant, parse_variant
 from recdeploy.compress.dcn_v2 import RankerScorer, field_channel_scores, field_width
 from recdeploy.compress.families import family_named, family_of
 from recdeploy.compress.measure import session_scorer
-from recdeploy.train.onnx_io import cpu_session
 from recdeploy.compress.pipeline import build_variant_onnx, logical_parameters
+from recdeploy.train.onnx_io import cpu_session
 
 DIM, CROSS, HIDDEN = 8, 2, (32, 16)
 

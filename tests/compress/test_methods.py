@@ -11,13 +11,22 @@ import onnx
 import pytest
 import torch
 
-from recdeploy.compress import (CalibrationError, CompressionConfigError, DynamicInt8Config, Fp16Config,
-                                MissingDataError, PruneConfig, StaticInt8Config, TaskData, compress)
+from recdeploy.compress import (
+    CalibrationError,
+    CompressionConfigError,
+    DynamicInt8Config,
+    Fp16Config,
+    MissingDataError,
+    PruneConfig,
+    StaticInt8Config,
+    TaskData,
+    compress,
+)
+from recdeploy.compress.config import parse_variant
 from recdeploy.compress.families import UnknownFamilyError, family_named
 from recdeploy.compress.measure import session_scorer
-from recdeploy.train.onnx_io import cpu_session
 from recdeploy.compress.pipeline import build_variant_onnx, logical_parameters
-from recdeploy.compress.config import parse_variant
+from recdeploy.train.onnx_io import cpu_session
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +160,8 @@ def test_quality_follows_the_runs_task(setup, ml100k):
 
     model, family = setup[0], setup[1]
     data = family.task_data(model, ml100k, n_requests=64, seed=3, task="retrieval_random")
-    score = lambda users: model.score_all(torch.from_numpy(users)).detach().numpy()
+    def score(users):
+        return model.score_all(torch.from_numpy(users)).detach().numpy()
     measured = data.evaluate(lambda inputs: score(inputs["USER_INDEX"][:, 0]))
     positives = filter_ratings(ml100k, MIN_RATING)
     split = random_split(positives, RATIOS, seed=3, by_user=True)

@@ -28,9 +28,9 @@ def test_int4_packs_two_codes_per_byte_and_handles_odd_widths(weight):
 
 @pytest.mark.parametrize("bits, dtype", [(8, np.int8), (4, np.uint8)])
 def test_exported_scorer_keeps_the_small_tables(tmp_path, bits, dtype):
-    from recdeploy.train.onnx_io import export_onnx
     from recdeploy.compress.two_tower import RowwiseRetrievalScorer
     from recdeploy.train.models.two_tower import TwoTower
+    from recdeploy.train.onnx_io import export_onnx
 
     model = TwoTower(n_users=40, n_items=300, dim=16).eval()
     scorer = RowwiseRetrievalScorer(model, bits)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.export.scenarios.retrieval import InProcessRecommender
-from recdeploy.train.onnx_io import OnnxParityError, check_parity, export_onnx
 from recdeploy.export.repository import ManifestError, verify_manifest, write_manifest
+from recdeploy.export.scenarios.retrieval import InProcessRecommender
 from recdeploy.export.triton_config import parse_config_text
 from recdeploy.train.checkpoint import load_checkpoint
+from recdeploy.train.onnx_io import OnnxParityError, check_parity, export_onnx
 
 
 def test_repository_layout_and_configs_parse(repository):

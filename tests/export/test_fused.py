@@ -3,9 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.export.fused import (FusedExportError, FusedRetrieval, check_fused_parity, export_fused_onnx,
-                                    export_fused_torchscript, fused_ensemble_spec, fused_model_spec,
-                                    module_runner, onnx_runner)
+from recdeploy.export.fused import (
+    FusedExportError,
+    FusedRetrieval,
+    check_fused_parity,
+    export_fused_onnx,
+    export_fused_torchscript,
+    fused_ensemble_spec,
+    fused_model_spec,
+    module_runner,
+    onnx_runner,
+)
 
 
 @pytest.fixture(scope="module")

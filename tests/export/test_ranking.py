@@ -5,14 +5,29 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.export.scenarios.multistage import (InProcessMultiStage, export_multistage, multistage_pipeline,
-                                         retrieve_topn_spec, topn_module)
-from recdeploy.export.scenarios.ranking import (InProcessRanker, export_ranking, features_module,
-                                      rank_topk_module, ranking_pipeline)
 from recdeploy.export.scenarios.base import ExportError
-from recdeploy.export.triton_config import (EnsembleStep, EnsembleWiringError, build_model_config,
-                                            check_ensemble, config_text, parse_config_text)
-
+from recdeploy.export.scenarios.multistage import (
+    InProcessMultiStage,
+    export_multistage,
+    multistage_pipeline,
+    retrieve_topn_spec,
+    topn_module,
+)
+from recdeploy.export.scenarios.ranking import (
+    InProcessRanker,
+    export_ranking,
+    features_module,
+    rank_topk_module,
+    ranking_pipeline,
+)
+from recdeploy.export.triton_config import (
+    EnsembleStep,
+    EnsembleWiringError,
+    build_model_config,
+    check_ensemble,
+    config_text,
+    parse_config_text,
+)
 
 # ---------------------------------------------------------------------------- numpy cores
 

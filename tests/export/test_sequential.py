@@ -5,13 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.train.onnx_io import OnnxParityError
 from recdeploy.export.repository import verify_manifest
-from recdeploy.export.scenarios.sequential import (SequentialExportError, SequentialInProcess, check_scorer,
-                                         export_sequential, parity_cases, recommend_next_spec,
-                                         sequential_pipeline)
+from recdeploy.export.scenarios.sequential import (
+    SequentialExportError,
+    SequentialInProcess,
+    check_scorer,
+    export_sequential,
+    parity_cases,
+    recommend_next_spec,
+    sequential_pipeline,
+)
 from recdeploy.export.triton_config import EnsembleWiringError, check_ensemble, parse_config_text
 from recdeploy.train.models import build_model
+from recdeploy.train.onnx_io import OnnxParityError
 from recdeploy.train.tasks.sequential import history_tokens, sequential_dataset, user_sequences
 
 MAX_LEN = 20
@@ -90,7 +96,8 @@ def test_parity_error_carries_the_measured_difference(exported, model, filtered,
 
 def test_export_refuses_a_model_for_another_catalogue(ml100k, tmp_path):
     wrong = build_model("sasrec", n_items=1682, dim=8, max_len=4, layers=1)
-    with pytest.raises(SequentialExportError, match="model scores 1682 items but the filtered ml-100k catalogue has 1016"):
+    with pytest.raises(SequentialExportError,
+                       match="model scores 1682 items but the filtered ml-100k catalogue has 1016"):
         export_sequential(wrong, ml100k, tmp_path)
 
 

@@ -2,9 +2,19 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as pb
 
 from recdeploy.export.retrieval_specs import ensemble_spec, lookup_spec, retrieval_pipeline, scorer_spec, topk_spec
-from recdeploy.export.triton_config import (ConfigSpecError, EnsembleSpec, EnsembleStep, EnsembleWiringError,
-                                            ModelSpec, TensorSpec, build_ensemble_config, build_model_config,
-                                            check_ensemble, config_text, parse_config_text)
+from recdeploy.export.triton_config import (
+    ConfigSpecError,
+    EnsembleSpec,
+    EnsembleStep,
+    EnsembleWiringError,
+    ModelSpec,
+    TensorSpec,
+    build_ensemble_config,
+    build_model_config,
+    check_ensemble,
+    config_text,
+    parse_config_text,
+)
 
 
 def test_scorer_config_round_trips_through_text():

@@ -10,8 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from recdeploy.export.triton_python import (CORE, SOURCES, load_core, load_python_model,
-                                            python_model_files)
+from recdeploy.export.triton_python import CORE, SOURCES, load_core, load_python_model, python_model_files
 
 core = load_core()
 INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"

@@ -65,9 +65,11 @@ def _assert_still_serving(server, reference):
 
 
 @pytest.mark.parametrize("inputs, message", [
-    ({"USER_ID": np.array([[1]], np.int64), "K": np.array([[0]], np.int32)}, "K must be between 1 and the catalogue size 1682, got 0"),
+    ({"USER_ID": np.array([[1]], np.int64), "K": np.array([[0]], np.int32)},
+     "K must be between 1 and the catalogue size 1682, got 0"),
     ({"USER_ID": np.array([[1]], np.int64), "K": np.array([[5000]], np.int32)}, "got 5000"),
-    ({"USER_ID": np.array([[1], [2]], np.int64), "K": np.array([[3], [4]], np.int32)}, "K must be the same for every row"),
+    ({"USER_ID": np.array([[1], [2]], np.int64), "K": np.array([[3], [4]], np.int32)},
+     "K must be the same for every row"),
     ({"USER_ID": np.array([[1.0]], np.float32), "K": np.array([[5]], np.int32)}, "(?i)data-type|datatype|expected"),
     ({"USER_ID": np.array([[1, 2]], np.int64), "K": np.array([[5]], np.int32)}, "(?i)shape"),
 ])

@@ -5,8 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from recdeploy.perf.analyzer import (PerfAnalyzerBinary, PerfAnalyzerFailedError, PerfAnalyzerNotFoundError,
-                                     PerfAnalyzerTimeoutError, build_argv, find_perf_analyzer, run, run_sweep)
+from recdeploy.perf.analyzer import (
+    PerfAnalyzerBinary,
+    PerfAnalyzerFailedError,
+    PerfAnalyzerNotFoundError,
+    PerfAnalyzerTimeoutError,
+    build_argv,
+    find_perf_analyzer,
+    run,
+    run_sweep,
+)
 from recdeploy.perf.config import PerfConfig, PerfConfigError
 
 BIN = PerfAnalyzerBinary(Path("/opt/pa/perf_analyzer"), {})

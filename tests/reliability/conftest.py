@@ -22,10 +22,10 @@ def other_scorer_onnx(tmp_path_factory, ml100k):
     """The scorer of a second two-tower (1 epoch, another seed): same catalogue, other lists."""
     import numpy as np
 
-    from recdeploy.train.onnx_io import export_onnx
     from recdeploy.train.config import TrainConfig
     from recdeploy.train.data import leave_one_out
     from recdeploy.train.models.two_tower import RetrievalScorer
+    from recdeploy.train.onnx_io import export_onnx
     from recdeploy.train.tasks.retrieval_loo import train
 
     config = TrainConfig(dataset="ml-100k", dim=32, epochs=1, batch_size=2048, lr=0.02, seed=1)

@@ -1,7 +1,7 @@
 """Safe by default: loopback only, model control API off, manifest verified, numpy >= 2 refused."""
+import ipaddress
 import json
 import shutil
-import ipaddress
 
 import pytest
 
@@ -68,8 +68,8 @@ def test_cli_defaults_are_the_safe_ones(tmp_path):
 def test_serve_refuses_numpy_2_in_the_stub_environment(tmp_path, monkeypatch, capsys):
     python = tmp_path / "venv" / "bin" / "python3"
     python.parent.mkdir(parents=True)
-    python.write_text("#!/bin/sh\necho '%s'\n" % json.dumps(
-        {"python": "3.11", "numpy": "2.0.2", "onnxruntime": "1.20.0"}))
+    python.write_text("#!/bin/sh\necho '{}'\n".format(json.dumps(
+        {"python": "3.11", "numpy": "2.0.2", "onnxruntime": "1.20.0"})))
     python.chmod(0o755)
     monkeypatch.setenv("TRITON_STUB_VENV", str(tmp_path / "venv"))
     (tmp_path / "repo").mkdir()

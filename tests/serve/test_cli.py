@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-
 import pytest
 
 from recdeploy.serve.cli import EXIT_DIED, build_parser, config_from_args, main, serve_forever

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recdeploy.serve.environment import (NumpyTooNewError, StubEnvironmentError,
-                                         check_stub_environment)
+from recdeploy.serve.environment import NumpyTooNewError, StubEnvironmentError, check_stub_environment
 
 
 def fake_python(tmp_path: Path, output: str, code: int = 0) -> Path:
@@ -22,7 +21,7 @@ def fake_python(tmp_path: Path, output: str, code: int = 0) -> Path:
 def test_the_running_venv_passes():
     found = check_stub_environment(Path(sys.executable).parent)
     assert found["numpy"].startswith("1.") and found["onnxruntime"]
-    assert found["python"] == "%d.%d" % sys.version_info[:2]
+    assert found["python"] == "{}.{}".format(*sys.version_info[:2])
 
 
 def test_numpy_2_is_refused_with_the_reason(tmp_path):

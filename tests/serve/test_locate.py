@@ -56,7 +56,8 @@ def test_environment_override_honours_backend_dir(tmp_path):
 
 
 def test_environment_override_to_a_missing_binary_says_how_to_fix(tmp_path):
-    with pytest.raises(TritonNotFoundError, match=r"nope \(from TRITONSERVER\) does not exist.*nvidia-pytriton==0\.7\.0"):
+    with pytest.raises(TritonNotFoundError,
+                       match=r"nope \(from TRITONSERVER\) does not exist.*nvidia-pytriton==0\.7\.0"):
         find_triton_install(environ={"TRITONSERVER": str(tmp_path / "nope")})
 
 

@@ -9,8 +9,7 @@ import pytest
 
 from recdeploy.serve import native_build
 from recdeploy.serve.backends import compose_backend_dir, native_backends
-from recdeploy.serve.native_build import (NativeBuildUnavailable, build_key, compile_argv, find_compiler,
-                                          native_backend)
+from recdeploy.serve.native_build import NativeBuildUnavailable, build_key, compile_argv, find_compiler, native_backend
 from recdeploy.serve.server import uses_torchscript
 
 FACTS = {"version": "2.13.0+cpu", "cxx11_abi": 1, "includes": ["/t/include", "/t/include/api"],

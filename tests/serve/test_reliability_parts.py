@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recdeploy.serve import canary, processes
 from recdeploy.perf.soak import rss_growth
+from recdeploy.serve import canary, processes
 
 STUB_ARGV = [b"/tmp/x/backends/python/triton_python_backend_stub", b"/repo/topk/1/model.py",
              b"triton_python_backend_shm_region_1", b"1048576", b"1048576", b"100",

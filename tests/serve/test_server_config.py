@@ -5,9 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from recdeploy.serve.server import (ServerConfig, TritonServer, build_argv, build_env,
-                                    default_python_bin_dir, load_errors, log_tail,
-                                    pick_free_ports)
+from recdeploy.serve.server import (
+    ServerConfig,
+    TritonServer,
+    build_argv,
+    build_env,
+    default_python_bin_dir,
+    load_errors,
+    log_tail,
+    pick_free_ports,
+)
 
 
 def test_argv_binds_loopback_and_fails_fast(tmp_path):
@@ -68,7 +75,7 @@ def test_fixed_ports_are_kept_and_zero_is_filled(tmp_path):
 
 def test_addresses_need_a_started_server(tmp_path):
     with pytest.raises(RuntimeError, match="start"):
-        TritonServer(ServerConfig(model_repository=tmp_path)).http_url
+        _ = TritonServer(ServerConfig(model_repository=tmp_path)).http_url
 
 
 LOG = '''I1128 06:31:37.428479 4597 model_lifecycle.cc:472] "loading: broken:1"

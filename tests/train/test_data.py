@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from recdeploy.train.data import (Dataset, DatasetError, item_popularity, leave_one_out, load_dataset,
-                                  seen_items_by_user, synthetic)
+from recdeploy.train.data import (
+    Dataset,
+    DatasetError,
+    item_popularity,
+    leave_one_out,
+    load_dataset,
+    seen_items_by_user,
+    synthetic,
+)
 
 
 def tiny_dataset():
@@ -67,7 +74,8 @@ def test_local_path_reads_atomic_files(tmp_path):
     (tmp_path / "ml-100k.inter").write_text(
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t5\t4\t100\n2\t5\t3\t101\n1\t6\t5\t102\n")
     (tmp_path / "ml-100k.item").write_text(
-        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n5\tFive\t1995\tDrama\n6\tSix\t1996\tComedy Drama\n")
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "5\tFive\t1995\tDrama\n6\tSix\t1996\tComedy Drama\n")
     (tmp_path / "ml-100k.user").write_text(
         "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n1\t20\tM\tx\t1\n2\t30\tF\ty\t2\n")
     ds = load_dataset("ml-100k", path=tmp_path)

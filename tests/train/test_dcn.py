@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from recdeploy.train.models.dcn_v2 import (CrossNet, DCNv2, DeepArch, DenseArch, OverArch,
-                                           SparseArch, build_dcn_v2)
+from recdeploy.train.models.dcn_v2 import CrossNet, DCNv2, DeepArch, DenseArch, OverArch, SparseArch, build_dcn_v2
 from recdeploy.train.tasks import ctr
 
 VOCAB = {"gender": 3, "age": 4, "occupation": 5, "zip": 6}

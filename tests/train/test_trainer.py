@@ -61,7 +61,7 @@ def test_checkpoint_round_trip(trained_run, tmp_path):
 
 
 def test_same_seed_same_metrics():
-    from recdeploy.train.data import synthetic, leave_one_out
+    from recdeploy.train.data import leave_one_out, synthetic
     from recdeploy.train.tasks.retrieval_loo import train
     ds = synthetic(300, 200, 15, seed=1)
     config = TrainConfig(dataset="synthetic", dim=8, epochs=2, batch_size=512)
@@ -72,6 +72,7 @@ def test_same_seed_same_metrics():
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
     import torch
+
     from recdeploy.train.tasks import EarlyStopping
 
     model = torch.nn.Linear(1, 1, bias=False)

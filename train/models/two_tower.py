@@ -197,7 +197,7 @@ class FeatureTwoTower(TowerScores):
         self.user_tower = FeatureUserTower(n_users, dim, n_ages, n_genders, n_occupations)
         self.item_tower = FeatureItemTower(n_items, dim, n_genres)
 
-    def set_features(self, encoded: dict) -> "FeatureTwoTower":
+    def set_features(self, encoded: dict) -> FeatureTwoTower:
         """Copy encode_side_features(ds)'s codes into the buffers (before training)."""
         with torch.no_grad():
             self.user_tower.age_code.copy_(torch.from_numpy(encoded["user_age"]))

@@ -17,8 +17,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -62,7 +62,8 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
     def card(self, config, ds) -> dict:
-        return {"model": config.model, "task": config.resolved_task, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint(),
+        return {"model": config.model, "task": config.resolved_task, "dataset": ds.name,
+                "dataset_fingerprint": ds.fingerprint(),
                 "n_users": ds.n_users, "n_items": ds.n_items, "model_args": self.model_args,
                 **self.protocol, "metrics": self.metrics, "baselines": self.baselines,
                 "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,

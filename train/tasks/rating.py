@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from recdeploy.train.config import TrainConfig
-from recdeploy.train.data import DatasetError, Dataset, Split, random_split
+from recdeploy.train.data import Dataset, DatasetError, Split, random_split
 from recdeploy.train.loop import fit, shuffled_batches
 from recdeploy.train.models import build_model
 from recdeploy.train.tasks import TrainResult, register_task

@@ -14,8 +14,8 @@ stopping on validation NDCG@10. The most-popular baseline (train counts) is rank
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -86,9 +86,11 @@ def evaluate_multi_target(score_users: Callable[[np.ndarray], np.ndarray], n_use
         ndcg.append((hits * discount).sum(1) / ideal[np.minimum(n_targets, k) - 1])
         hr.append(hits.any(1))
         recall.append(hits.sum(1) / n_targets)
-    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
+    def cat(parts):
+        return (np.concatenate(parts) if parts else np.zeros(0))
     ndcg, hr, recall = cat(ndcg), cat(hr), cat(recall)
-    mean = (lambda a: float(a.mean()) if len(a) else 0.0)
+    def mean(a):
+        return (float(a.mean()) if len(a) else 0.0)
     return MultiTargetMetrics(ndcg_at_10=mean(ndcg), hr_at_10=mean(hr), recall_at_10=mean(recall),
                               n_users=len(evaluated))
 
