@@ -27,7 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +102,7 @@ def _link_libs(source: Path, target: Path) -> Path:
     return target
 
 
-def find_perf_analyzer(environ: dict[str, str] | None = None) -> PerfAnalyzerBinary:
+def find_perf_analyzer(environ: Mapping[str, str] | None = None) -> PerfAnalyzerBinary:
     """Locate perf_analyzer and the environment it runs in.
 
     ``$PERF_ANALYZER`` (set by the GPU bundle's env.sh) is used as is, with the caller's
@@ -120,8 +120,8 @@ def find_perf_analyzer(environ: dict[str, str] | None = None) -> PerfAnalyzerBin
     on_path = shutil.which("perf_analyzer", path=env.get("PATH"))
     if on_path:
         candidates.append(Path(on_path))
-    path = next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
-    if path is None:
+    found = next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+    if found is None:
         raise PerfAnalyzerNotFoundError(
             "perf_analyzer not found next to this Python or on PATH; install tritonclient[all]==2.51.0 "
             "(its wheel carries the binary) or set PERF_ANALYZER=/path/to/perf_analyzer")
@@ -132,7 +132,7 @@ def find_perf_analyzer(environ: dict[str, str] | None = None) -> PerfAnalyzerBin
             "nvidia_pytriton.libs/; install nvidia-pytriton==0.7.0 or set PERF_ANALYZER")
     private = _link_libs(libs, _cache_dir(env) / "perf_analyzer-libs")
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(private), env.get("LD_LIBRARY_PATH")]))
-    return PerfAnalyzerBinary(path, env)
+    return PerfAnalyzerBinary(found, env)
 
 
 def _num(value: float) -> str:

@@ -49,7 +49,7 @@ def measure_inprocess(run: Pipeline, rows: Requests, batch_size: int = 1, second
     batches = row_batches(rows, batch_size)
     for i in range(warmup):
         run(batches[i % len(batches)])
-    latencies = []
+    latencies: list[float] = []
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         t0 = time.perf_counter()

@@ -107,8 +107,8 @@ def _windows(result: PerfResult) -> str:
     """"2000 ms windows", or which levels were re-measured with shorter ones (analyzer.run_level)."""
     planned = result.config.measurement_interval_ms
     retried = []
-    for argv in result.commands:
-        argv = list(argv)
+    for command in result.commands:
+        argv = list(command)
         if "--measurement-interval" in argv and "--concurrency-range" in argv:
             interval = int(argv[argv.index("--measurement-interval") + 1])
             if interval != planned:

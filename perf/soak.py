@@ -162,8 +162,10 @@ def soak(repo: Path, out_dir: Path, concurrency: int = 64, duration_s: float = 6
     entry = chosen_entry(repo, entry_name)
     data = write_rows_input_data(out_dir / "soak_input.json", entry_rows(repo, entry, k))
     with TritonServer(ServerConfig(model_repository=repo, verify_manifest=True)) as server:
-        before = tree_rss_bytes(server.pid)
-        sampler = RssSampler(server.pid)
+        pid = server.pid
+        assert pid is not None  # the with block started it
+        before = tree_rss_bytes(pid)
+        sampler = RssSampler(pid)
         sampler.start()
         try:
             load = run_load(load_config(server.grpc_url, entry.name, data, concurrency, duration_s),

@@ -51,13 +51,15 @@ def check_stub_environment(python_bin_dir: Path,
             f"{', '.join(missing)} cannot be imported by {python}; the python backend stub "
             f"takes its packages from that interpreter, so every python model would fail to "
             f"load. Install them there: {python} -m pip install 'numpy<2' onnxruntime")
-    if _major(found["numpy"]) >= 2:
+    # no module is missing: every value left is a version string
+    versions = {name: version for name, version in found.items() if version is not None}
+    if _major(versions["numpy"]) >= 2:
         raise NumpyTooNewError(
-            f"{python} has numpy {found['numpy']}: with numpy >= 2 in the stub's environment "
+            f"{python} has numpy {versions['numpy']}: with numpy >= 2 in the stub's environment "
             f"this tritonserver (2.51, python backend) returns EMPTY output tensors for every "
             f"inference and reports no error (clients then fail with 'cannot reshape array of "
             f"size 0'). Install numpy<2 there: {python} -m pip install 'numpy<2'")
-    return found
+    return versions
 
 
 def _probe(python: Path, modules: tuple[str, ...]) -> dict[str, str | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,15 +65,15 @@ def stub_python_version(stub: Path) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def find_triton_install(environ: dict[str, str] | None = None) -> TritonInstall:
+def find_triton_install(environ: Mapping[str, str] | None = None) -> TritonInstall:
     """Locate tritonserver: ``$TRITONSERVER`` if set, else the nvidia-pytriton wheel."""
-    environ = os.environ if environ is None else environ
-    if environ.get("TRITONSERVER"):
-        return _from_environment(environ)
+    env = os.environ if environ is None else environ
+    if env.get("TRITONSERVER"):
+        return _from_environment(env)
     return _from_pytriton()
 
 
-def _from_environment(environ: dict[str, str]) -> TritonInstall:
+def _from_environment(environ: Mapping[str, str]) -> TritonInstall:
     server_bin = Path(environ["TRITONSERVER"])
     _require_file(server_bin, "TRITONSERVER")
     # bundle layout: <root>/bin/tritonserver, <root>/backends/python, <root>/libs

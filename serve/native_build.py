@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 SOURCES = Path(__file__).parent / "native"
@@ -32,14 +33,15 @@ class NativeBuildUnavailable(RuntimeError):
     """The native backend cannot be built here; the message says why."""
 
 
-def native_enabled(environ: dict[str, str] | None = None) -> bool:
+def native_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return (environ if environ is not None else os.environ).get(ENV_SWITCH, "1") != "0"
 
 
 def find_compiler() -> str:
     for name in (os.environ.get("CXX", ""), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     raise NativeBuildUnavailable("no C++ compiler on PATH (g++, c++ or clang++; or set CXX)")
 
 

@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,10 +91,10 @@ class ServerConfig:
             raise ValueError("log_verbose must be >= 0 and startup_timeout_s > 0")
 
 
-def default_python_bin_dir(environ: dict[str, str] | None = None) -> Path:
-    environ = os.environ if environ is None else environ
-    if environ.get("TRITON_STUB_VENV"):
-        return Path(environ["TRITON_STUB_VENV"]) / "bin"
+def default_python_bin_dir(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get("TRITON_STUB_VENV"):
+        return Path(env["TRITON_STUB_VENV"]) / "bin"
     return Path(sys.executable).parent
 
 
