@@ -14,8 +14,8 @@ python-based ``pytorch`` one locally, libtorch in the stock container). ONNX nee
 branch-free ``graph_forward``; scripted on CPU the model takes ``per_row_forward`` instead,
 which does the same with far fewer interpreter ops (see there).
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations` here: torch.jit.script reads FusedRetrieval's
+# class-level buffer annotations as objects and rejects them as strings
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +56,14 @@ class FusedRetrieval(nn.Module):
     possible where a server batches requests with different k together). Unknown users rank
     by popularity; every item a known user has seen is excluded.
     """
+    id_to_row: torch.Tensor
+    user_vectors: torch.Tensor
+    item_vectors_t: torch.Tensor
+    item_bias: torch.Tensor
+    popularity: torch.Tensor
+    seen_indptr: torch.Tensor
+    seen_items: torch.Tensor
+    item_ids: torch.Tensor
 
     def __init__(self, user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr,
                  seen_items, item_ids, half: bool = False):
@@ -70,7 +78,7 @@ class FusedRetrieval(nn.Module):
         item_vectors = np.asarray(item_vectors, np.float32)
         bias = np.asarray(item_bias, np.float32)
         popularity = np.asarray(popularity, np.float32)
-        self.half = bool(half)
+        self.half_catalogue = bool(half)
         if half:
             # FP16 catalogue (a GPU's tensor cores, half the bytes to scan); bias and the
             # popularity counts stay FP32 (counts overflow FP16 past 65504)
@@ -115,7 +123,7 @@ class FusedRetrieval(nn.Module):
     def _scores(self, row: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         vectors = self.user_vectors[row].to(self.item_vectors_t.dtype)
         scores = (vectors @ self.item_vectors_t).float()                         # B x I
-        if self.half:
+        if self.half_catalogue:
             scores = torch.where(known[:, None], scores + self.item_bias, self.popularity[None, :])
         return scores
 
@@ -159,7 +167,8 @@ class FusedRetrieval(nn.Module):
         scores = self._scores(row, known)
         start = self.seen_indptr[row]
         length = torch.where(known, self.seen_indptr[row + 1] - start, torch.zeros_like(start))
-        offsets = torch.arange(length.max(), device=uid.device)
+        # torch's stub wants a number; a 0-d tensor is accepted and keeps L dynamic in the ONNX trace
+        offsets = torch.arange(length.max(), device=uid.device)  # type: ignore[call-overload]
         valid = offsets[None, :] < length[:, None]                                # B x L
         k = k[:, 0].to(torch.int64)
         if self.mask_after_topk:
@@ -208,13 +217,13 @@ def dot_product_parts(scorer: nn.Module):
     item_table_t, biases folded into extra columns. A scorer without them (NeuMF's MLP)
     cannot be folded into one GEMM.
     """
-    if not hasattr(scorer, "user_embedding"):
+    user_embedding = getattr(scorer, "user_embedding", None)
+    item_table_t = getattr(scorer, "item_table_t", None)
+    if not isinstance(user_embedding, nn.Embedding) or not isinstance(item_table_t, torch.Tensor):
         return None
-    users = scorer.user_embedding.weight.detach().numpy()
-    if hasattr(scorer, "item_table_t"):
-        items = scorer.item_table_t.detach().numpy().T
-        return users, items, np.zeros(len(items), np.float32)
-    return None
+    users = user_embedding.weight.detach().numpy()
+    items = item_table_t.detach().numpy().T
+    return users, items, np.zeros(len(items), np.float32)
 
 
 def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:

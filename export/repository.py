@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ class ManifestError(ValueError):
     pass
 
 
-def write_model(repo: Path, config: pb.ModelConfig, files: dict[str, Path | bytes],
+def write_model(repo: Path, config: pb.ModelConfig, files: Mapping[str, Path | bytes],
                 version: int = 1) -> Path:
     """Write <repo>/<name>/config.pbtxt and <repo>/<name>/<version>/<files>; returns the model dir."""
     name = validate_model_name(config.name)

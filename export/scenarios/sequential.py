@@ -55,6 +55,7 @@ from recdeploy.export.triton_config import (
 from recdeploy.export.triton_python import load_python_model, python_model_files
 from recdeploy.train.data import Dataset
 from recdeploy.train.models import model_entry
+from recdeploy.train.models.sasrec import SASRec
 from recdeploy.train.onnx_io import (
     ParityReport,
     check_parity,
@@ -200,7 +201,7 @@ def parity_cases(ds: Dataset, max_len: int, n: int = 32) -> dict[str, np.ndarray
             "empty": np.zeros((4, max_len), dtype=np.int64), "empty_width1": np.zeros((4, 1), np.int64)}
 
 
-def check_scorer(model: torch.nn.Module, onnx_path: Path, cases: dict[str, np.ndarray],
+def check_scorer(model: SASRec, onnx_path: Path, cases: dict[str, np.ndarray],
                  atol: float = 1e-4, rtol: float = 1e-4) -> SequentialExportReport:
     """ONNX Runtime vs PyTorch on every case (raises OnnxParityError), no NaN anywhere, and
     the amount of padding does not change ONNX's answer."""

@@ -30,6 +30,8 @@ def load_core():
     module = sys.modules.get(CORE.stem)
     if module is None or Path(getattr(module, "__file__", "")) != CORE:
         spec = importlib.util.spec_from_file_location(CORE.stem, CORE)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {CORE} as a module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[CORE.stem] = module
         spec.loader.exec_module(module)
@@ -40,6 +42,8 @@ def load_python_model(name: str):
     """Import a python-backend model's file (the one the server runs) to call its numpy core."""
     load_core()
     spec = importlib.util.spec_from_file_location(f"recdeploy_triton_{name}", SOURCES[name])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {SOURCES[name]} as a module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
