@@ -183,7 +183,7 @@ def load_movielens(name: str = "ml-100k", path: Path | None = None) -> Dataset:
     user_header, user_rows = tables["user"]
     ucol = {c: k for k, c in enumerate(user_header)}
     user_table = {_raw_int(r[ucol["user_id"]]): r for r in user_rows}
-    user_features = {}
+    user_features: dict[str, np.ndarray] = {}
     for feature in ("age", "gender", "occupation", "zip_code"):
         if feature in ucol:
             values = [user_table.get(int(u), [""] * len(ucol))[ucol[feature]] for u in user_ids]
@@ -220,7 +220,8 @@ def synthetic(n_users: int = 1000, n_items: int = 10_000, interactions_per_user:
     item_factors = rng.normal(size=(n_items, dim)).astype(np.float32) / np.sqrt(dim)
     user_factors = rng.normal(size=(n_users, dim)).astype(np.float32)
     per_user = min(interactions_per_user, n_items)
-    users, items = [], []
+    user_chunks: list[np.ndarray] = []
+    item_chunks: list[np.ndarray] = []
     # Gumbel top-k draws without replacement from the per-user distribution, in chunks
     log_pop = np.log(popularity).astype(np.float32)
     for start in range(0, n_users, 256):
@@ -228,10 +229,10 @@ def synthetic(n_users: int = 1000, n_items: int = 10_000, interactions_per_user:
         logits = log_pop + 2.0 * user_factors[start:stop] @ item_factors.T
         logits += rng.gumbel(size=logits.shape).astype(np.float32)
         chosen = np.argpartition(-logits, per_user - 1, axis=1)[:, :per_user]
-        users.append(np.repeat(np.arange(start, stop), per_user))
-        items.append(chosen.reshape(-1))
-    users = np.concatenate(users).astype(np.int64)
-    items = np.concatenate(items).astype(np.int64)
+        user_chunks.append(np.repeat(np.arange(start, stop), per_user))
+        item_chunks.append(chosen.reshape(-1))
+    users = np.concatenate(user_chunks).astype(np.int64)
+    items = np.concatenate(item_chunks).astype(np.int64)
     timestamps = np.arange(len(users), dtype=np.int64) + 1_000_000_000
     ratings = np.clip(np.round(3 + rng.normal(size=len(users))), 1, 5).astype(np.float32)
     return Dataset(name="synthetic", user_ids=np.arange(1, n_users + 1, dtype=np.int64),

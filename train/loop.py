@@ -20,6 +20,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,8 @@ class EarlyStopping:
     def __init__(self, patience: int | None, higher_is_better: bool = True):
         self.patience, self.sign = patience, 1.0 if higher_is_better else -1.0
         self.best: float | None = None
-        self.best_state, self.best_epoch, self.stale = None, 0, 0
+        self.best_state: dict[str, Any] | None = None
+        self.best_epoch, self.stale = 0, 0
 
     def update(self, model: torch.nn.Module, metric: float, epoch: int) -> bool:
         """Record one epoch's validation metric; True when training should stop."""
@@ -47,6 +49,8 @@ class EarlyStopping:
         return self.patience is not None and self.stale >= self.patience
 
     def restore(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.best_state is None:
+            raise RuntimeError("no epoch was validated: nothing to restore")
         model.load_state_dict(self.best_state)
         return model.eval()
 
@@ -114,7 +118,7 @@ def fit(model: torch.nn.Module, optimizer, rng: np.random.Generator, *, epochs: 
     "cosine" anneals the lr per step to 0 at the last step of ``epochs``.
     """
     stopper = EarlyStopping(patience, higher_is_better) if validate is not None else None
-    if stopper is not None and validate_start:
+    if stopper is not None and validate is not None and validate_start:
         model.eval()
         stopper.update(model, validate(model), 0)
     scheduler, epoch = None, 0
@@ -125,7 +129,7 @@ def fit(model: torch.nn.Module, optimizer, rng: np.random.Generator, *, epochs: 
             scheduler = lr_schedule(optimizer, schedule, epochs * len(epoch_batches))
         loss = train_epoch(model, optimizer, epoch_batches, batch_loss, scheduler)
         model.eval()
-        if stopper is None:
+        if stopper is None or validate is None:
             bar.set_postfix(loss=f"{loss:.4f}")
             continue
         metric = validate(model)

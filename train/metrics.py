@@ -47,14 +47,14 @@ def evaluate_full_ranking(score_users: Callable[[np.ndarray], np.ndarray], users
                           targets: np.ndarray, exclude: list[np.ndarray],
                           batch_size: int = 512) -> RankingMetrics:
     """score_users(user indices B) -> B x I scores; exclude[u] lists user u's known items."""
-    ranks = []
+    batch_ranks: list[np.ndarray] = []
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
         scores = score_users(batch)
         excluded = [np.setdiff1d(exclude[u], [t]) for u, t in
                     zip(batch, targets[start:start + batch_size])]
-        ranks.append(rank_of_target(scores, targets[start:start + batch_size], excluded))
-    ranks = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+        batch_ranks.append(rank_of_target(scores, targets[start:start + batch_size], excluded))
+    ranks = np.concatenate(batch_ranks) if batch_ranks else np.zeros(0, dtype=np.int64)
     hr, ndcg = hr_ndcg_at_k(ranks, 10)
     return RankingMetrics(hr_at_10=hr, ndcg_at_10=ndcg, n_users=len(users))
 

@@ -30,6 +30,8 @@ class BiasedMFConfig(ModelConfig):
 
 
 class BiasedMF(nn.Module):
+    global_mean: torch.Tensor
+
     def __init__(self, n_users: int, n_items: int, dim: int = 64, global_mean: float = 0.0):
         super().__init__()
         self.n_users, self.n_items, self.dim = n_users, n_items, dim

@@ -37,6 +37,11 @@ class FeatureTables(nn.Module):
     user_sparse (U+1) x 5, user_dense (U+1) x 1, item_sparse (I+1) x 1,
     item_genres (I+1) x G (multi-hot), item_dense (I+1) x 2.
     """
+    user_sparse: torch.Tensor
+    user_dense: torch.Tensor
+    item_sparse: torch.Tensor
+    item_genres: torch.Tensor
+    item_dense: torch.Tensor
 
     def __init__(self, n_users: int, n_items: int, n_genres: int):
         super().__init__()
@@ -60,6 +65,7 @@ class SparseArch(nn.Module):
     One table holds every field's rows (field offsets added here); genres are the mean of
     the item's genre embeddings (zero for an item with none).
     """
+    offsets: torch.Tensor
 
     def __init__(self, vocab: tuple[int, ...], n_genres: int, dim: int):
         super().__init__()

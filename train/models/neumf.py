@@ -92,7 +92,7 @@ class NeuMF(nn.Module):
         w_gmf = self.out.weight[0, :self.dim]
         return (self.gmf_user(users) * w_gmf) @ self.gmf_item.weight.T + self.out.bias
 
-    def gmf_parameters(self) -> list[nn.Parameter]:
+    def gmf_parameters(self) -> list[torch.Tensor]:
         return [self.gmf_user.weight, self.gmf_item.weight, self.out.weight, self.out.bias]
 
     def _split_first(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +125,10 @@ class NeuMFScorer(nn.Module):
     Memory is B x I x 2M floats per request (64 users x 3,883 items x 128 = 127 MB), so keep the
     served max batch moderate for large catalogues.
     """
+    item_first: torch.Tensor
+    item_gmf_t: torch.Tensor
+    w_mlp: torch.Tensor
+    b_out: torch.Tensor
 
     def __init__(self, model: NeuMF):
         super().__init__()

@@ -6,6 +6,8 @@ item tower once: scoring a user is one gather and one B x D by D x I matrix prod
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -46,6 +48,8 @@ class ItemTower(nn.Module):
 class TowerScores(nn.Module):
     """score = user_tower(user) · item vector + item bias, over the whole catalogue; a
     subclass sets ``user_tower`` and an ``item_tower`` with ``catalogue() -> (I x D, I)``."""
+    user_tower: nn.Module
+    item_tower: ItemTower | FeatureItemTower
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """user indices (B) -> scores over the whole catalogue (B x I)"""
@@ -57,6 +61,9 @@ class TowerScores(nn.Module):
 
 
 class TwoTower(TowerScores):
+    user_tower: UserTower
+    item_tower: ItemTower
+
     def __init__(self, n_users: int, n_items: int, dim: int = 64):
         super().__init__()
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
@@ -74,6 +81,7 @@ class DotProductScorer(nn.Module):
     The generic served scorer: any model whose scores are a dot product of a per-user and a
     per-item vector (biases folded in as extra columns) exports through it.
     """
+    item_table_t: torch.Tensor
 
     def __init__(self, user_table: torch.Tensor, item_table: torch.Tensor):
         super().__init__()
@@ -111,7 +119,7 @@ def build_two_tower(n_users: int, n_items: int, dim: int = 64) -> TwoTower:
 YEAR_BASE, N_YEARS = 1900, 102   # release year -> 1 + year - 1900 (clipped), 0 = unknown
 
 
-def encode_side_features(ds) -> dict[str, np.ndarray]:
+def encode_side_features(ds) -> dict[str, Any]:
     """Categorical codes for the towers: user age/gender/occupation, item genres and year.
 
     Codes start at 1; 0 means "unknown" (synthetic data has no features: all zeros).
@@ -141,6 +149,9 @@ def encode_side_features(ds) -> dict[str, np.ndarray]:
 
 class FeatureUserTower(nn.Module):
     """user index (B) -> B x D: id + age + gender + occupation embeddings, summed, then a ReLU MLP."""
+    age_code: torch.Tensor
+    gender_code: torch.Tensor
+    occupation_code: torch.Tensor
 
     def __init__(self, n_users: int, dim: int, n_ages: int, n_genders: int, n_occupations: int):
         super().__init__()
@@ -162,6 +173,8 @@ class FeatureUserTower(nn.Module):
 
 class FeatureItemTower(nn.Module):
     """item index (B) -> B x D: id embedding + genre bag (mean) + release-year embedding, plus a bias."""
+    genres: torch.Tensor
+    year_code: torch.Tensor
 
     def __init__(self, n_items: int, dim: int, n_genres: int):
         super().__init__()
@@ -189,6 +202,8 @@ class FeatureItemTower(nn.Module):
 
 class FeatureTwoTower(TowerScores):
     """Two towers over ids + side features; score = user · item + item bias (B x I)."""
+    user_tower: FeatureUserTower
+    item_tower: FeatureItemTower
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, n_ages: int = 1,
                  n_genders: int = 1, n_occupations: int = 1, n_genres: int = 1):

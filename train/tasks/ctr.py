@@ -182,12 +182,12 @@ def unknown_user_batches(n_rows: int, batch_size: int, mask_first: bool = False)
     compress's fine-tunes drew theirs in, kept so their results reproduce."""
     def draw(rng: np.random.Generator) -> list[CtrBatch]:
         if mask_first:
-            unknown = rng.random(n_rows) < UNKNOWN_USER_SHARE
+            shown_unknown = rng.random(n_rows) < UNKNOWN_USER_SHARE
             order = rng.permutation(n_rows)
         else:
             order = rng.permutation(n_rows)
-            unknown = rng.random(n_rows) < UNKNOWN_USER_SHARE
-        unknown = torch.from_numpy(unknown)
+            shown_unknown = rng.random(n_rows) < UNKNOWN_USER_SHARE
+        unknown = torch.from_numpy(shown_unknown)
         return [CtrBatch(rows, unknown[rows]) for rows in torch.from_numpy(order).split(batch_size)]
     return draw
 

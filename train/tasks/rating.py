@@ -29,6 +29,7 @@ from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, DatasetError, Split, random_split
 from recdeploy.train.loop import fit, shuffled_batches
 from recdeploy.train.models import build_model
+from recdeploy.train.models.biased_mf import BiasedMF, BiasedMFConfig
 from recdeploy.train.tasks import TrainResult, register_task
 
 RATIOS = (0.8, 0.1, 0.1)
@@ -134,6 +135,8 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
     model_args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim,
                   "global_mean": round(float(tr_r.mean()), 6)}
     model = build_model(config.model, **model_args)
+    options = config.options
+    assert isinstance(model, BiasedMF) and isinstance(options, BiasedMFConfig)  # the rating tasks' model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     users, items, ratings = (torch.from_numpy(a) for a in (tr_u, tr_i, tr_r))
 
@@ -143,7 +146,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
     def batch_loss(batch: torch.Tensor) -> torch.Tensor:
         u, i = users[batch], items[batch]
         error = model(u, i) - ratings[batch]
-        return error.pow(2).mean() + config.options.reg * model.l2(u, i).mean()
+        return error.pow(2).mean() + options.reg * model.l2(u, i).mean()
 
     # a refit (fixed_epochs) trains on split.valid too, so it has nothing to validate on
     fitted = fit(model, optimizer, rng, epochs=fixed_epochs or config.epochs,

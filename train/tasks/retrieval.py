@@ -14,8 +14,9 @@ from recdeploy.train.data import Dataset, Split
 from recdeploy.train.tasks import TaskProtocol
 
 
-def model_scorer(model: torch.nn.Module):
-    """user indices (np, B) -> scores over the catalogue (np, B x I) from model.score_all."""
+def model_scorer(model):
+    """user indices (np, B) -> scores over the catalogue (np, B x I) from model.score_all
+    (any model with one: the towers, NeuMF, the biased MF)."""
     @torch.no_grad()
     def score(users: np.ndarray) -> np.ndarray:
         return model.score_all(torch.from_numpy(users)).numpy()
@@ -29,6 +30,8 @@ def softmax_loss(scores: torch.Tensor, items: torch.Tensor, teacher_log_p: torch
     scores over the whole catalogue say more than one training item does."""
     if not distill:
         return F.cross_entropy(scores, items)
+    if teacher_log_p is None:
+        raise ValueError("distill > 0 needs the teacher's log-probabilities")
     log_p = torch.log_softmax(scores, 1)
     labels = (1 - distill) * F.nll_loss(log_p, items) if distill < 1 else 0.0
     return labels + distill * F.kl_div(log_p, teacher_log_p, log_target=True, reduction="batchmean")

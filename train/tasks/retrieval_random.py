@@ -25,6 +25,8 @@ from recdeploy.train.data import Dataset, Split, filter_ratings, item_popularity
 from recdeploy.train.loop import fit, shuffled_batches
 from recdeploy.train.metrics import popularity_scorer
 from recdeploy.train.models import build_model
+from recdeploy.train.models.neumf import NeuMFConfig
+from recdeploy.train.models.two_tower import FeatureTwoTower, encode_side_features
 from recdeploy.train.tasks import TrainResult, check_part, register_protocol, register_task
 from recdeploy.train.tasks.retrieval import RetrievalProtocol, model_scorer
 
@@ -124,11 +126,11 @@ def random_split_protocol(ds: Dataset, seed: int = 0) -> RandomSplitProtocol:
 def _model_args(config: TrainConfig, ds: Dataset) -> tuple[dict, dict | None]:
     """Builder arguments; models with side features also get their encoded feature codes."""
     args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim}
-    if getattr(config.options, "mlp_dim", 0):
-        args["mlp_dim"] = config.options.mlp_dim
+    mlp_dim = getattr(config.options, "mlp_dim", 0)
+    if mlp_dim:
+        args["mlp_dim"] = mlp_dim
     if config.model != "two_tower_features":
         return args, None
-    from recdeploy.train.models.two_tower import encode_side_features
     encoded = encode_side_features(ds)
     return {**args, **encoded["sizes"]}, encoded
 
@@ -140,6 +142,7 @@ def _loss(model, config: TrainConfig, users: torch.Tensor, items: torch.Tensor,
     ``negatives`` uniform items shared by the batch (a negative equal to the row's positive is
     masked). The towers train on the full softmax (``RetrievalProtocol.batch_loss``)."""
     options = config.options
+    assert isinstance(options, NeuMFConfig)  # the pairwise model here is NeuMF
     if options.loss == "sampled_softmax":
         negatives = torch.randint(0, model.n_items, (options.negatives,), generator=generator)
         sampled = model.score_items(users, negatives).masked_fill(negatives[None] == items[:, None],
@@ -170,7 +173,9 @@ def _pretrain_gmf(model, config: TrainConfig, protocol: RandomSplitProtocol, rng
         return model.gmf_scores(torch.from_numpy(batch)).numpy()
 
     users, items = protocol.train_users, protocol.train_items
-    fit(model, optimizer, rng, epochs=config.options.pretrain_epochs,
+    options = config.options
+    assert isinstance(options, NeuMFConfig)
+    fit(model, optimizer, rng, epochs=options.pretrain_epochs,
         batches=shuffled_batches(protocol.n_train, config.batch_size),
         batch_loss=lambda rows: torch.nn.functional.cross_entropy(model.gmf_scores(users[rows]), items[rows]),
         validate=lambda _: protocol.evaluate(gmf_score, "valid").ndcg_at_10, patience=config.patience,
@@ -194,6 +199,7 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     model_args, encoded = _model_args(config, ds)
     model = build_model(config.model, **model_args)
     if encoded is not None:
+        assert isinstance(model, FeatureTwoTower)  # the model with side features
         model.set_features(encoded)
     pairwise = hasattr(model, "l2")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,

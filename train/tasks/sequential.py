@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ from recdeploy.train.loop import fit
 from recdeploy.train.memory import keep_freed_memory
 from recdeploy.train.metrics import RankingMetrics, evaluate_full_ranking, popularity_scorer
 from recdeploy.train.models import build_model
-from recdeploy.train.models.sasrec import PAD
+from recdeploy.train.models.sasrec import PAD, SASRec, SASRecConfig
 from recdeploy.train.tasks import TrainResult, register_task
 
 MIN_RATING = 3
@@ -131,7 +132,7 @@ def evaluation_sets(sequences: list[np.ndarray], max_len: int) -> tuple[EvalSet,
     return valid, test
 
 
-def model_scorer(model: torch.nn.Module, tokens: np.ndarray):
+def model_scorer(model: SASRec, tokens: np.ndarray):
     """rows -> B x I scores from the last position, each batch cut to its longest real
     history (right-aligned: the padding columns cut away never influence a real one)."""
     real_width = (tokens != PAD).sum(1)
@@ -162,13 +163,17 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     keep_freed_memory()  # the attention maps are recycled instead of faulted in every step
     started = time.perf_counter()
     options = config.options
-    hp = {"lr": config.lr, "batch_size": config.batch_size, "weight_decay": config.weight_decay,
-          "dropout": options.dropout, "max_len": options.max_len, "lr_schedule": config.lr_schedule}
+    assert isinstance(options, SASRecConfig)  # the sequential task trains SASRec
+    hp: dict[str, Any] = {"lr": config.lr, "batch_size": config.batch_size, "weight_decay": config.weight_decay,
+                          "dropout": options.dropout, "max_len": options.max_len,
+                          "lr_schedule": config.lr_schedule}
     model_args = {"n_items": ds.n_items, "dim": config.dim, "max_len": options.max_len,
                   "layers": options.layers, "heads": options.heads, "dropout": options.dropout,
                   "output_embedding": options.output_embedding}
     device = torch.device(config.device)
-    model = build_model(config.model, **model_args).to(device)
+    built = build_model(config.model, **model_args)
+    assert isinstance(built, SASRec)
+    model = built.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     sequences = user_sequences(ds)
     valid, test = evaluation_sets(sequences, options.max_len)
@@ -188,7 +193,7 @@ def train(config: TrainConfig, ds: Dataset, progress: bool = True) -> TrainResul
     fitted = fit(model, optimizer, rng, epochs=config.epochs,
                  batches=lambda rng: length_buckets(lengths, hp["batch_size"], rng),
                  batch_loss=batch_loss,
-                 validate=lambda m: valid.evaluate(model_scorer(m, valid.tokens), mask_history=False).ndcg_at_10,
+                 validate=lambda _: valid.evaluate(model_scorer(model, valid.tokens), mask_history=False).ndcg_at_10,
                  patience=config.patience, schedule=config.lr_schedule, progress=progress,
                  desc=f"train {config.model}", metric_name="val_ndcg10")
     seconds = time.perf_counter() - started
@@ -214,7 +219,7 @@ def length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     BUCKET_POOL batches, cut into batches, shuffle the batches. Every row exactly once."""
     order = rng.permutation(len(lengths))
     pool = batch_size * BUCKET_POOL
-    batches = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), pool):
         chunk = order[start:start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
