@@ -74,7 +74,8 @@ def rowwise_scorer(model: DCNv2, bits: int) -> RankerScorer:
     """The served scorer with the shared table row-wise int8/int4 (the genre and dense fields
     are a few hundred floats and stay FP32)."""
     scorer = copy.deepcopy(RankerScorer(model))
-    scorer.sparse_arch.embedding = RowwiseEmbedding(model.sparse_arch.embedding.weight, bits)
+    # a drop-in of another class under the same name: SparseArch only calls it
+    scorer.sparse_arch.register_module("embedding", RowwiseEmbedding(model.sparse_arch.embedding.weight, bits))
     return scorer.eval()
 
 
@@ -82,7 +83,14 @@ def rowwise_scorer(model: DCNv2, bits: int) -> RankerScorer:
 
 def _cross_linears(cross: CrossNet) -> list[tuple[nn.Linear, nn.Linear]]:
     """(layer reading x_l, layer writing the N outputs) per cross layer; one Linear when full rank."""
-    return [(w[0], w[-1]) if isinstance(w, nn.Sequential) else (w, w) for w in cross.weights]
+    return [(_linear(w[0]), _linear(w[-1])) if isinstance(w, nn.Sequential) else (_linear(w), _linear(w))
+            for w in cross.weights]
+
+
+def _linear(layer: nn.Module) -> nn.Linear:
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"a cross layer holds Linear layers, not {type(layer).__name__}")
+    return layer
 
 
 def field_width(model: DCNv2) -> tuple[int, int]:
@@ -115,7 +123,8 @@ def field_channel_scores(model: DCNv2, kind: str) -> torch.Tensor:
         parts.append(part + _saliency(writer.bias, kind))
     first = next(m for m in model.deep_arch.mlp if isinstance(m, nn.Linear))
     parts.append(_saliency(first.weight, kind).sum(0))
-    return sum(part / part.mean().clamp_min(1e-12) for part in parts)
+    scores = [part / part.mean().clamp_min(1e-12) for part in parts]
+    return sum(scores[1:], scores[0])
 
 
 def _field_width_pruner(model: DCNv2):
@@ -202,6 +211,13 @@ def row_features(protocol: CtrProtocol, rows: np.ndarray) -> dict[str, np.ndarra
     return {"SPARSE": sparse[:, None], "GENRES": genres[:, None], "DENSE": dense[:, None]}
 
 
+def _ctr_protocol(ds, seed: int) -> CtrProtocol:
+    """The ctr task's public protocol on the split drawn with ``seed``."""
+    protocol = task_protocol("ctr", ds, seed)
+    assert isinstance(protocol, CtrProtocol)  # what the ctr task registers
+    return protocol
+
+
 def _chunks(inputs: dict[str, np.ndarray], size: int):
     n = len(next(iter(inputs.values())))
     for start in range(0, n, size):
@@ -239,7 +255,7 @@ class DcnV2Family(ModelFamily):
 
     def example_requests(self, ds, n: int, seed: int = 0) -> dict[str, np.ndarray]:
         """n held-out (test) pairs with their features: [n, 1, ...] each."""
-        protocol = task_protocol("ctr", ds, SPLIT_SEED)
+        protocol = _ctr_protocol(ds, SPLIT_SEED)
         test = protocol.rows("test")
         rows = np.random.default_rng(seed).choice(test, size=n, replace=n > len(test))
         return row_features(protocol, rows)
@@ -252,7 +268,7 @@ class DcnV2Family(ModelFamily):
         is not the fine-tune's default here: DCN-v2's variants were measured fine-tuned at 0.01."""
         if task != "ctr":
             raise CompressionConfigError(f"dcn_v2 compression knows the task ctr, not {task!r}")
-        protocol = task_protocol("ctr", ds, seed)     # the split the run drew, its feature tables
+        protocol = _ctr_protocol(ds, seed)     # the split the run drew, its feature tables
         check_split(model, protocol, seed)
         rng = np.random.default_rng(seed)
         train_rows = protocol.rows("train")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recdeploy.compress.api import TaskData
 from recdeploy.compress.config import CompressionConfigError
 
 
@@ -45,10 +46,11 @@ class ModelFamily:
         """The module exported to ONNX (e.g. the scorer with a frozen item catalogue)."""
         raise NotImplementedError(f"{self.name}: no served module")
 
-    def task_data(self, model, ds, n_requests: int = 256, seed: int = 0, task: str = "",
-                  lr: float | None = None):
+    def task_data(self, model, ds, n_requests: int = 256, seed: int = 0, weight_decay: float = ...,
+                  batch_size: int = ..., task: str = "", lr: float | None = None) -> TaskData:
         """TaskData (real requests, fine-tune, loss, evaluate) for this model on ds, under the
-        run's own protocol: ``task``, ``seed`` and the training ``lr`` come from its card."""
+        run's own protocol: ``task``, ``seed`` and the training ``lr`` come from its card.
+        ``weight_decay`` and ``batch_size`` are the fine-tune's; each family has its own defaults."""
         raise NotImplementedError(f"{self.name}: no task data")
 
     def prune_spec(self, model, importance: str) -> PruneSpec:

@@ -14,11 +14,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
 QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear",
                  "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+
+
+class Timing(TypedDict):
+    """One variant's latency at one batch size (interleaved_latency)."""
+    ms: float                # median seconds per call, in ms
+    spread_ms: float         # interquartile range
+    min_ms: float
+    per_s: float             # rows per second at the median
+    samples_ms: list[float]  # one per round, paired across variants
 
 
 def file_size(path: Path) -> int:
@@ -34,7 +44,8 @@ def graph_summary(path: Path) -> tuple[int, Counter, dict[str, int]]:
     from onnx import helper, numpy_helper  # noqa: F401
 
     model = onnx.load(str(path))
-    params, dtypes = 0, Counter()
+    params = 0
+    dtypes: Counter[str] = Counter()
     for init in model.graph.initializer:
         n = int(np.prod(init.dims)) if init.dims else 1
         params += n
@@ -57,7 +68,7 @@ def _time_calls(session, requests: list[dict], calls: int) -> float:
 
 def interleaved_latency(sessions: dict[str, object], requests: dict[int, list[dict]],
                         rounds: int = 7, calls: dict[int, int] | None = None,
-                        progress: bool = False) -> dict[str, dict[int, dict[str, float]]]:
+                        progress: bool = False) -> dict[str, dict[int, Timing]]:
     """{variant: {batch: {"ms": median, "spread_ms": IQR, "min_ms", "per_s": rows/s, "samples_ms"}}}
 
     Each sample is the mean of calls[batch] calls; samples_ms[r] of two variants come from the
@@ -72,14 +83,14 @@ def interleaved_latency(sessions: dict[str, object], requests: dict[int, list[di
     for name in names:                      # warm-up: first calls allocate and JIT-pack weights
         for batch in requests:
             _time_calls(sessions[name], requests[batch], 3)
-    samples = {name: {batch: [] for batch in requests} for name in names}
+    samples: dict[str, dict[int, list[float]]] = {name: {batch: [] for batch in requests} for name in names}
     from tqdm.auto import tqdm
     for r in tqdm(range(rounds), desc="latency rounds", disable=not progress, unit="round"):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             for batch in requests:
                 samples[name][batch].append(_time_calls(sessions[name], requests[batch], calls[batch]))
-    out = {}
+    out: dict[str, dict[int, Timing]] = {}
     for name in names:
         out[name] = {}
         for batch, values in samples[name].items():

@@ -14,10 +14,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from recdeploy.compress.api import TaskData, compress
+from recdeploy.compress.api import MissingDataError, TaskData, compress
 from recdeploy.compress.config import RowwiseConfig, Variant
 from recdeploy.compress.families import ModelFamily, family_named
-from recdeploy.compress.measure import QUANTIZED_OPS, file_size, graph_summary, interleaved_latency, session_scorer
+from recdeploy.compress.measure import (
+    QUANTIZED_OPS,
+    Timing,
+    file_size,
+    graph_summary,
+    interleaved_latency,
+    session_scorer,
+)
 from recdeploy.compress.report import CompressionReport
 from recdeploy.compress.rowwise import RowwiseTable
 from recdeploy.train.checkpoint import load_checkpoint
@@ -38,7 +45,7 @@ class VariantResult:
     ops: dict[str, int]
     initializer_dtypes: dict[str, int]
     quality: dict[str, float]
-    latency: dict[int, dict[str, float]] = field(default_factory=dict)
+    latency: dict[int, Timing] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -89,10 +96,12 @@ def build_variant_onnx(model, family: ModelFamily, variant: Variant | None, data
     return final, notes, logical_parameters(served)
 
 
-def measure_variants(files: dict[str, tuple[Path, list[dict], list[str]]], family: ModelFamily,
+def measure_variants(files: dict[str, tuple[Path, list[dict], list[str], int]], family: ModelFamily,
                      data: TaskData, requests: dict[int, list[dict]], rounds: int = 15,
                      threads: int = 2, progress: bool = True, spinning: bool = False) -> list[VariantResult]:
     """files: {name: (onnx path, method dicts, notes, parameters)}; quality, then interleaved latency."""
+    if data.evaluate is None:
+        raise MissingDataError(f"{family.name}: measuring quality needs task data with evaluate")
     sessions, results = {}, []
     for name, (path, methods, notes, params) in tqdm(files.items(), desc="quality", disable=not progress,
                                              unit="variant"):
@@ -130,7 +139,8 @@ def compress_run(run_dir: Path, variants: list[Variant], out: Path, quality_budg
     onnx_dir = out / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
 
-    files, cache = {}, {}
+    files: dict[str, tuple[Path, list[dict], list[str], int]] = {}
+    cache: dict[tuple, object] = {}
     bar = tqdm([None, *variants], desc="build variants", disable=not progress, unit="variant")
     for variant in bar:
         name = variant.name if variant else REFERENCE

@@ -58,6 +58,7 @@ def prune(model: torch.nn.Module, config: PruneConfig, data: TaskData | None = N
         raise CompressionConfigError(f"{type(model).__name__} has nothing torch-pruning can prune")
     before = count_parameters(model)
     if config.importance == "taylor":
+        assert data is not None and data.loss is not None  # checked above
         model.zero_grad()
         data.loss(model).backward()
     pruner.step()
@@ -66,6 +67,7 @@ def prune(model: torch.nn.Module, config: PruneConfig, data: TaskData | None = N
         raise CompressionConfigError(f"ratio {config.ratio} removed nothing from "
                                      f"{type(model).__name__} (too few channels to prune)")
     if config.finetune_epochs:
+        assert data is not None and data.finetune is not None  # checked above
         lr = config.finetune_lr or data.train_lr or DEFAULT_FINETUNE_LR
         extra = {"teacher": teacher, "distill": config.distill} if config.distill else {}
         model = data.finetune(model, config.finetune_epochs, lr, config.seed, **extra)

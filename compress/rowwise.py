@@ -23,6 +23,9 @@ from recdeploy.compress.families import family_of
 
 class RowwiseTable(nn.Module):
     """An R x D table stored as int8 codes (R x D) or packed int4 codes (R x ceil(D/2) uint8)."""
+    codes: torch.Tensor
+    scale: torch.Tensor
+    offset: torch.Tensor
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None,
                  bits: int, dim: int):

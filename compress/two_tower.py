@@ -53,6 +53,15 @@ def _coupled_pruner():
     return CoupledTowersPruner()
 
 
+def _dimension_score(w: torch.Tensor, kind: str) -> torch.Tensor:
+    """D scores of one table's dimensions: L2 magnitude or Taylor |w * grad|."""
+    if kind == "taylor":
+        if w.grad is None:
+            raise RuntimeError("Taylor importance needs gradients; none were computed")
+        return (w * w.grad).abs().sum(dim=0)
+    return w.pow(2).sum(dim=0)
+
+
 def _coupled_importance(kind: str):
     import torch_pruning as tp
 
@@ -60,20 +69,12 @@ def _coupled_importance(kind: str):
         """Per-dimension importance summed over both tables: L2 magnitude or Taylor |w * grad|."""
 
         @torch.no_grad()
-        def __call__(self, group) -> torch.Tensor:
+        def __call__(self, group) -> torch.Tensor | None:
             for dep, _ in group:
                 layer = dep.target.module
                 if isinstance(layer, TwoTower):
-                    score = 0.0
-                    for table in _tables(layer):
-                        w = table.weight
-                        if kind == "taylor":
-                            if w.grad is None:
-                                raise RuntimeError("Taylor importance needs gradients; none were computed")
-                            score = score + (w * w.grad).abs().sum(dim=0)
-                        else:
-                            score = score + w.pow(2).sum(dim=0)
-                    return score
+                    user_table, item_table = _tables(layer)
+                    return _dimension_score(user_table.weight, kind) + _dimension_score(item_table.weight, kind)
             return None
 
     return CoupledTowersImportance()
@@ -92,6 +93,7 @@ class RowwiseRetrievalScorer(nn.Module):
     per call instead adds six small ops to every call; factoring the per-row scales out of the
     product costs an extra pass over the B x I scores.
     """
+    item_bias: torch.Tensor
 
     def __init__(self, model: TwoTower, bits: int):
         super().__init__()
