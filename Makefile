@@ -1,6 +1,6 @@
 # recdeploy: the two commands a newcomer runs (see README.md), plus benchmarks.
 #   make demo   set up .venv and run the end-to-end demo on MovieLens-100k (CPU)
-#   make test   set up .venv and run the whole test suite (unit + real tritonserver)
+#   make test   set up .venv and run the whole test suite (unit + real tritonserver), ruff, mypy
 #   make bench  performance benchmarks of every scenario (not part of the test suite)
 #   make bench-large  the same on MovieLens-1M
 #   make soak   reliability soak against the demo's repository (not part of the test suite)
@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml setup.py
 demo: setup
 	$(BIN)/recdeploy demo --dataset ml-100k --out runs/demo
 
-test: setup
+test: setup   # the suite, then lint and type checks (config in pyproject.toml)
 	$(BIN)/python -m pytest tests
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup   # after `make demo`: every scenario's entries served vs in-process over HTTP (it
                # trains the SASRec and DCN-v2 runs it needs), catalogue scale; rewrites the

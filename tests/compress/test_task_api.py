@@ -12,7 +12,8 @@ def imports_from_train(path: Path) -> list[tuple[str, str, bool]]:
     tree = ast.parse(path.read_text())
     top = {id(node) for node in tree.body}
     return [(node.module, alias.name, id(node) in top) for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("recdeploy.train")
+            if isinstance(node, ast.ImportFrom) and node.module is not None
+            and node.module.startswith("recdeploy.train")
             for alias in node.names]
 
 

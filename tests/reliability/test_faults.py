@@ -33,7 +33,7 @@ def server_pid(cli_pid):
     raise AssertionError("no tritonserver child")
 
 
-def test_dead_stub_restarts_the_server_then_a_dead_server_exits_1(repository, reference, tmp_path):
+def test_dead_stub_restarts_the_server_then_a_dead_server_exits_1(repository, reference, tmp_path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "recdeploy.serve", "--repository", str(repository), "--restarts", "1",
          "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
@@ -61,6 +61,7 @@ def test_dead_stub_restarts_the_server_then_a_dead_server_exits_1(repository, re
 
         os.kill(server_pid(process.pid), signal.SIGKILL)  # no restarts left: exit 1, said why
         assert process.wait(timeout=60) == 1
+        assert process.stdout is not None  # stdout=PIPE
         rest = process.stdout.read()
         assert "tritonserver exited unexpectedly (code -9)" in rest and "Server log tail" in rest
     finally:

@@ -40,7 +40,7 @@ def test_python_model_is_exact(served):
     np.testing.assert_array_equal(result, [2, 3, 41])
 
 
-def test_concurrent_requests_are_batched_and_split_back(served):
+def test_concurrent_requests_are_batched_and_split_back(served) -> None:
     import queue
 
     import tritonclient.grpc as grpcclient
