@@ -63,6 +63,10 @@ class PerfAnalyzerTimeoutError(PerfAnalyzerFailedError):
     """perf_analyzer ran past its timeout and was killed."""
 
 
+class PerfAnalyzerUnstableError(PerfAnalyzerFailedError):
+    """perf_analyzer found no stable measurement within its trials."""
+
+
 @dataclass(frozen=True)
 class PerfAnalyzerBinary:
     """The executable and the full environment to start it with."""
@@ -201,11 +205,10 @@ def run(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | None = N
             argv, None, _tail(exc.stderr) or _tail(exc.stdout)) from None
     (raw / f"{_stem(config)}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0 or not csv_path.is_file():
-        hint = ""
-        if "stable" in proc.stdout + proc.stderr:
-            hint = " (no stable measurement: raise measurement_interval_ms or stability_percentage)"
+        unstable = "stable" in proc.stdout + proc.stderr
+        hint = " (no stable measurement: raise measurement_interval_ms or stability_percentage)" if unstable else ""
         what = f"failed with exit code {proc.returncode}" if proc.returncode else "exited 0 but wrote no CSV"
-        raise PerfAnalyzerFailedError(
+        raise (PerfAnalyzerUnstableError if unstable else PerfAnalyzerFailedError)(
             f"perf_analyzer {what} for model {config.model_name!r} "
             f"at {config.url} ({config.protocol}){hint}",
             argv, proc.returncode, _tail(proc.stderr) or _tail(proc.stdout))
@@ -215,7 +218,8 @@ def run(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | None = N
 
 def run_level(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | None = None,
               log=None) -> PerfResult:
-    """``run``; if perf_analyzer times out, once more with a shorter window and fewer trials.
+    """``run``; once more if perf_analyzer times out (a shorter window) or finds no stable
+    measurement (a longer one).
 
     Why: perf_analyzer (the tritonclient build used here) keeps every request's timestamps
     in one vector, erases the measured ones one element at a time and never drops those
@@ -226,22 +230,31 @@ def run_level(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | No
     main thread takes CPU from the workers, and gdb shows it in ValidLatencyMeasurement).
     Half the window holds half the requests: about a quarter of that work (estimated from
     the erases, not measured). The retry's argv is in the result's commands, and the report
-    names the level and its window; a second timeout is raised."""
+    names the level and its window; a second timeout is raised.
+
+    A level with no stable measurement (few, slow requests per window: a ranking request of
+    64 users x 100 candidates, say) is retried once with twice the window."""
     try:
         return run(config, out_dir, binary)
     except PerfAnalyzerTimeoutError:
         shorter = config.with_shorter_window()
         if shorter is None:
             raise
-        if log is not None:
-            log(f"perf_analyzer timed out for {config.model_name} at concurrency {config.concurrency}; "
-                f"retrying with {shorter.measurement_interval_ms} ms windows, {shorter.max_trials} trials")
-        return run(shorter, out_dir, binary)
+        retry, why = shorter, "timed out"
+    except PerfAnalyzerUnstableError:
+        retry, why = config.with_longer_window(), "found no stable measurement"
+    if log is not None:
+        log(f"perf_analyzer {why} for {config.model_name} at concurrency {config.concurrency}; "
+            f"retrying with {retry.measurement_interval_ms} ms windows, {retry.max_trials} trials")
+    return run(retry, out_dir, binary)
 
 
 def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = True,
-               binary: PerfAnalyzerBinary | None = None) -> list[PerfResult]:
-    """Every config, one perf_analyzer process per concurrency level, one progress bar."""
+               binary: PerfAnalyzerBinary | None = None, skip_unstable: bool = False) -> list[PerfResult]:
+    """Every config, one perf_analyzer process per concurrency level, one progress bar.
+
+    skip_unstable: a level that stays unstable after its retry is left out (and said so)
+    instead of failing the sweep; a config with no level left still fails."""
     from tqdm import tqdm
 
     binary = binary or find_perf_analyzer()
@@ -251,8 +264,17 @@ def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = Tr
     with tqdm(steps, desc="perf_analyzer", unit="level", disable=not progress) as bar:
         for config, level in bar:
             bar.set_postfix_str(f"{config.label} c={level}")
-            parts[index_of[id(config)]].append(
-                run_level(config.at_concurrency(level), out_dir, binary, log=bar.write))
+            try:
+                parts[index_of[id(config)]].append(
+                    run_level(config.at_concurrency(level), out_dir, binary, log=bar.write))
+            except PerfAnalyzerUnstableError:
+                if not skip_unstable:
+                    raise
+                bar.write(f"perf_analyzer: {config.label} at concurrency {level} stayed unstable; left out")
+    empty = [config.label for index, config in enumerate(configs) if not parts[index]]
+    if empty:
+        raise PerfAnalyzerUnstableError(f"no concurrency level of {', '.join(empty)} gave a stable measurement",
+                                        [], None, "")
     return [PerfResult(config,
                        tuple(sorted((row for part in parts[index] for row in part.rows), key=lambda r: r.concurrency)),
                        tuple(path for part in parts[index] for path in part.csv_paths),
@@ -261,6 +283,6 @@ def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = Tr
 
 
 def run_sweep(config: PerfConfig, out_dir: Path, progress: bool = True,
-              binary: PerfAnalyzerBinary | None = None) -> PerfResult:
+              binary: PerfAnalyzerBinary | None = None, skip_unstable: bool = False) -> PerfResult:
     """Measure `config` level by level (see module docstring); the library entry point."""
-    return run_sweeps([config], out_dir, progress=progress, binary=binary)[0]
+    return run_sweeps([config], out_dir, progress=progress, binary=binary, skip_unstable=skip_unstable)[0]

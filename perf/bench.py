@@ -4,7 +4,9 @@
     recdeploy bench --dataset ml-1m --out reports/bench-ml1m --docs docs/performance.md
 
 1. the runs it needs: the demo's two-tower (``--retrieval-run``), a SASRec and a DCN-v2 run
-   under ``<out>/runs/`` (trained with the models' own defaults when missing);
+   under ``<out>/runs/``, trained when missing with the models' own defaults but at most
+   ``--train-epochs`` epochs (serving speed does not depend on how well a model learned;
+   the served quality column compares each entry with its own full model);
 2. two repositories: the multi-stage one (two-tower + DCN-v2: ``recommend``, the fused and
    libtorch entries, ``rank`` and ``recommend_multistage``) and the sequential one
    (``recommend_next``);
@@ -36,14 +38,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
-def ensure_run(run: Path, model: str, dataset: str) -> Path:
-    """A trained run of ``model`` in ``run``: kept if it is there, else trained (its defaults)."""
+def ensure_run(run: Path, model: str, dataset: str, max_epochs: int) -> Path:
+    """A trained run of ``model`` in ``run``: kept if it is there, else trained (its defaults,
+    at most ``max_epochs`` epochs)."""
     try:
         load_checkpoint(run)
         print(f"bench: using {run}", flush=True)
     except CheckpointError:
         print(f"bench: training {model} on {dataset} into {run}", flush=True)
-        run_training(TrainConfig.for_model(model, dataset=dataset), run)
+        epochs = min(TrainConfig.for_model(model, dataset=dataset).epochs, max_epochs)
+        run_training(TrainConfig.for_model(model, dataset=dataset, epochs=epochs), run)
     return run
 
 
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrieval-run", type=Path, default=Path("runs/demo"),
                         help="a trained two-tower run (default runs/demo, from make demo)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--train-epochs", type=int, default=3,
+                        help="epochs at most for the runs the bench trains itself (default 3)")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="http")
     parser.add_argument("--batch-size", type=_int_list, default=(1, 64))
     parser.add_argument("--concurrency", type=_int_list, default=(1, 4, 16, 32, 64))
@@ -72,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     out = args.out
-    runs = {"retrieval": ensure_run(args.retrieval_run, "two_tower", args.dataset),
-            "ranking": ensure_run(out / "runs" / "dcn_v2", "dcn_v2", args.dataset),
-            "sequential": ensure_run(out / "runs" / "sasrec", "sasrec", args.dataset)}
+    runs = {role: ensure_run(run, model, args.dataset, args.train_epochs) for role, (run, model) in {
+        "retrieval": (args.retrieval_run, "two_tower"), "ranking": (out / "runs" / "dcn_v2", "dcn_v2"),
+        "sequential": (out / "runs" / "sasrec", "sasrec")}.items()}
     repos = {"multistage": out / "repos" / "multistage", "sequential": out / "repos" / "sequential"}
     print(run_export(runs["retrieval"], repos["multistage"], ranker_run=runs["ranking"]).summary(
         repos["multistage"]), flush=True)

@@ -139,6 +139,10 @@ class PerfConfig:
             return None
         return dataclasses.replace(self, measurement_interval_ms=interval, max_trials=trials)
 
+    def with_longer_window(self) -> PerfConfig:
+        """Twice the window: the retry for a level perf_analyzer could not stabilise."""
+        return dataclasses.replace(self, measurement_interval_ms=2 * self.measurement_interval_ms)
+
     def concurrency_step(self) -> int | None:
         """The constant step between levels (1 for a single level); None if there is none."""
         steps = {b - a for a, b in zip(self.concurrency, self.concurrency[1:])}

@@ -256,7 +256,8 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                     # so a slow moment can only lower the served/in-process ratio
                     first = inprocess(name, batch)
                     before = model_statistics(server.http_url)
-                    result = run_sweep(perf, out_dir / f"delay{delay_us}-x{instances}", progress=progress)
+                    result = run_sweep(perf, out_dir / f"delay{delay_us}-x{instances}", progress=progress,
+                                       skip_unstable=True)
                     after = model_statistics(server.http_url)
                     second = inprocess(name, batch)
                     baseline = max(first, second, key=lambda r: r.recommendations_per_s)

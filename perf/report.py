@@ -104,7 +104,8 @@ def render_markdown(results: Sequence[PerfResult], metadata: dict[str, Any] | No
 
 
 def _windows(result: PerfResult) -> str:
-    """"2000 ms windows", or which levels were re-measured with shorter ones (analyzer.run_level)."""
+    """"2000 ms windows", or which levels were re-measured with other ones (analyzer.run_level):
+    shorter after a timeout, longer after no stable measurement."""
     planned = result.config.measurement_interval_ms
     retried = []
     for command in result.commands:
@@ -113,7 +114,8 @@ def _windows(result: PerfResult) -> str:
             interval = int(argv[argv.index("--measurement-interval") + 1])
             if interval != planned:
                 level = argv[argv.index("--concurrency-range") + 1].split(":")[0]
-                retried.append(f"concurrency {level} re-measured with {interval} ms windows after a timeout")
+                why = "a timeout" if interval < planned else "no stable measurement"
+                retried.append(f"concurrency {level} re-measured with {interval} ms windows after {why}")
     return f"{planned} ms windows" + (f" ({'; '.join(retried)})" if retried else "")
 
 

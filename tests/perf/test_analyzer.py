@@ -141,6 +141,37 @@ def test_a_level_that_times_out_is_retried_once_with_a_shorter_window(tmp_path):
     assert "2000 ms windows (concurrency 1 re-measured with 1000 ms windows after a timeout)" in report
 
 
+def test_an_unstable_level_is_retried_with_a_longer_window_then_left_out_of_a_lab_sweep(tmp_path):
+    """Few, slow requests per window (a 64-user ranking request): perf_analyzer finds no stable
+    measurement. The stand-in is unstable at concurrency 2 with 2000 ms windows, stable with
+    4000 ms ones, and never stable at concurrency 4."""
+    from recdeploy.perf.analyzer import PerfAnalyzerUnstableError, run_level
+    from recdeploy.perf.report import render_markdown
+
+    lines = (FIXTURES / "grpc_b1_c1-4.csv").read_text().splitlines()
+    for level, line in enumerate(lines[1:], start=1):
+        (tmp_path / f"c{level}.csv").write_text(f"{lines[0]}\n{line}\n")
+    fake = _script(tmp_path / "pa", 'for a; do last="$a"; done\nc=$(echo "${10}" | cut -d: -f1)\n'
+                                    'case "$c $*" in "4 "*|"2 "*"--measurement-interval 2000 "*) '
+                                    'echo "Failed to obtain stable measurement"; exit 2;; esac\n'
+                                    f'cp {tmp_path}/c$c.csv "$last"\n')
+    binary = PerfAnalyzerBinary(fake, dict(os.environ))
+    said = []
+    retried = run_level(PerfConfig("rank", concurrency=(2,)), tmp_path / "out", binary, log=said.append)
+    argv = list(retried.commands[0])
+    assert argv[argv.index("--measurement-interval") + 1] == "4000"
+    assert "found no stable measurement" in said[0] and "retrying with 4000 ms windows" in said[0]
+    config = PerfConfig("rank", concurrency=(1, 2, 4))
+    with pytest.raises(PerfAnalyzerUnstableError, match="no stable measurement"):
+        run_sweep(config, tmp_path / "strict", progress=False, binary=binary)
+    result = run_sweep(config, tmp_path / "lab", progress=False, binary=binary, skip_unstable=True)
+    assert [cmd[10] for cmd in result.commands] == ["1:1:1", "2:2:1"] and len(result.rows) == 2
+    assert "concurrency 2 re-measured with 4000 ms windows after no stable measurement" in render_markdown([result])
+    with pytest.raises(PerfAnalyzerUnstableError, match="no concurrency level of rank"):
+        run_sweep(PerfConfig("rank", concurrency=(4,)), tmp_path / "none", progress=False, binary=binary,
+                  skip_unstable=True)
+
+
 def test_a_second_timeout_is_raised(tmp_path):
     from recdeploy.perf.analyzer import run_level
 
