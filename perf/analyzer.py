@@ -250,11 +250,11 @@ def run_level(config: PerfConfig, out_dir: Path, binary: PerfAnalyzerBinary | No
 
 
 def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = True,
-               binary: PerfAnalyzerBinary | None = None, skip_unstable: bool = False) -> list[PerfResult]:
+               binary: PerfAnalyzerBinary | None = None, skip_failed_levels: bool = False) -> list[PerfResult]:
     """Every config, one perf_analyzer process per concurrency level, one progress bar.
 
-    skip_unstable: a level that stays unstable after its retry is left out (and said so)
-    instead of failing the sweep; a config with no level left still fails."""
+    skip_failed_levels: a level that stays unstable or times out again after its retry is
+    left out (and said so) instead of failing the sweep; a config with no level left fails."""
     from tqdm import tqdm
 
     binary = binary or find_perf_analyzer()
@@ -267,13 +267,14 @@ def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = Tr
             try:
                 parts[index_of[id(config)]].append(
                     run_level(config.at_concurrency(level), out_dir, binary, log=bar.write))
-            except PerfAnalyzerUnstableError:
-                if not skip_unstable:
+            except (PerfAnalyzerUnstableError, PerfAnalyzerTimeoutError) as error:
+                if not skip_failed_levels:
                     raise
-                bar.write(f"perf_analyzer: {config.label} at concurrency {level} stayed unstable; left out")
+                why = "stayed unstable" if isinstance(error, PerfAnalyzerUnstableError) else "timed out again"
+                bar.write(f"perf_analyzer: {config.label} at concurrency {level} {why}; left out")
     empty = [config.label for index, config in enumerate(configs) if not parts[index]]
     if empty:
-        raise PerfAnalyzerUnstableError(f"no concurrency level of {', '.join(empty)} gave a stable measurement",
+        raise PerfAnalyzerUnstableError(f"no concurrency level of {', '.join(empty)} gave a measurement",
                                         [], None, "")
     return [PerfResult(config,
                        tuple(sorted((row for part in parts[index] for row in part.rows), key=lambda r: r.concurrency)),
@@ -283,6 +284,6 @@ def run_sweeps(configs: Sequence[PerfConfig], out_dir: Path, progress: bool = Tr
 
 
 def run_sweep(config: PerfConfig, out_dir: Path, progress: bool = True,
-              binary: PerfAnalyzerBinary | None = None, skip_unstable: bool = False) -> PerfResult:
+              binary: PerfAnalyzerBinary | None = None, skip_failed_levels: bool = False) -> PerfResult:
     """Measure `config` level by level (see module docstring); the library entry point."""
-    return run_sweeps([config], out_dir, progress=progress, binary=binary, skip_unstable=skip_unstable)[0]
+    return run_sweeps([config], out_dir, progress=progress, binary=binary, skip_failed_levels=skip_failed_levels)[0]

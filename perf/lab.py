@@ -257,7 +257,7 @@ def run_lab(config: LabConfig, out_dir: Path, progress: bool = True,
                     first = inprocess(name, batch)
                     before = model_statistics(server.http_url)
                     result = run_sweep(perf, out_dir / f"delay{delay_us}-x{instances}", progress=progress,
-                                       skip_unstable=True)
+                                       skip_failed_levels=True)
                     after = model_statistics(server.http_url)
                     second = inprocess(name, batch)
                     baseline = max(first, second, key=lambda r: r.recommendations_per_s)

@@ -1,13 +1,15 @@
-"""``recdeploy demo``: the whole loop on MovieLens-100k, on CPU, in one command.
+"""``recdeploy demo``: the whole loop for one scenario, on CPU, in one command.
 
-    recdeploy demo                       # what `make demo` runs
+    recdeploy demo                                   # what `make demo` runs: retrieval, ML-100k
+    recdeploy demo --scenario sequential             # any scenario (recdeploy scenarios lists them)
     recdeploy demo --epochs 5 --concurrency 1,4
 
-train (two-tower, full ranking vs most-popular) -> export (ONNX parity-checked, a Triton
-repository whose scenario follows the model) -> serve (the real tritonserver on 127.0.0.1)
--> every entry queried over gRPC and HTTP, checked against its in-process pipeline (the
-canary: real users and a cold start) -> perf_analyzer sweep of every entry next to the same
-pipelines in-process, with the served answers' quality -> ``<out>/report.md``.
+train (the runs the scenario's demo names, evaluated with their protocol against the
+baselines) -> export (ONNX parity-checked, a Triton repository of the scenario's entries) ->
+serve (the real tritonserver on 127.0.0.1) -> every entry queried over gRPC and HTTP,
+checked against its in-process pipeline (the canary: real ids and a cold start) ->
+perf_analyzer sweep of every entry next to the same pipelines in-process, with the served
+answers' quality -> ``<out>/report.md``.
 """
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ from pathlib import Path
 from recdeploy.clients.cli import format_recommendations
 from recdeploy.clients.triton_client import RecommendClient
 from recdeploy.export.cli import run_export
-from recdeploy.export.scenarios import ExportReport, entries_of
+from recdeploy.export.scenarios import SCENARIOS, ExportReport, entries_of, scenario_named
 from recdeploy.perf.lab import LabConfig, run_lab
 from recdeploy.perf.lab_report import write_lab_report
 from recdeploy.serve.canary import CanaryReport, run_canary
 from recdeploy.serve.server import ServerConfig, TritonServer
-from recdeploy.train.cli import run_training
+from recdeploy.train.cli import format_metrics_table, run_training
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import load_dataset
 
@@ -35,21 +37,17 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
-def render_report(card: dict, export: ExportReport, served: list[CanaryReport], sample: str,
-                  perf_md: Path, seconds: dict) -> str:
-    ours, pop = card["metrics"]["test"], card["baselines"]["most_popular"]["test"]
-    lines = [
-        "# recdeploy demo report", "",
-        f"Dataset: {card['dataset']} ({card['n_users']} users, {card['n_items']} items); "
-        f"split: {card['split']}; protocol: {card['protocol']}.", "",
-        "## Quality", "",
-        "| model | HR@10 | NDCG@10 |", "|---|---|---|",
-        f"| {card['model']} | {ours['hr@10']:.4f} | {ours['ndcg@10']:.4f} |",
-        f"| most-popular | {pop['hr@10']:.4f} | {pop['ndcg@10']:.4f} |", "",
+def render_report(scenario: str, cards: dict[str, dict], export: ExportReport, served: list[CanaryReport],
+                  sample: str, perf_md: Path, seconds: dict) -> str:
+    lines = [f"# recdeploy demo report: {scenario}", ""]
+    for role, card in cards.items():
+        lines += [f"## Quality of the {role} ({card['model']} on {card['dataset']}, {card['n_users']} users, "
+                  f"{card['n_items']} items)", "", "```", format_metrics_table(card), "```", ""]
+    lines += [
         "## Export and serving checks", "",
         *[f"- {check}: max |diff| {diff:.2e}" for check, diff in export.parity.items()],
-        *[f"- {report.summary()}" for report in served], "",
-        "## A served recommendation", "", "```", sample, "```", "",
+        *[f"- {check.summary()}" for check in served], "",
+        "## A served answer", "", "```", sample, "```", "",
         f"## Throughput (perf_analyzer) — see [{perf_md.name}]({perf_md.relative_to(perf_md.parent.parent)})", "",
         perf_md.read_text().split("\n", 1)[1] if perf_md.is_file() else "(no perf report)", "",
         "## Wall time", "",
@@ -58,17 +56,33 @@ def render_report(card: dict, export: ExportReport, served: list[CanaryReport], 
     return "\n".join(lines) + "\n"
 
 
+def sample_answer(repository: Path, url: str, titles: dict[int, str]) -> str:
+    """The repository's first entry asked its scenario's first canary request, one row shown."""
+    name, entry = next(iter(entries_of(repository).items()))
+    request = scenario_named(entry.scenario).canary_requests(repository, entry)[0]
+    row = {key: value[:1] for key, value in request.items()}
+    with RecommendClient(url, "grpc", model=name) as client:
+        answer = client.infer(row, ["ITEM_IDS", "SCORES"])
+    shown = ", ".join(f"{key} {value.reshape(-1)[:8].tolist()}" for key, value in row.items())
+    user = int(row["USER_ID"][0, 0]) if "USER_ID" in row else 0
+    return f"{name} <- {shown}\n" + format_recommendations(user, answer["ITEM_IDS"][0], answer["SCORES"][0], titles)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recdeploy demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k", choices=("ml-100k", "ml-1m"))
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
+    parser.add_argument("--scenario", default="retrieval", choices=sorted(SCENARIOS),
+                        help="what to demo (default retrieval: a two-tower's top-K)")
+    parser.add_argument("--dataset", default=None, help="override the dataset the scenario's demo uses")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo, or "
+                        "runs/demo-<scenario>)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=None, help="override the demo runs' epochs")
     parser.add_argument("--concurrency", type=_int_list, default=(1, 4, 8),
                         help="perf_analyzer concurrency levels (default 1,4,8)")
-    parser.add_argument("--user", type=int, default=42, help="user whose recommendations are shown")
     args = parser.parse_args(argv)
+    scenario = scenario_named(args.scenario)
+    out = args.out or Path("runs/demo" if args.scenario == "retrieval" else f"runs/demo-{args.scenario}")
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -77,17 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         seconds[stage] = time.perf_counter() - since
         return time.perf_counter()
 
-    print("== 1/5 train", flush=True)
-    card = run_training(TrainConfig(dataset=args.dataset, epochs=args.epochs), args.out)
+    print(f"== 1/5 train ({args.scenario})", flush=True)
+    runs, cards = {}, {}
+    for role, recipe in scenario.demo_runs().items():
+        settings = {**recipe.settings, **({"epochs": args.epochs} if args.epochs else {})}
+        config = TrainConfig.for_model(recipe.model, dataset=args.dataset or recipe.dataset, **settings)
+        runs[role] = out if role == "run" else out.with_name(f"{out.name}-{role}")
+        cards[role] = run_training(config, runs[role])
     t = lap("train", started)
 
     print("== 2/5 export", flush=True)
-    export = run_export(args.out, args.repository)
+    export = run_export(runs["run"], args.repository, ranker_run=runs.get("ranker"), scenario=args.scenario)
     print(export.summary(args.repository))
     t = lap("export", t)
-    ds = load_dataset(args.dataset)
+    ds = load_dataset(cards["run"]["dataset"])
     titles = dict(zip(ds.item_ids.tolist(), ds.item_titles))
-    entry = next(iter(entries_of(args.repository)))
 
     print("== 3/5 serve (real tritonserver, 127.0.0.1)", flush=True)
     with TritonServer(ServerConfig(model_repository=args.repository, verify_manifest=True)) as server:
@@ -97,29 +115,27 @@ def main(argv: list[str] | None = None) -> int:
         print("== 4/5 every entry over gRPC and HTTP against its in-process pipeline", flush=True)
         served = [run_canary(args.repository, server.grpc_url, "grpc"),
                   run_canary(args.repository, server.http_url, "http")]
-        for report in served:
-            print(f"   {report.summary()}")
-        with RecommendClient(server.grpc_url, "grpc", model=entry) as client:
-            ids, scores = client.recommend([args.user], 10)
-        sample = format_recommendations(args.user, ids[0], scores[0], titles)
+        for check in served:
+            print(f"   {check.summary()}")
+        sample = sample_answer(args.repository, server.grpc_url, titles)
         print(sample)
         t = lap("query + checks", t)
 
     print("== 5/5 perf_analyzer: every entry served vs in-process", flush=True)
-    perf_dir = args.out / "perf"
+    perf_dir = out / "perf"
     lab = LabConfig(repository=args.repository, batch_sizes=(1, 64), concurrency=args.concurrency,
                     inprocess_seconds=2.0)
     rows, results = run_lab(lab, perf_dir)
-    perf_md = write_lab_report(rows, results, perf_dir, {"dataset": args.dataset, "model": card["model"],
+    perf_md = write_lab_report(rows, results, perf_dir, {"scenario": args.scenario, "dataset": ds.name,
                                                          "k": 10, "device": "CPU"})
     t = lap("perf", t)
 
     seconds["total"] = time.perf_counter() - started
-    report = args.out / "report.md"
-    report.write_text(render_report(card, export, served, sample, perf_md, seconds))
-    (args.out / "demo.json").write_text(json.dumps({
-        "card": card, "served": [asdict(r) for r in served], "seconds": seconds,
-        "perf": [row.to_dict() for row in rows]}, indent=2))
+    report = out / "report.md"
+    report.write_text(render_report(args.scenario, cards, export, served, sample, perf_md, seconds))
+    (out / "demo.json").write_text(json.dumps({
+        "scenario": args.scenario, "cards": cards, "served": [asdict(r) for r in served],
+        "seconds": seconds, "perf": [row.to_dict() for row in rows]}, indent=2))
     print(perf_md.read_text())
     print(f"demo done in {seconds['total']:.0f} s; report: {report}")
     return 0

@@ -106,13 +106,13 @@ class TrainConfig:
                 f"{f' ({whose})' if whose else ''}; valid: {valid}")
 
     def _validate(self) -> None:
-        from recdeploy.train.data import DATASETS
+        from recdeploy.train.data import dataset_names
         from recdeploy.train.models import MODELS
         if self.task and self.task not in MODELS[self.model].tasks:
             raise ConfigError(f"model {self.model!r} does not train under task {self.task!r}; "
                               f"valid: {', '.join(MODELS[self.model].tasks)}")
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        if self.dataset not in dataset_names():
+            raise ConfigError(f"unknown dataset {self.dataset!r}; valid: {', '.join(dataset_names())}")
         for name in ("dim", "epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -9,13 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from recdeploy.train.data import DATASETS, DatasetError, cache_dir, leave_one_out, load_dataset
+from recdeploy.train.data import DatasetError, cache_dir, dataset_names, leave_one_out, load_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recdeploy data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=DATASETS, default="ml-100k")
+    parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="folder holding <name>.inter/.item/.user (skips the download)")
     parser.add_argument("--users", type=int, default=1000, help="synthetic: number of users")

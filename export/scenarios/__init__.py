@@ -17,6 +17,7 @@ from pathlib import Path
 from recdeploy.export.scenarios.base import (
     Answer,
     Contract,
+    DemoRun,
     Entry,
     ExportJob,
     ExportReport,
@@ -28,7 +29,7 @@ from recdeploy.export.scenarios.base import (
     read_metadata,
 )
 
-__all__ = ["Answer", "Contract", "Entry", "ExportJob", "ExportReport", "Pipeline", "Requests",
+__all__ = ["Answer", "Contract", "DemoRun", "Entry", "ExportJob", "ExportReport", "Pipeline", "Requests",
            "Scenario", "ScenarioError", "SCENARIOS", "register_scenario", "scenario_named",
            "scenario_for", "scenario_of", "entries_of", "read_metadata"]
 

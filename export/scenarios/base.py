@@ -78,6 +78,15 @@ class Contract:
 
 
 @dataclass(frozen=True)
+class DemoRun:
+    """What ``recdeploy demo --scenario NAME`` trains for one role: a model on a dataset, with
+    the TrainConfig values that keep the whole demo within minutes on 2 cores."""
+    model: str
+    dataset: str = "ml-100k"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ExportJob:
     """What ``recdeploy export`` hands a scenario: the repository to write, the trained runs
     by role (``run``, and e.g. ``ranker`` for the multi-stage scenario), their dataset and
@@ -118,6 +127,10 @@ class Scenario:
 
     def contracts(self) -> tuple[Contract, ...]:
         raise NotImplementedError
+
+    def demo_runs(self) -> dict[str, DemoRun]:
+        """The runs ``recdeploy demo --scenario`` trains, by role (one per ``roles``)."""
+        raise ScenarioError(f"scenario {self.name!r} has no demo")
 
     def export(self, job: ExportJob) -> ExportReport:
         raise NotImplementedError

@@ -24,6 +24,7 @@ from recdeploy.export.retrieval_specs import MAX_BATCH, lookup_spec, scorer_spec
 from recdeploy.export.scenarios import register_scenario
 from recdeploy.export.scenarios.base import (
     Contract,
+    DemoRun,
     Entry,
     ExportError,
     ExportJob,
@@ -178,6 +179,9 @@ class MultiStageScenario(Scenario):
     def handles(self, models: Mapping[str, str]) -> bool:
         return (bool(set(model_entry(models["run"]).tasks) & RETRIEVAL_TASKS)
                 and "ctr" in model_entry(models["ranker"]).tasks)
+
+    def demo_runs(self) -> dict[str, DemoRun]:
+        return {"run": DemoRun("two_tower"), "ranker": DemoRun("dcn_v2")}
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = multistage_ensemble_spec()

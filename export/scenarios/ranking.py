@@ -25,6 +25,7 @@ from recdeploy.export.scenarios import register_scenario
 from recdeploy.export.scenarios.base import (
     Answer,
     Contract,
+    DemoRun,
     Entry,
     ExportError,
     ExportJob,
@@ -315,6 +316,9 @@ class RankingScenario(Scenario):
 
     def handles(self, models: Mapping[str, str]) -> bool:
         return "ctr" in model_entry(models["run"]).tasks
+
+    def demo_runs(self) -> dict[str, DemoRun]:
+        return {"run": DemoRun("dcn_v2")}
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = rank_ensemble_spec()

@@ -37,6 +37,7 @@ from recdeploy.export.retrieval_specs import (
 from recdeploy.export.scenarios import register_scenario
 from recdeploy.export.scenarios.base import (
     Contract,
+    DemoRun,
     Entry,
     ExportError,
     ExportJob,
@@ -195,6 +196,9 @@ class RetrievalScenario(Scenario):
 
     def handles(self, models: Mapping[str, str]) -> bool:
         return bool(set(model_entry(models["run"]).tasks) & RETRIEVAL_TASKS)
+
+    def demo_runs(self) -> dict[str, DemoRun]:
+        return {"run": DemoRun("two_tower")}
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = ensemble_spec()

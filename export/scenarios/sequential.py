@@ -28,6 +28,7 @@ from recdeploy.export.retrieval_specs import MAX_BATCH, RetrievalPipeline, topk_
 from recdeploy.export.scenarios import register_scenario
 from recdeploy.export.scenarios.base import (
     Contract,
+    DemoRun,
     Entry,
     ExportError,
     ExportJob,
@@ -285,6 +286,9 @@ class SequentialScenario(Scenario):
 
     def handles(self, models: Mapping[str, str]) -> bool:
         return "sequential" in model_entry(models["run"]).tasks
+
+    def demo_runs(self) -> dict[str, DemoRun]:
+        return {"run": DemoRun("sasrec", settings={"epochs": 4})}
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = recommend_next_spec()

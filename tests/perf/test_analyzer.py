@@ -164,19 +164,23 @@ def test_an_unstable_level_is_retried_with_a_longer_window_then_left_out_of_a_la
     config = PerfConfig("rank", concurrency=(1, 2, 4))
     with pytest.raises(PerfAnalyzerUnstableError, match="no stable measurement"):
         run_sweep(config, tmp_path / "strict", progress=False, binary=binary)
-    result = run_sweep(config, tmp_path / "lab", progress=False, binary=binary, skip_unstable=True)
+    result = run_sweep(config, tmp_path / "lab", progress=False, binary=binary, skip_failed_levels=True)
     assert [cmd[10] for cmd in result.commands] == ["1:1:1", "2:2:1"] and len(result.rows) == 2
     assert "concurrency 2 re-measured with 4000 ms windows after no stable measurement" in render_markdown([result])
     with pytest.raises(PerfAnalyzerUnstableError, match="no concurrency level of rank"):
         run_sweep(PerfConfig("rank", concurrency=(4,)), tmp_path / "none", progress=False, binary=binary,
-                  skip_unstable=True)
+                  skip_failed_levels=True)
 
 
 def test_a_second_timeout_is_raised(tmp_path):
-    from recdeploy.perf.analyzer import run_level
+    from recdeploy.perf.analyzer import PerfAnalyzerUnstableError, run_level
 
     fake = _script(tmp_path / "pa", "sleep 5\n")
     config = PerfConfig("m", measurement_interval_ms=500, max_trials=3, timeout_s=0.2)
     assert config.with_shorter_window() is None
     with pytest.raises(PerfAnalyzerTimeoutError):
         run_level(config, tmp_path / "out", PerfAnalyzerBinary(fake, dict(os.environ)))
+    # a lab sweep leaves such a level out; with none left it fails
+    with pytest.raises(PerfAnalyzerUnstableError, match="no concurrency level of m gave a measurement"):
+        run_sweep(config, tmp_path / "lab", progress=False, binary=PerfAnalyzerBinary(fake, dict(os.environ)),
+                  skip_failed_levels=True)
