@@ -29,14 +29,12 @@ test: setup   # the suite, then lint and type checks (config in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: setup   # after `make demo`: every scenario's entries served vs in-process over HTTP (it
-               # trains the SASRec and DCN-v2 runs it needs), catalogue scale; rewrites the
-               # generated tables of docs/performance.md
-	$(BIN)/recdeploy bench --dataset ml-100k --out reports/bench --docs docs/performance.md
+bench: setup   # every scenario's entries served vs in-process over HTTP (trains the short runs it
+               # needs), catalogue scale; rewrites the generated tables of docs/performance.md
+	$(BIN)/recdeploy bench --out reports/bench --docs docs/performance.md
 
 bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of minutes on 2 cores)
-	$(BIN)/recdeploy bench --dataset ml-1m --retrieval-run reports/bench-ml1m/runs/two_tower \
-	    --out reports/bench-ml1m
+	$(BIN)/recdeploy bench --dataset ml-1m --out reports/bench-ml1m
 
 soak: setup    # after `make demo`: 60 s at concurrency 64, memory growth bounded, zero failures
 	$(BIN)/recdeploy soak --repository model_repository

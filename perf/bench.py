@@ -1,19 +1,20 @@
 """``recdeploy bench``: every scenario served vs in-process, in one run (what ``make bench`` runs).
 
-    recdeploy bench                                    # ML-100k, after `make demo`
-    recdeploy bench --dataset ml-1m --out reports/bench-ml1m --docs docs/performance.md
+    recdeploy bench                                    # every registered scenario, ML-100k
+    recdeploy bench --scenarios sequential,ranking --out reports/bench-part
+    recdeploy bench --dataset ml-1m --out reports/bench-ml1m
 
-1. the runs it needs: the demo's two-tower (``--retrieval-run``), a SASRec and a DCN-v2 run
-   under ``<out>/runs/``, trained when missing with the models' own defaults but at most
-   ``--train-epochs`` epochs (serving speed does not depend on how well a model learned;
-   the served quality column compares each entry with its own full model);
-2. two repositories: the multi-stage one (two-tower + DCN-v2: ``recommend``, the fused and
-   libtorch entries, ``rank`` and ``recommend_multistage``) and the sequential one
-   (``recommend_next``);
-3. the perf lab on each (every entry, served vs in-process, Triton's per-step time, the
-   quality of the served answers) and the catalogue-scale sweep;
-4. ``<out>/bench.md`` + ``<out>/bench.json``; with ``--docs`` the generated section of that
-   Markdown file (between the ``bench`` markers) is rewritten from the measurements.
+For each scenario (``recdeploy scenarios`` lists them):
+1. the runs its demo names (``Scenario.demo_runs``), under ``<out>/runs/<scenario>-<role>``:
+   kept when present, else trained with the models' own defaults but at most
+   ``--train-epochs`` epochs (serving speed does not depend on how well a model learned; the
+   served-quality column compares each entry with its own full model);
+2. its repository, ``<out>/repos/<scenario>``;
+3. the perf lab on the scenario's own entries there (a multi-stage repository also serves
+   the retrieval and ranking entries, measured under their own scenarios): served vs
+   in-process, Triton's per-step time, the quality of the served answers;
+then the catalogue-scale sweep, ``<out>/bench.md`` + ``<out>/bench.json``, and with
+``--docs`` the generated section of that Markdown file (between the ``bench`` markers).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from recdeploy.export.cli import run_export
+from recdeploy.export.scenarios import SCENARIOS, entries_of, scenario_named
 from recdeploy.perf.lab import LabConfig, run_lab
 from recdeploy.perf.lab_report import lab_records, render_lab_markdown, write_lab_report
 from recdeploy.perf.scale import render_scale_markdown, run_scale
@@ -38,17 +40,34 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
-def ensure_run(run: Path, model: str, dataset: str, max_epochs: int) -> Path:
-    """A trained run of ``model`` in ``run``: kept if it is there, else trained (its defaults,
-    at most ``max_epochs`` epochs)."""
+def ensure_run(run: Path, model: str, dataset: str, max_epochs: int, settings: dict) -> Path:
+    """A trained run of ``model`` in ``run``: kept if it is there, else trained (its defaults and
+    the demo's settings, at most ``max_epochs`` epochs)."""
     try:
         load_checkpoint(run)
         print(f"bench: using {run}", flush=True)
     except CheckpointError:
         print(f"bench: training {model} on {dataset} into {run}", flush=True)
-        epochs = min(TrainConfig.for_model(model, dataset=dataset).epochs, max_epochs)
-        run_training(TrainConfig.for_model(model, dataset=dataset, epochs=epochs), run)
+        config = TrainConfig.for_model(model, dataset=dataset, **settings)
+        run_training(TrainConfig.for_model(model, dataset=dataset, **{**settings, "epochs": min(
+            config.epochs, max_epochs)}), run)
     return run
+
+
+def bench_scenario(name: str, args: argparse.Namespace) -> list:
+    """Train (if needed), export and measure one scenario; its lab rows."""
+    scenario = scenario_named(name)
+    runs = {role: ensure_run(args.out / "runs" / f"{name}-{role}", recipe.model, args.dataset or recipe.dataset,
+                             args.train_epochs, dict(recipe.settings))
+            for role, recipe in scenario.demo_runs().items()}
+    repo = args.out / "repos" / name
+    print(run_export(runs["run"], repo, ranker_run=runs.get("ranker"), scenario=name).summary(repo), flush=True)
+    own = tuple(entry for entry, record in entries_of(repo).items() if record.scenario == name)
+    config = LabConfig(repository=repo, ensembles=own, batch_sizes=args.batch_size,
+                       concurrency=args.concurrency, protocol=args.protocol)
+    rows, results = run_lab(config, args.out / name)
+    write_lab_report(rows, results, args.out / name, {"scenario": name, "repository": str(repo)})
+    return rows
 
 
 def replace_generated(text: str, generated: str) -> str:
@@ -62,9 +81,9 @@ def replace_generated(text: str, generated: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recdeploy bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument("--retrieval-run", type=Path, default=Path("runs/demo"),
-                        help="a trained two-tower run (default runs/demo, from make demo)")
+    parser.add_argument("--scenarios", default=None,
+                        help="comma-separated scenarios to measure (default: every registered one)")
+    parser.add_argument("--dataset", default=None, help="override the dataset of every scenario's demo runs")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
     parser.add_argument("--train-epochs", type=int, default=3,
                         help="epochs at most for the runs the bench trains itself (default 3)")
@@ -78,28 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     out = args.out
-    runs = {role: ensure_run(run, model, args.dataset, args.train_epochs) for role, (run, model) in {
-        "retrieval": (args.retrieval_run, "two_tower"), "ranking": (out / "runs" / "dcn_v2", "dcn_v2"),
-        "sequential": (out / "runs" / "sasrec", "sasrec")}.items()}
-    repos = {"multistage": out / "repos" / "multistage", "sequential": out / "repos" / "sequential"}
-    print(run_export(runs["retrieval"], repos["multistage"], ranker_run=runs["ranking"]).summary(
-        repos["multistage"]), flush=True)
-    print(run_export(runs["sequential"], repos["sequential"]).summary(repos["sequential"]), flush=True)
-    rows = []
-    for name, repo in repos.items():
-        config = LabConfig(repository=repo, batch_sizes=args.batch_size, concurrency=args.concurrency,
-                           protocol=args.protocol)
-        lab_rows, results = run_lab(config, out / name)
-        write_lab_report(lab_rows, results, out / name, {"dataset": args.dataset, "repository": str(repo)})
-        rows += lab_rows
+    names = [n.strip() for n in args.scenarios.split(",")] if args.scenarios else sorted(SCENARIOS)
+    for name in names:
+        scenario_named(name)  # a typo fails before hours of measuring
+    rows = [row for name in names for row in bench_scenario(name, args)]
     scale = run_scale(args.scale, out) if args.scale else []
-    generated = (f"Measured by `recdeploy bench --dataset {args.dataset}` ({args.protocol.upper()}, "
+    generated = (f"Measured by `recdeploy bench` ({', '.join(names)}; {args.protocol.upper()}, "
                  f"concurrency {','.join(map(str, args.concurrency))}; "
                  f"{time.strftime('%Y-%m-%d')}).\n\n" + render_lab_markdown(rows)
                  + ("\n" + render_scale_markdown(scale) if scale else ""))
     (out / "bench.md").write_text(generated)
     (out / "bench.json").write_text(json.dumps({
-        "dataset": args.dataset, "protocol": args.protocol, "rows": lab_records(rows),
+        "scenarios": names, "dataset": args.dataset, "protocol": args.protocol, "rows": lab_records(rows),
         "scale": [row.to_dict() for row in scale], "seconds": time.perf_counter() - started}, indent=2))
     if args.docs is not None:
         args.docs.write_text(replace_generated(args.docs.read_text() if args.docs.is_file() else "", generated))
