@@ -232,7 +232,7 @@ class FeatureTwoTower(TowerScores):
                                 torch.cat([vectors, bias[:, None]], 1))
 
 
-# tuned on ML-1M, random 8:1:1 (test NDCG@10 0.2400; the generic defaults overfit by epoch 5: 0.2021)
+# tuned on ML-1M, random 8:1:1: the generic defaults overfit early (docs/results-notes.md)
 @register_model("two_tower_features", task="retrieval_random",
                 defaults={"dim": 128, "lr": 0.001, "weight_decay": 0.0, "epochs": 30, "patience": 3})
 def build_feature_two_tower(n_users: int, n_items: int, dim: int = 64, n_ages: int = 1,
