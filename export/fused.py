@@ -328,8 +328,9 @@ def export_fused_onnx(fused: FusedRetrieval, path: Path, example_users: np.ndarr
                                      "ITEM_IDS": {0: "batch", 1: "k"}, "SCORES": {0: "batch", 1: "k"}})
 
 
-def export_fused_torchscript(fused: FusedRetrieval, path: Path) -> Path:
-    """TorchScript (scripted, so the data-dependent k and seen-list width stay dynamic)."""
+def export_fused_torchscript(fused: nn.Module, path: Path) -> Path:
+    """TorchScript (scripted, so the data-dependent k and seen-list width stay dynamic) of
+    FusedRetrieval or a module with its contract (GpuRetrieval)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.script(fused.eval()).save(str(path))

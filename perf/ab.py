@@ -1,0 +1,88 @@
+"""In-process A/B of a repository's entries: per-call time of each reference pipeline, interleaved.
+
+    python -m recdeploy.perf.ab --repository model_repository \\
+        --model recommend_fused,fused_retrieval_libtorch,fused_retrieval_aoti --batch-size 1,64
+
+Each entry's in-process reference (``Scenario.reference``: ONNX Runtime, TorchScript, an
+AOTInductor package, ...) runs on the same real request rows (``Scenario.perf_rows``), round
+by round with the order rotating (``compress.measure.interleaved_latency``), so a shared
+machine's drift slows every entry alike; medians and the paired ratio to the first entry are
+printed as a Markdown table. No server: this is the number the served entry is held to.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from recdeploy.compress.measure import Timing, interleaved_latency
+from recdeploy.export.scenarios import scenario_of
+from recdeploy.perf.inprocess import row_batches
+
+
+class PipelineSession:
+    """A reference pipeline behind the ``session.run(names, feed)`` call interleaved_latency makes."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def run(self, names, feed):
+        return self.pipeline(feed)
+
+
+def entry_sessions(repo: Path, entries: list[str], threads: int) -> dict[str, object]:
+    sessions: dict[str, object] = {}
+    for name in entries:
+        scenario, entry = scenario_of(repo, name)
+        sessions[name] = PipelineSession(scenario.reference(repo, entry, threads))
+    return sessions
+
+
+def request_batches(repo: Path, entry: str, batch_sizes: list[int], k: int, n: int = 512) -> dict[int, list[dict]]:
+    scenario, found = scenario_of(repo, entry)
+    rows = scenario.perf_rows(repo, found, k, n=max(n, max(batch_sizes)))
+    return {batch: row_batches(rows, batch)[:max(1, n // batch)] for batch in batch_sizes}
+
+
+def render(timings: dict[str, dict[int, Timing]], threads: int, rounds: int) -> str:
+    """One row per entry and batch size: median per call, spread, rows/s, paired ratio to the first."""
+    names = list(timings)
+    lines = [f"In-process, {threads} threads, {rounds} interleaved rounds (median per call; IQR; "
+             f"ratio = median of per-round ratios to {names[0]})", "",
+             "| entry | batch | ms / call | IQR ms | recs/s | × first |", "|---|---:|---:|---:|---:|---:|"]
+    for name in names:
+        for batch, timing in timings[name].items():
+            first = timings[names[0]][batch]["samples_ms"]
+            ratio = statistics.median(a / b for a, b in zip(timing["samples_ms"], first))
+            lines.append(f"| {name} | {batch} | {timing['ms']:.3f} | {timing['spread_ms']:.3f} | "
+                         f"{timing['per_s']:,.0f} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recdeploy.perf.ab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", type=Path, required=True)
+    parser.add_argument("--model", required=True, help="comma-separated entries; the first is the baseline")
+    parser.add_argument("--batch-size", default="1,64", help="comma-separated [%(default)s]")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every runtime [%(default)s]")
+    parser.add_argument("--out", type=Path, help="also write the table here")
+    args = parser.parse_args(argv)
+    entries = [name.strip() for name in args.model.split(",") if name.strip()]
+    batch_sizes = [int(b) for b in args.batch_size.split(",")]
+    sessions = entry_sessions(args.repository, entries, args.threads)
+    requests = request_batches(args.repository, entries[0], batch_sizes, args.k)
+    timings = interleaved_latency(sessions, requests, rounds=args.rounds, progress=True)
+    table = render(timings, args.threads, args.rounds)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
