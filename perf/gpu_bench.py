@@ -334,7 +334,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--measurement-interval-ms", type=int, default=1000)
     parser.add_argument("--max-queue-delay-us", type=int, default=200)
-    parser.add_argument("--deadline-s", type=float, default=285, help="the whole run [%(default)s]")
+    parser.add_argument("--deadline-s", type=float, default=270, help="the whole run [%(default)s]")
     parser.add_argument("--skip", default="", help="comma-separated parts to leave out")
     parser.add_argument("--no-gpu", action="store_true", help="everything on the CPU (a smoke run anywhere)")
     args = parser.parse_args(argv)

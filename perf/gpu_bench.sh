@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark (perf/gpu_bench.py) on a lent GPU machine, from the repository root, in one
-# run of at most ~5 minutes (--deadline-s, default 285 s, plus ~15 s to unpack the bundle):
+# run of at most ~5 minutes (--deadline-s, default 270 s, plus ~15 s to unpack the bundle):
 #
 #   bash ../shared/device/make-gpu-bundle.sh        # here, once (~41 MB, git-ignored gpu-bundle/)
 #   # then on the device, carrying gpu-bundle:
