@@ -229,7 +229,8 @@ class Bench:
         repo = write_served_repository(self.work / folder, models, a.items, a.max_queue_delay_us)
         data_path = write_input_data(self.work / "input.json", self.users[:2048].tolist(), a.k)
         log = self.work / f"tritonserver-{folder}.log"
-        config = ServerConfig(model_repository=repo, startup_timeout_s=max(30.0, self.report.left_s() - 10),
+        # capped, so a start that hangs leaves time for the python-based retry
+        config = ServerConfig(model_repository=repo, startup_timeout_s=min(120.0, max(30.0, self.report.left_s() - 10)),
                               native_backends=any(m.backend == "native" for m in models), log_path=log)
         started = time.monotonic()
         try:

@@ -69,7 +69,7 @@ def check_served(url: str, models: list[ServedModel], users: np.ndarray, k: int)
     for model in models:
         for name in filter(None, (model.name, model.ensemble)):
             try:
-                with RecommendClient(url, model=name, timeout_s=120) as client:
+                with RecommendClient(url, model=name, timeout_s=60) as client:
                     ids, scores = client.recommend(users, k)
                 if model.reference is not None:
                     want_ids, want_scores = model.reference(users.reshape(-1, 1),
