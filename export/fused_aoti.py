@@ -107,11 +107,15 @@ def export_fused_aoti(model: nn.Module, n_items: int, path: Path, example_users:
         return Path(torch._inductor.aoti_compile_and_package(program, package_path=str(path)))
 
 
+def load_aoti(path: Path, device: str = "cpu"):
+    """The compiled package as a callable on ``device``'s tensors: (users, k) -> (ids, scores)."""
+    index = torch.device(device).index
+    return torch._inductor.aoti_load_package(str(path), device_index=-1 if index is None else index)
+
+
 def aoti_runner(path: Path, device: str = "cpu"):
     """(users [B,1], k [B,1]) numpy -> (ids, scores) numpy through a compiled package."""
-    from torch._inductor import aoti_load_package
-    index = torch.device(device).index
-    package = aoti_load_package(str(path), device_index=-1 if index is None else index)
+    package = load_aoti(path, device)
 
     def run(users, k):
         with torch.inference_mode():

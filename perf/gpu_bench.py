@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from recdeploy.export.fused import FusedExportError, FusedRetrieval, export_fused_torchscript, module_runner
-from recdeploy.export.fused_aoti import aoti_runner, export_fused_aoti
+from recdeploy.export.fused_aoti import aoti_runner, export_fused_aoti, load_aoti
 from recdeploy.export.fused_gpu import GpuRetrieval
 from recdeploy.perf import gpu_inprocess as inproc
 from recdeploy.perf.gpu_harness import BenchReport, run_part, skip_part
@@ -109,6 +109,7 @@ class Bench:
         if "triton_base" in self.models or (a.triton_chunk and a.triton_chunk == a.chunk
                                             and "gpu_fp16_chunk" in self.models):
             self._add_triton(variants)
+        data["variants"] = {name: variant.what for name, variant in variants.items()}
         reference = inproc.graph_of(self.models["graph_fp32"])(a.served_batch)
         data["parity"] = inproc.check_variants(variants, reference, self.users[:a.served_batch], a.k, self.device)
         self.report.write()
@@ -187,6 +188,19 @@ class Bench:
                                       iters=self.args.iters)
             info[f"end_to_end_b{batch}_us"] = round(timing["us"], 1)
         self.report.write()
+        # and like the other variants: inputs on the device, CUDA events
+        package = load_aoti(path, str(self.device))
+        variant = inproc.Variant("aoti_package", f"{self.best} as an AOTInductor package",
+                                 lambda batch: (lambda users_t, k_t: package(users_t, k_t)))
+        self.report.data.setdefault("variants", {})["aoti_package"] = variant.what
+        rows = self.report.data.setdefault("inprocess", [])
+
+        def keep(row: dict) -> None:
+            rows.append(row)
+            self.report.write()
+        with torch.inference_mode():
+            inproc.time_variants({"aoti_package": variant}, self.users, sorted({1, self.args.served_batch,
+                                 max(self.args.batches)}), self.args.k, self.device, self.args.iters, keep)
 
     def served(self) -> None:
         served = self.report.data.setdefault("served", {"rows": []})

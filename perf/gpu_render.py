@@ -27,6 +27,12 @@ def _inprocess(data: dict) -> list[str]:
                      f"{_num(r['us'] / nominal, 1) if nominal else '–'} |")
     failed = [r for r in data.get("inprocess", []) if "error" in r]
     lines += [f"- {r['variant']} at batch {r['batch']}: {r['error']}" for r in failed]
+    lines += ["", "Variants:", ""] + [f"- `{name}`: {what}" for name, what in data.get("variants", {}).items()]
+    copies = data.get("end_to_end", [])
+    if copies:
+        lines += ["", "With the host copies a backend pays (numpy in, numpy out, host clock):", "",
+                  "| variant | batch | µs / call | recs/s |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['variant']} | {r['batch']} | {_num(r['us'], 1)} | {_num(r['recs_per_s'])} |" for r in copies]
     return lines + [""]
 
 
