@@ -207,7 +207,7 @@ class FusedRetrieval(nn.Module):
         out = torch.cat([torch.full_like(best, float("-inf")), torch.full_like(best[:, :1], float("-inf"))], dim=1)
         ids = ids.scatter(1, column, self.item_ids[top])
         out = out.scatter(1, column, best)
-        return ids[:, :kmax], out[:, :kmax]
+        return ids[:, 0:kmax], out[:, 0:kmax]
 
 
 def dot_product_parts(scorer: nn.Module):
@@ -242,16 +242,19 @@ def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:
 
 def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime_onnx",
                      kind: str = "KIND_CPU", instances: int = 2, max_queue_delay_us: int = 500,
-                     threads: int = 1, max_batch: int = MAX_BATCH, n_items: int = 0) -> ModelSpec:
+                     threads: int = 1, max_batch: int = MAX_BATCH, n_items: int = 0,
+                     filename: str = "") -> ModelSpec:
     """Two single-threaded instances and a 500 us queue delay: the perf lab's best schedule
-    on a 2-core box (docs/performance.md). n_items > 0 declares K's valid range, which our
-    python-based backend checks before the graph runs (ONNX TopK cannot refuse a bad K)."""
+    on a 2-core box (docs/performance.md). n_items > 0 declares K's valid range, which
+    recdeploy's backends (python-based and native) check before the graph runs: ONNX TopK and
+    an AOTInductor package cannot refuse a bad K as the client's mistake. filename: the model
+    file when not the platform's default (``model.pt2``: an AOTInductor package)."""
     # libtorch outputs keep the contract's names: names without the <name>__<index>
     # convention map to forward()'s outputs by order (stock libtorch backend and ours), so the
     # model itself answers the recommend contract, ensemble or not
     return ModelSpec(
         name=name, platform=platform, max_batch_size=max_batch, instance_count=instances,
-        instance_kind=kind, max_queue_delay_us=max_queue_delay_us,
+        instance_kind=kind, max_queue_delay_us=max_queue_delay_us, default_model_filename=filename,
         inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),
         outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("SCORES", "FP32", (-1,))),
         # intra_op_thread_count: read by the stock onnxruntime backend and ours;
@@ -325,8 +328,9 @@ def export_fused_onnx(fused: FusedRetrieval, path: Path, example_users: np.ndarr
                                      "ITEM_IDS": {0: "batch", 1: "k"}, "SCORES": {0: "batch", 1: "k"}})
 
 
-def export_fused_torchscript(fused: FusedRetrieval, path: Path) -> Path:
-    """TorchScript (scripted, so the data-dependent k and seen-list width stay dynamic)."""
+def export_fused_torchscript(fused: nn.Module, path: Path) -> Path:
+    """TorchScript (scripted, so the data-dependent k and seen-list width stay dynamic) of
+    FusedRetrieval or a module with its contract (GpuRetrieval)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.script(fused.eval()).save(str(path))

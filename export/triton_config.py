@@ -62,6 +62,8 @@ class ModelSpec:
     dynamic_batching: bool = True
     max_queue_delay_us: int = 0
     parameters: tuple[tuple[str, str], ...] = ()
+    # the file in the version folder, when not the platform's default (model.onnx, model.pt)
+    default_model_filename: str = ""
 
     def __post_init__(self):
         validate_model_name(self.name)
@@ -69,6 +71,9 @@ class ModelSpec:
             raise ConfigSpecError(f"model {self.name!r}: set exactly one of backend / platform")
         if self.max_batch_size < 0 or self.instance_count < 1:
             raise ConfigSpecError(f"model {self.name!r}: max_batch_size >= 0 and instance_count >= 1")
+        if self.default_model_filename and not MODEL_NAME.match(self.default_model_filename):
+            raise ConfigSpecError(f"model {self.name!r}: default_model_filename "
+                                  f"{self.default_model_filename!r} must be a plain file name")
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,8 @@ def build_model_config(spec: ModelSpec) -> pb.ModelConfig:
         config.backend = spec.backend
     else:
         config.platform = spec.platform
+    if spec.default_model_filename:
+        config.default_model_filename = spec.default_model_filename
     for tensor in spec.inputs:
         _tensor(config.input.add(), tensor)
     for tensor in spec.outputs:

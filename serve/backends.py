@@ -25,9 +25,12 @@ SOURCES = Path(__file__).parent / "python_backends"
 
 # backend name -> the model.py source in python_backends/. ``platform: pytorch_libtorch``
 # maps to backend ``pytorch``: the same file runs TorchScript there (torch in the stub env).
+# ``pytorch_python`` is the same again under a name no native backend takes: a config that
+# names it runs in the python backend although a native ``pytorch`` serves the others (A/B).
 PYTHON_BASED_BACKENDS: dict[str, Path] = {
     "onnxruntime": SOURCES / "onnxruntime_model.py",
     "pytorch": SOURCES / "onnxruntime_model.py",
+    "pytorch_python": SOURCES / "onnxruntime_model.py",
 }
 
 

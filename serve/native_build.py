@@ -55,30 +55,35 @@ def torch_build_facts() -> dict:
     includes = [Path(p) for p in cpp_extension.include_paths()]
     if not (includes and (includes[0] / "torch" / "script.h").is_file()):
         raise NativeBuildUnavailable(f"the torch wheel has no C++ headers under {includes[:1]}")
+    lib_dir = Path(torch.__file__).parent / "lib"
     return {"version": torch.__version__, "cxx11_abi": int(torch._C._GLIBCXX_USE_CXX11_ABI),
-            "includes": [str(p) for p in includes],
-            "lib_dir": str(Path(torch.__file__).parent / "lib")}
+            "includes": [str(p) for p in includes], "lib_dir": str(lib_dir),
+            "cuda": (lib_dir / "libtorch_cuda.so").is_file()}
 
 
 def compile_argv(compiler: str, facts: dict, source: Path, output: Path) -> list[str]:
     """The compiler command line: one translation unit, linked against the wheel's libtorch.
 
     The Triton API symbols stay undefined: tritonserver resolves them when it loads the
-    backend. The rpath lets the backend find libtorch without LD_LIBRARY_PATH.
+    backend. The rpath lets the backend find libtorch without LD_LIBRARY_PATH. A CUDA build
+    of torch also links libtorch_cuda, kept with --no-as-needed although no symbol of it is
+    named: loading it registers the CUDA kernels, torch::cuda and the AOTInductor CUDA
+    runner; without it a KIND_GPU instance finds no CUDA device.
     """
+    cuda = ["-Wl,--no-as-needed", "-ltorch_cuda", "-Wl,--as-needed"] if facts.get("cuda") else []
     return [compiler, "-O2", "-std=c++20", "-shared", "-fPIC", "-w",
             f"-D_GLIBCXX_USE_CXX11_ABI={facts['cxx11_abi']}",
             *[f"-I{path}" for path in facts["includes"]], f"-I{source.parent}",
             str(source), "-o", str(output),
             f"-L{facts['lib_dir']}", f"-Wl,-rpath,{facts['lib_dir']}",
-            "-ltorch", "-ltorch_cpu", "-lc10"]
+            *cuda, "-ltorch", "-ltorch_cpu", "-lc10"]
 
 
 def build_key(compiler: str, facts: dict) -> str:
     digest = hashlib.sha256()
     for path in sorted(SOURCES.glob("*")):
         digest.update(path.name.encode() + path.read_bytes())
-    digest.update(f"{facts['version']}|{facts['cxx11_abi']}|{compiler}|{sys.platform}".encode())
+    digest.update(f"{facts['version']}|{facts['cxx11_abi']}|{facts.get('cuda')}|{compiler}|{sys.platform}".encode())
     return digest.hexdigest()[:16]
 
 

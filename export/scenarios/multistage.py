@@ -131,7 +131,7 @@ def export_multistage(retriever, ranker, ds: Dataset, repo: Path,
     check_fingerprint(retriever_card, ds)
     pipeline = multistage_pipeline(ds.n_items, ranker.n_genres, n_candidates)
     clear_repository(repo)
-    scorer_parity, entries = write_retrieval(retriever, ds, repo)
+    scorer_parity, entries, notes = write_retrieval(retriever, ds, repo)
     parity = {"scorer": scorer_parity, "ranker": write_ranking(repo, ranker, ds, ranker_card)}
     topn = next(m for m in pipeline.models if m.name == "retrieve_topn")
     topk = latest_version_dir(repo, "topk")
@@ -143,7 +143,7 @@ def export_multistage(retriever, ranker, ds: Dataset, repo: Path,
     write_metadata(repo, "multistage", ds, entries, n_users=ds.n_users, n_items=ds.n_items,
                    n_candidates=n_candidates,
                    onnx_parity_max_abs_diff={k: v.max_abs_diff for k, v in parity.items()},
-                   card=retriever_card or {}, ranker_card=ranker_card or {})
+                   card=retriever_card or {}, ranker_card=ranker_card or {}, notes=notes)
     return parity
 
 
@@ -193,9 +193,10 @@ class MultiStageScenario(Scenario):
         run, ranker = job.run("run"), job.run("ranker")
         n = int(job.options.get("candidates") or DEFAULT_CANDIDATES)
         parity = export_multistage(run.model, ranker.model, job.dataset, job.repo, n, run.card, ranker.card)
-        return ExportReport(tuple(read_metadata(job.repo)["ensembles"]),
+        meta = read_metadata(job.repo)
+        return ExportReport(tuple(meta["ensembles"]),
                             {f"ONNX {name} vs PyTorch": max(report.max_abs_diff.values())
-                             for name, report in parity.items()})
+                             for name, report in parity.items()}, tuple(meta.get("notes", ())))
 
     def reference(self, repo: Path, entry: Entry, threads: int = 2) -> Pipeline:
         recommender = InProcessMultiStage(repo, threads)

@@ -8,8 +8,10 @@ SCORES FP32 [B,K]; the user's seen items removed; unknown users get the most pop
   real users) -> topk (python); ``recommend_<variant>`` the same through ``scorer_<variant>``
   (a compressed scorer from ``recdeploy compress``);
 - ``recommend_fused`` (one ONNX graph), ``recommend_fused_libtorch`` and the plain model
-  ``fused_retrieval_libtorch`` (the same graph as TorchScript) for dot-product scorers,
-  each checked against the three-step numpy path at export (see ``export/fused.py``).
+  ``fused_retrieval_libtorch`` (the same graph as TorchScript), ``recommend_fused_aoti`` and
+  ``fused_retrieval_aoti`` (the graph as a torch.export + AOTInductor package, where a C++
+  compiler is at hand) for dot-product scorers, each checked against the three-step numpy
+  path at export (see ``export/fused.py``, ``export/fused_aoti.py``).
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import torch
 
 from recdeploy.export.fused import (
     dot_product_parts,
+    fused_from_repository,
     onnx_runner,
     torchscript_runner,
     write_fused_variant,
 )
+from recdeploy.export.fused_aoti import AotiUnavailable, aoti_runner, write_fused_aoti_variant
 from recdeploy.export.repository import clear_repository, npy_bytes, write_model
 from recdeploy.export.retrieval_specs import (
     RetrievalPipeline,
@@ -74,6 +78,8 @@ topk_module = load_python_model("topk")
 # the protocols whose models score a user against the whole catalogue
 RETRIEVAL_TASKS = frozenset({"retrieval_loo", "retrieval_random", "rating", "rating_cv"})
 THREE_STEP = "steps"
+# reference kinds whose runtime (torch.topk) promises no order among equal scores
+TORCH_KINDS = frozenset({"torchscript", "aoti"})
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,9 @@ def sample_user_indices(n_users: int, n: int = 64, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n_users, size=min(n, n_users), replace=False)).astype(np.int64)
 
 
-def write_retrieval(model, ds: Dataset, repo: Path) -> tuple[ParityReport, list[Entry]]:
-    """Write the retrieval models into ``repo`` (not cleared); returns parity and entries.
+def write_retrieval(model, ds: Dataset, repo: Path) -> tuple[ParityReport, list[Entry], list[str]]:
+    """Write the retrieval models into ``repo`` (not cleared); returns parity, entries and
+    notes (a variant left out, and why).
 
     model: any model with ``retrieval_scorer()`` (USER_INDEX -> SCORES)."""
     scorer = model.retrieval_scorer().eval()
@@ -142,15 +149,20 @@ def write_retrieval(model, ds: Dataset, repo: Path) -> tuple[ParityReport, list[
         pipeline = write_scorer_variant(repo, onnx_path, ds.n_items)
     features = build_feature_arrays(ds)
     write_python_models(repo, pipeline, features)
-    entries = [three_step_entry(pipeline)]
+    entries, notes = [three_step_entry(pipeline)], []
     if dot_product_parts(scorer) is not None:  # a dot-product scorer folds into one graph
         with torch.no_grad():
             all_scores = scorer(torch.arange(ds.n_users)[:, None]).numpy()
-        fused = write_fused_variant(repo, scorer, features, ds.user_ids[users[:, 0]], all_scores)
-        # torch.topk promises no order among equal scores
-        entries += [Entry(name, "retrieval", reference, exact_ties=reference["kind"] != "torchscript")
+        check_users = ds.user_ids[users[:, 0]]
+        fused = write_fused_variant(repo, scorer, features, check_users, all_scores)
+        try:
+            fused |= write_fused_aoti_variant(repo, fused_from_repository(scorer, features), features,
+                                              check_users, all_scores)
+        except AotiUnavailable as why:
+            notes.append(f"recommend_fused_aoti left out: {why}")
+        entries += [Entry(name, "retrieval", reference, exact_ties=reference["kind"] not in TORCH_KINDS)
                     for name, reference in fused.items()]
-    return parity, entries
+    return parity, entries, notes
 
 
 def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -> ParityReport:
@@ -158,9 +170,9 @@ def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -
     check_fingerprint(card, ds)
     repo = Path(repo)
     clear_repository(repo)
-    parity, entries = write_retrieval(model, ds, repo)
+    parity, entries, notes = write_retrieval(model, ds, repo)
     write_metadata(repo, "retrieval", ds, entries, n_users=ds.n_users, n_items=ds.n_items,
-                   onnx_parity_max_abs_diff=parity.max_abs_diff, card=card or {})
+                   onnx_parity_max_abs_diff=parity.max_abs_diff, card=card or {}, notes=notes)
     return parity
 
 
@@ -213,14 +225,20 @@ class RetrievalScenario(Scenario):
                 Contract("recommend_fused_libtorch", spec.inputs, spec.outputs,
                          ("fused_retrieval_libtorch",), "the same graph as TorchScript; " + notes),
                 Contract("fused_retrieval_libtorch", spec.inputs, spec.outputs, (),
-                         "the TorchScript model called directly (no ensemble); " + notes))
+                         "the TorchScript model called directly (no ensemble); " + notes),
+                Contract("recommend_fused_aoti", spec.inputs, spec.outputs, ("fused_retrieval_aoti",),
+                         "the same graph as an AOTInductor package (model.pt2; needs a C++ compiler "
+                         "at export, recdeploy's native backend to serve); " + notes),
+                Contract("fused_retrieval_aoti", spec.inputs, spec.outputs, (),
+                         "the AOTInductor package called directly (no ensemble); " + notes))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()
         parity = export_retrieval(run.model, job.dataset, job.repo, run.card)
-        return ExportReport(tuple(read_metadata(job.repo)["ensembles"]),
+        meta = read_metadata(job.repo)
+        return ExportReport(tuple(meta["ensembles"]),
                             {f"ONNX scorer vs PyTorch on {parity.n_rows} real users":
-                             max(parity.max_abs_diff.values())})
+                             max(parity.max_abs_diff.values())}, tuple(meta.get("notes", ())))
 
     def add_variant(self, repo: Path, onnx_path: Path, slug: str, info: dict | None = None) -> list[str]:
         """scorer_<slug> + recommend_<slug> beside the full model, sharing its lookup and topk."""
@@ -242,8 +260,10 @@ class RetrievalScenario(Scenario):
         folder = latest_version_dir(repo, entry.reference.get("model", ""))
         if kind == "onnx":
             return contract_pipeline(onnx_runner(folder / "model.onnx", threads))
-        if kind == "torchscript":
+        if kind in TORCH_KINDS:
             torch.set_num_threads(threads)
+            if kind == "aoti":
+                return contract_pipeline(aoti_runner(folder / "model.pt2"))
             return contract_pipeline(torchscript_runner(folder / "model.pt"))
         raise ScenarioError(f"entry {entry.name!r}: unknown reference kind {kind!r}")
 

@@ -13,11 +13,17 @@
 //     once and split back; requests that differ in an input named by the parameter
 //     batch_group_inputs (e.g. "K") run in separate groups;
 //   * parameters intra_op_thread_count (default 1) sets libtorch's intra-op threads;
-//   * KIND_GPU instances run on cuda:<device id> when libtorch has CUDA.
+//   * parameters input_range ("K=1..1682") refuses integer inputs outside their range as the
+//     client's mistake (INVALID_ARG) before the model runs;
+//   * KIND_GPU instances run on cuda:<device id> when libtorch has CUDA;
+//   * a model file ending in .pt2 (default_model_filename: "model.pt2") is a torch.export +
+//     AOTInductor package, loaded with libtorch's AOTIModelPackageLoader instead of
+//     torch::jit::load (the stock libtorch backend of the 24.10 container has no such path).
 // A request that fails gets an error response; its batch-mates are rerun one by one so each
 // gets its own answer, and the server stays up.
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 
@@ -36,9 +42,48 @@ namespace {
 
 struct InstanceState {
   ModelState* model;
-  torch::jit::Module module;
+  torch::jit::Module module;                                       // TorchScript, or
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package;  // an AOTInductor package
   torch::Device device = torch::kCPU;
 };
+
+// An AOTInductor package for `device`; a package compiled for another device kind (a CPU
+// package on a KIND_GPU instance, say) is refused with both named.
+std::unique_ptr<torch::inductor::AOTIModelPackageLoader> load_package(const std::string& path,
+                                                                      const torch::Device& device) {
+  auto metadata = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+  std::string compiled_for = metadata.count("AOTI_DEVICE_KEY") ? metadata["AOTI_DEVICE_KEY"] : "";
+  std::string wanted = device.is_cuda() ? "cuda" : "cpu";
+  if (compiled_for != wanted)
+    throw std::runtime_error("the package was compiled for '" + compiled_for + "', this instance runs on " +
+                             device.str() + ": export it on the device kind that serves it");
+  return std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+      path, "model", /*run_single_threaded=*/false, /*num_runners=*/1,
+      device.is_cuda() ? device.index() : static_cast<c10::DeviceIndex>(-1));
+}
+
+// Values of an integer input outside its declared range: the client's mistake.
+void check_range(const TensorConfig& tensor, const std::vector<char>& bytes,
+                 const std::pair<long long, long long>& range) {
+  size_t item = c10::elementSize(tensor.type.torch);
+  for (size_t at = 0; at + item <= bytes.size(); at += item) {
+    long long value = 0;
+    if (tensor.type.torch == torch::kInt) {
+      int32_t v;
+      std::memcpy(&v, bytes.data() + at, sizeof v);
+      value = v;
+    } else if (tensor.type.torch == torch::kLong) {
+      int64_t v;
+      std::memcpy(&v, bytes.data() + at, sizeof v);
+      value = v;
+    } else {
+      throw std::runtime_error("input_range names " + tensor.name + ", which is not INT32 or INT64");
+    }
+    if (value < range.first || value > range.second)
+      throw ClientError(tensor.name + " must be between " + std::to_string(range.first) + " and " +
+                        std::to_string(range.second) + ", got " + std::to_string(value));
+  }
+}
 
 // One request's inputs, copied out of Triton's buffers (each may come in several pieces).
 struct RequestFeed {
@@ -77,6 +122,8 @@ RequestFeed read_request(const ModelState& model, TRITONBACKEND_Request* request
       std::memcpy(bytes.data() + offset, data, size);
       offset += size;
     }
+    auto range = model.input_ranges.find(tensor.name);
+    if (range != model.input_ranges.end()) check_range(tensor, bytes, range->second);
     std::vector<int64_t> dims_vector(shape, shape + dims);
     if (model.max_batch_size > 0) {
       if (dims_vector.empty()) throw std::runtime_error("input " + tensor.name + " has no batch dim");
@@ -131,19 +178,9 @@ std::vector<torch::jit::IValue> to_inputs(const InstanceState& state,
   return inputs;
 }
 
-// forward() on the inputs -> the config's outputs, contiguous on the host.
-std::vector<torch::Tensor> run(InstanceState& state, std::vector<torch::jit::IValue> inputs,
-                               int64_t rows) {
-  c10::InferenceMode guard;
-  torch::jit::IValue result = state.module.forward(std::move(inputs));
-  std::vector<torch::Tensor> elements;
-  if (result.isTuple()) {
-    for (const auto& element : result.toTupleRef().elements()) elements.push_back(element.toTensor());
-  } else if (result.isTensorList()) {
-    for (const auto& element : result.toTensorVector()) elements.push_back(element);
-  } else {
-    elements.push_back(result.toTensor());
-  }
+// forward()'s tensors -> the config's outputs, contiguous on the host.
+std::vector<torch::Tensor> collect_outputs(const InstanceState& state,
+                                           const std::vector<torch::Tensor>& elements, int64_t rows) {
   std::vector<torch::Tensor> outputs;
   for (const TensorConfig& output : state.model->outputs) {
     if (output.tuple_index >= elements.size())
@@ -161,6 +198,28 @@ std::vector<torch::Tensor> run(InstanceState& state, std::vector<torch::jit::IVa
     outputs.push_back(tensor.to(torch::kCPU).contiguous());
   }
   return outputs;
+}
+
+// forward() on the inputs -> the config's outputs, contiguous on the host.
+std::vector<torch::Tensor> run(InstanceState& state, std::vector<torch::jit::IValue> inputs,
+                               int64_t rows) {
+  c10::InferenceMode guard;
+  std::vector<torch::Tensor> elements;
+  if (state.package) {
+    std::vector<at::Tensor> tensors;
+    for (const auto& input : inputs) tensors.push_back(input.toTensor());
+    elements = state.package->run(tensors);
+    return collect_outputs(state, elements, rows);
+  }
+  torch::jit::IValue result = state.module.forward(std::move(inputs));
+  if (result.isTuple()) {
+    for (const auto& element : result.toTupleRef().elements()) elements.push_back(element.toTensor());
+  } else if (result.isTensorList()) {
+    for (const auto& element : result.toTensorVector()) elements.push_back(element);
+  } else {
+    elements.push_back(result.toTensor());
+  }
+  return collect_outputs(state, elements, rows);
 }
 
 // Send one request its rows [first, first + rows) of the outputs, or `failure`.
@@ -293,7 +352,12 @@ Err TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_ModelInstance* instance)
       state->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_id));
     }
     try {
-      state->module = torch::jit::load(state->model->model_path, state->device);
+      if (state->model->aoti) {
+        state->package = recdeploy::load_package(state->model->model_path, state->device);
+      } else {
+        state->module = torch::jit::load(state->model->model_path, state->device);
+        state->module.eval();
+      }
     } catch (const std::exception& ex) {  // a truncated or corrupted file: say which one
       std::ifstream file(state->model->model_path, std::ios::binary | std::ios::ate);
       std::string size = file ? std::to_string(static_cast<long long>(file.tellg())) + " bytes"
@@ -301,7 +365,6 @@ Err TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_ModelInstance* instance)
       throw std::runtime_error("cannot load " + state->model->model_path + " (" + size +
                                "; corrupted or truncated?): " + ex.what());
     }
-    state->module.eval();
     recdeploy::log(TRITONSERVER_LOG_INFO, "libtorch backend: " + state->model->name + " loaded " +
                                               state->model->model_path + " on " + state->device.str());
     return TRITONBACKEND_ModelInstanceSetState(instance, state.release());
@@ -343,7 +406,7 @@ Err TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstance* instance,
     try {
       feeds[i] = recdeploy::read_request(*state.model, requests[i]);
     } catch (const std::exception& ex) {
-      recdeploy::respond(state, requests[i], nullptr, 0, 0, recdeploy::Failure{ex.what()});
+      recdeploy::respond(state, requests[i], nullptr, 0, 0, recdeploy::failure_of(ex));
       continue;
     }
     // an unbatched model runs each request alone

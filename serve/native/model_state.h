@@ -37,7 +37,14 @@ struct Failure {
   TRITONSERVER_Error_Code code = TRITONSERVER_ERROR_INTERNAL;
 };
 
+// A request the model must not run (a value outside its input_range): the client's mistake.
+struct ClientError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 inline Failure failure_of(const std::exception& ex) {
+  if (const auto* client = dynamic_cast<const ClientError*>(&ex))
+    return {client->what(), TRITONSERVER_ERROR_INVALID_ARG};
   const auto* scripted = dynamic_cast<const torch::jit::JITException*>(&ex);
   if (scripted != nullptr && scripted->getPythonClassName() == std::string("builtins.ValueError"))
     return {scripted->getOriginalMsg().value_or(ex.what()), TRITONSERVER_ERROR_INVALID_ARG};
@@ -89,11 +96,37 @@ struct TensorConfig {
 struct ModelState {
   std::string name;
   std::string model_path;  // <repository>/<model>/<version>/<default_model_filename|model.pt>
+  bool aoti = false;       // a torch.export + AOTInductor package (model_path ends in .pt2)
   long long max_batch_size = 0;
   int intra_op_threads = 1;
   std::vector<TensorConfig> inputs, outputs;
   std::set<std::string> group_inputs;
+  std::map<std::string, std::pair<long long, long long>> input_ranges;  // name -> [low, high]
 };
+
+inline std::string trimmed(std::string item) {
+  item.erase(0, item.find_first_not_of(' '));
+  item.erase(item.find_last_not_of(' ') + 1);
+  return item;
+}
+
+// parameters { key: "input_range" value { string_value: "K=1..1682" } }: integer inputs whose
+// values outside [low, high] are refused before the model runs (an AOTInductor package or an
+// ONNX-shaped graph cannot raise the ValueError that marks a client's mistake)
+inline std::map<std::string, std::pair<long long, long long>> parse_ranges(const std::string& text) {
+  std::map<std::string, std::pair<long long, long long>> ranges;
+  std::stringstream parts(text);
+  for (std::string part; std::getline(parts, part, ',');) {
+    part = trimmed(part);
+    if (part.empty()) continue;
+    size_t equals = part.find('='), dots = part.find("..");
+    if (equals == std::string::npos || dots == std::string::npos || dots < equals)
+      throw std::runtime_error("input_range entry '" + part + "' is not NAME=LOW..HIGH");
+    ranges[trimmed(part.substr(0, equals))] = {std::stoll(part.substr(equals + 1, dots - equals - 1)),
+                                               std::stoll(part.substr(dots + 2))};
+  }
+  return ranges;
+}
 
 inline std::string parameter(const Json& config, const std::string& key) {
   return config["parameters"][key]["string_value"].str();
@@ -144,6 +177,10 @@ inline ModelState* read_model_state(TRITONBACKEND_Model* model) {
   std::string filename = config["default_model_filename"].str();
   state->model_path = std::string(location) + "/" + std::to_string(version) + "/" +
                       (filename.empty() ? "model.pt" : filename);
+  const std::string suffix = ".pt2";
+  state->aoti = state->model_path.size() > suffix.size() &&
+                state->model_path.compare(state->model_path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  state->input_ranges = parse_ranges(parameter(config, "input_range"));
   state->max_batch_size = config["max_batch_size"].integer(0);
   std::string threads = parameter(config, "intra_op_thread_count");
   state->intra_op_threads = threads.empty() ? 1 : std::max(1, std::stoi(threads));
@@ -151,8 +188,7 @@ inline ModelState* read_model_state(TRITONBACKEND_Model* model) {
   state->outputs = tensor_configs(config["output"], true);
   std::stringstream groups(parameter(config, "batch_group_inputs"));
   for (std::string item; std::getline(groups, item, ',');) {
-    item.erase(0, item.find_first_not_of(' '));
-    item.erase(item.find_last_not_of(' ') + 1);
+    item = trimmed(item);
     if (!item.empty()) state->group_inputs.insert(item);
   }
   return state.release();

@@ -10,9 +10,11 @@ It reads ``<model dir>/<version>/<default_model_filename or model.onnx>``, runs 
 onnxruntime in the stub process, and honours the native backend's
 ``intra_op_thread_count`` / ``inter_op_thread_count`` parameters. The requests of a dynamic
 batch are concatenated along dim 0, run once and split back. Needs numpy and onnxruntime in
-the stub's environment, nothing else. Registered a second time as the ``pytorch`` backend,
+the stub's environment, nothing else. Registered a second time as the ``pytorch`` backend
+(and as ``pytorch_python``, which a config names to get this one beside a native ``pytorch``),
 it serves ``platform: "pytorch_libtorch"`` TorchScript ``model.pt`` files with torch
-(``KIND_GPU`` instances on cuda), the files the stock container's libtorch backend takes.
+(``KIND_GPU`` instances on cuda), the files the stock container's libtorch backend takes, and
+torch.export + AOTInductor packages (``default_model_filename: "model.pt2"``).
 
 A request the model itself refuses answers INVALID_ARGUMENT (HTTP 400): ONNX Runtime's own
 InvalidArgument (a shape, dtype or index out of range), or a TorchScript ``raise
@@ -136,8 +138,9 @@ def split(outputs, sizes):
 # ---------------------------------------------------------------- the Triton adapter
 
 def is_torchscript(config):
-    """The same file serves ``platform: pytorch_libtorch`` (backend ``pytorch``) with torch."""
-    return config.get("platform") == "pytorch_libtorch" or config.get("backend") == "pytorch"
+    """The same file serves ``platform: pytorch_libtorch`` (backend ``pytorch``, or
+    ``pytorch_python``) with torch."""
+    return config.get("platform") == "pytorch_libtorch" or config.get("backend") in ("pytorch", "pytorch_python")
 
 
 class OnnxRuntimeRunner:
@@ -187,7 +190,8 @@ def scripted_value_error(torch):
 
 
 class TorchScriptRunner:
-    """TorchScript ``model.pt`` on the instance's device (``KIND_GPU`` -> cuda:<device id>)."""
+    """TorchScript ``model.pt`` (or an AOTInductor ``model.pt2``) on the instance's device
+    (``KIND_GPU`` -> cuda:<device id>)."""
 
     def __init__(self, path, config, args):
         import torch
@@ -198,7 +202,11 @@ class TorchScriptRunner:
         threads = thread_options(config).get("intra_op_num_threads")
         if threads and not gpu:
             torch.set_num_threads(threads)
-        self.module = torch.jit.load(path, map_location=self.device).eval()
+        if path.endswith(".pt2"):  # torch.export + AOTInductor, compiled for this device kind
+            from torch._inductor import aoti_load_package
+            self.module = aoti_load_package(path, device_index=self.device.index if gpu else -1)
+        else:
+            self.module = torch.jit.load(path, map_location=self.device).eval()
         self.input_names = [i["name"] for i in config.get("input", [])]
 
     def run(self, names, feed):

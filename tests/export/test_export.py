@@ -13,8 +13,9 @@ from recdeploy.train.onnx_io import OnnxParityError, check_parity, export_onnx
 
 def test_repository_layout_and_configs_parse(repository):
     names = sorted(p.name for p in repository.iterdir() if p.is_dir())
-    assert names == ["feature_lookup", "fused_retrieval", "fused_retrieval_libtorch", "recommend",
-                     "recommend_fused", "recommend_fused_libtorch", "scorer", "topk"]
+    assert names == ["feature_lookup", "fused_retrieval", "fused_retrieval_aoti", "fused_retrieval_libtorch",
+                     "recommend", "recommend_fused", "recommend_fused_aoti", "recommend_fused_libtorch",
+                     "scorer", "topk"]
     for name in names:
         config = parse_config_text((repository / name / "config.pbtxt").read_text())
         assert config.name == name

@@ -189,11 +189,11 @@ def test_multistage_export_and_inprocess(tmp_path, trained_run, tiny_dcn, ml100k
                                ranker_card=card)
     assert max(p.max_abs_diff[next(iter(p.max_abs_diff))] for p in parity.values()) < 1e-4
     meta = json.loads((tmp_path / "recdeploy.json").read_text())
-    assert meta["ensembles"] == ["recommend", "recommend_fused", "recommend_fused_libtorch",
-                                 "fused_retrieval_libtorch", "rank", "recommend_multistage"]
+    retrieval = ["recommend", "recommend_fused", "recommend_fused_libtorch", "fused_retrieval_libtorch",
+                 "recommend_fused_aoti", "fused_retrieval_aoti"]
+    assert meta["ensembles"] == [*retrieval, "rank", "recommend_multistage"]
     assert {name: entry["scenario"] for name, entry in meta["entries"].items()} == {
-        "recommend": "retrieval", "recommend_fused": "retrieval", "recommend_fused_libtorch": "retrieval",
-        "fused_retrieval_libtorch": "retrieval", "rank": "ranking", "recommend_multistage": "multistage"}
+        **dict.fromkeys(retrieval, "retrieval"), "rank": "ranking", "recommend_multistage": "multistage"}
     assert (tmp_path / "recommend_multistage" / "config.pbtxt").is_file()
     reference = InProcessMultiStage(tmp_path)
     users = ml100k.user_ids[:4]

@@ -83,3 +83,14 @@ def test_spec_errors():
         TensorSpec("X", "FLOAT", (1,))
     with pytest.raises(ConfigSpecError, match="set exactly one of backend / platform"):
         ModelSpec(name="m", inputs=(), outputs=())
+
+
+def test_default_model_filename_is_written_and_must_be_a_plain_name():
+    spec = ModelSpec(name="m", platform="pytorch_libtorch", inputs=(), outputs=(),
+                     default_model_filename="model.pt2")
+    assert parse_config_text(config_text(build_model_config(spec))).default_model_filename == "model.pt2"
+    assert not build_model_config(ModelSpec(name="m", platform="onnxruntime_onnx", inputs=(),
+                                            outputs=())).default_model_filename
+    for bad in ("../model.pt2", "a/model.pt2"):
+        with pytest.raises(ConfigSpecError, match="must be a plain file name"):
+            ModelSpec(name="m", platform="pytorch_libtorch", inputs=(), outputs=(), default_model_filename=bad)

@@ -1,4 +1,6 @@
 """Against the real tritonserver: served results equal the in-process pipeline."""
+import re
+
 import numpy as np
 import pytest
 
@@ -109,13 +111,16 @@ def test_perf_analyzer_measures_the_ensemble(server, ml100k, tmp_path):
     assert "recommend" in files.markdown.read_text() and files.plot.read_bytes()[:4] == b"\x89PNG"
 
 
-FUSED = ["recommend_fused", "recommend_fused_libtorch"]
+FUSED = ["recommend_fused", "recommend_fused_libtorch", "recommend_fused_aoti"]
 
 
-def test_the_libtorch_variant_runs_in_the_native_backend(server):
-    """libtriton_pytorch.so (built from serve/native) loaded it, not the python backend."""
+def test_the_libtorch_and_aoti_variants_run_in_the_native_backend(server):
+    """libtriton_pytorch.so (built from serve/native) loaded them, not the python backend: the
+    TorchScript file with torch::jit::load, the .pt2 package with AOTIModelPackageLoader."""
     log = server.log_path.read_text()
     assert "libtorch backend: fused_retrieval_libtorch loaded" in log
+    assert re.search(r"libtorch backend: fused_retrieval_aoti loaded \S*/fused_retrieval_aoti/1/model\.pt2 on cpu",
+                     log)
 
 
 @pytest.mark.parametrize("model", FUSED)
@@ -187,7 +192,8 @@ def test_lab_compares_served_with_inprocess(repository, tmp_path):
                        stability_percentage=60, inprocess_seconds=0.5, protocol="http")
     rows, results = run_lab(config, tmp_path, progress=False, log=lambda _: None)
     assert [row.ensemble for row in rows] == ["recommend", "recommend_fused", "recommend_fused_libtorch",
-                                              "fused_retrieval_libtorch"]
+                                              "fused_retrieval_libtorch", "recommend_fused_aoti",
+                                              "fused_retrieval_aoti"]
     assert {row.scenario for row in rows} == {"retrieval"}
     # served answers agree with the in-process reference (torch.topk may swap tied items)
     assert rows[0].quality == rows[1].quality == {"overlap@10": 1.0, "ndcg@10_vs_reference": 1.0}
@@ -202,6 +208,7 @@ def test_lab_compares_served_with_inprocess(repository, tmp_path):
     assert {step.model for step in rows[1].steps} == {"fused_retrieval"}
     assert {step.model for step in rows[2].steps} == {"fused_retrieval_libtorch"}
     assert {step.model for step in rows[3].steps} == {"fused_retrieval_libtorch"}
+    assert {step.model for step in rows[4].steps} == {step.model for step in rows[5].steps} == {"fused_retrieval_aoti"}
     assert rows[2].steps[0].compute_ms > 0
     report = write_lab_report(rows, results, tmp_path, {}).read_text()
     assert "served / in-process" in report and "| recommend_fused | retrieval | 1 |" in report

@@ -1,6 +1,6 @@
 """Without the native backend (no compiler, or RECDEPLOY_NATIVE_BACKEND=0) the python-based
-``pytorch`` backend serves the same TorchScript files (what KIND_GPU runs on a GPU machine),
-and answers like the ONNX fused model, up to the order of tied scores."""
+``pytorch`` backend serves the same TorchScript files and AOTInductor packages, and answers
+like the ONNX fused model, up to the order of tied scores."""
 import numpy as np
 import pytest
 
@@ -17,11 +17,12 @@ def python_based_server(repository):
         yield server
 
 
-def test_python_based_pytorch_backend_serves_the_libtorch_variant(python_based_server, ml100k):
+@pytest.mark.parametrize("entry", ["recommend_fused_libtorch", "recommend_fused_aoti"])
+def test_python_based_pytorch_backend_serves_the_libtorch_and_aoti_variants(python_based_server, ml100k, entry):
     assert "libtorch backend:" not in python_based_server.log_path.read_text()
     users = np.r_[ml100k.user_ids[:24], [10 ** 9]]
     with RecommendClient(python_based_server.grpc_url, model="recommend_fused") as onnx_client, \
-            RecommendClient(python_based_server.grpc_url, model="recommend_fused_libtorch") as torch_client:
+            RecommendClient(python_based_server.grpc_url, model=entry) as torch_client:
         want_ids, want_scores = onnx_client.recommend(users, k=20)
         ids, scores = torch_client.recommend(users, k=20)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)

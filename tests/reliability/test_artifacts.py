@@ -59,13 +59,15 @@ def test_corrupted_onnx_is_a_load_error_naming_the_file(repo_copy):
     assert not server.is_alive()
 
 
-def test_corrupted_torchscript_is_a_load_error_of_the_native_backend_naming_the_file(repo_copy):
+@pytest.mark.parametrize("model, file", [("fused_retrieval_libtorch", "model.pt"),
+                                         ("fused_retrieval_aoti", "model.pt2")])
+def test_corrupted_torch_file_is_a_load_error_of_the_native_backend_naming_the_file(repo_copy, model, file):
     from recdeploy.serve.server import ServerConfig, ServerStartError, TritonServer
 
-    truncate(repo_copy / "fused_retrieval_libtorch" / "1" / "model.pt", keep=0.3)
+    truncate(repo_copy / model / "1" / file, keep=0.3)
     server = TritonServer(ServerConfig(model_repository=repo_copy, startup_timeout_s=90))
-    with pytest.raises(ServerStartError, match=r"(?s)failed to load 'fused_retrieval_libtorch'.*libtorch "
-                                               r"backend: cannot load \S*fused_retrieval_libtorch/1/model\.pt "
+    with pytest.raises(ServerStartError, match=rf"(?s)failed to load '{model}'.*libtorch "
+                                               rf"backend: cannot load \S*{model}/1/{file} "
                                                r"\(\d+ bytes; corrupted or truncated"):
         server.start()
     assert not server.is_alive()

@@ -62,14 +62,16 @@ def test_fused_onnx_bad_k_is_a_client_error(rel_server, protocol, bad_k, shown):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("entry", ["recommend_fused_libtorch", "fused_retrieval_libtorch"])
+@pytest.mark.parametrize("entry", ["recommend_fused_libtorch", "fused_retrieval_libtorch", "recommend_fused_aoti",
+                                   "fused_retrieval_aoti"])
 @pytest.mark.parametrize("bad_k", [1683, 0])
-def test_fused_libtorch_bad_k_is_a_client_error(rel_server, protocol, entry, bad_k):
-    """The TorchScript model raises ValueError for it, which the native backend answers
-    INVALID_ARGUMENT."""
+def test_fused_torch_bad_k_is_a_client_error(rel_server, protocol, entry, bad_k):
+    """The native backend refuses a K outside the config's input_range before the model runs:
+    an AOTInductor package cannot raise the ValueError that marks a client's mistake (the
+    TorchScript model would; checked_libtorch below covers that path)."""
     status, message = served_error(rel_server, protocol, entry, k(bad_k))
     assert status == CLIENT_ERROR[protocol]
-    assert f"K must be between 1 and the catalogue size 1682, got {bad_k}" in message
+    assert f"K must be between 1 and 1682, got {bad_k}" in message
 
 
 # ---------------------------------------------------------------- a deliberately broken repository

@@ -21,6 +21,7 @@ def test_layout_is_python_backend_with_stub_plus_onnxruntime(tmp_path):
         "python/triton_python_backend_stub",
         "python/triton_python_backend_utils.py",
         "pytorch/model.py",
+        "pytorch_python/model.py",
     ]
     stub = install.stub_for(sys.version_info[:2])
     assert (dest / "python" / "triton_python_backend_stub").read_bytes() == stub.read_bytes()

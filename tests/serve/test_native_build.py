@@ -26,6 +26,17 @@ def test_compile_argv_links_the_wheels_libtorch_with_its_abi_and_an_rpath(tmp_pa
     assert argv[argv.index("-o") + 1] == str(tmp_path / "x.so")
 
 
+def test_a_cuda_torch_links_libtorch_cuda_even_though_no_symbol_of_it_is_named(tmp_path):
+    """Loading libtorch_cuda registers the CUDA kernels and torch::cuda: without it a KIND_GPU
+    instance finds no device, and an --as-needed linker (Ubuntu's default) would drop it."""
+    argv = compile_argv("/usr/bin/g++", {**FACTS, "cuda": True}, Path("/src/native/libtorch_backend.cc"),
+                        tmp_path / "x.so")
+    at = argv.index("-ltorch_cuda")
+    assert argv[at - 1] == "-Wl,--no-as-needed" and argv[at + 1] == "-Wl,--as-needed"
+    assert "-ltorch_cuda" not in compile_argv("/usr/bin/g++", FACTS, Path("/src/x.cc"), tmp_path / "x.so")
+    assert build_key("/usr/bin/g++", {**FACTS, "cuda": True}) != build_key("/usr/bin/g++", FACTS)
+
+
 def test_build_key_changes_with_torch_and_compiler_and_not_otherwise():
     key = build_key("/usr/bin/g++", FACTS)
     assert key == build_key("/usr/bin/g++", dict(FACTS))
