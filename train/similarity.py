@@ -10,8 +10,8 @@ The neighbourhood methods of item-based collaborative filtering (Sarwar et al., 
 Deshpande & Karypis, TOIS 2004) and of Koren's neighbourhood models (KDD 2008): a
 similarity between the columns of the user-item matrix, kept for each item's N most similar
 items only. Shared by the ``item_knn`` / ``user_knn`` models and the similar-items scenario.
-Matrices are dense float32: a MovieLens-1M item-item matrix is 3,883^2 x 4 bytes (60 MB), and
-a dense product on 2 cores takes seconds.
+Matrices are dense float32 (I x I for items): simple and BLAS-fast for catalogues of
+thousands; ``item_neighbours.MAX_ITEMS`` bounds where it is used.
 """
 from __future__ import annotations
 

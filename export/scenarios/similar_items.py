@@ -13,9 +13,9 @@ Each is item_lookup (python: raw id -> index) -> neighbours_<method> (python: th
 precomputed top-N list, cut at K). The lists come from ``recdeploy.train.item_neighbours``
 over all of the run's dataset (serving knows every interaction).
 
-Precomputed lists, not a scorer: I x N ids and scores (ML-1M, N = 100: 4.7 MB a method)
-instead of an I x I similarity (60 MB) or a scorer over the catalogue per request; a request
-costs a gather of K entries, whatever the catalogue size. The price: K is at most N, and the
+Precomputed lists, not a scorer: I x N ids and scores (12 bytes each) instead of an I x I
+similarity or a scorer over the catalogue per request; a request costs a gather of K
+entries, whatever the catalogue size (sizes: README, Scenarios). The price: K is at most N, and the
 lists are rebuilt by a re-export when the data change. The brute-force build is O(I^2)
 (``item_neighbours.MAX_ITEMS``); a catalogue of millions needs an ANN index.
 
@@ -184,7 +184,8 @@ def item_requests(items: np.ndarray, k: int) -> Requests:
 
 @register_scenario(SCENARIO)
 class SimilarItemsScenario(Scenario):
-    summary = "\"more like this\": an item's top-K similar items (content, item-kNN, embeddings)"
+    summary = ("\"more like this\": an item's top-K similar items (content, item-kNN, embeddings); "
+               "export any run with --scenario similar_items")
 
     def handles(self, models: Mapping[str, str]) -> bool:
         return False   # its runs (a two-tower) also export as retrieval: ask with --scenario
