@@ -111,3 +111,13 @@ def test_user_knn_beats_the_global_mean_and_its_checkpoint_predicts_the_same(tmp
 def test_bad_settings_are_refused(config, message):
     with pytest.raises(ConfigError, match=message):
         config()
+
+
+def test_results_table_sets_recbole_itemknn_beside_item_knn_on_ml1m():
+    from recdeploy.train.results import row_from_card
+
+    card = {"model": "item_knn", "task": "retrieval_random", "dataset": "ml-1m", "split": "s", "protocol": "p",
+            "metrics": {"test": {"ndcg@10": 0.236, "hr@10": 0.71}},
+            "baselines": {"most_popular": {"test": {"ndcg@10": 0.12}}}}
+    row = row_from_card(card)
+    assert row.metric == "ndcg@10" and "ItemKNN 0.2389 (RecBole general benchmark, k 250, shrink 1.2)" in row.anchors
