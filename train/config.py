@@ -42,6 +42,13 @@ class ModelConfig:
         return tuple(f.name for f in fields(cls))
 
 
+@dataclass(frozen=True)
+class ClosedFormConfig(ModelConfig):
+    """Settings of a model fitted in closed form (a neighbourhood model), not by epochs: the
+    tasks build it empty, call ``model.fit(users, items, ratings, options)`` once on the
+    training rows and keep ``model.model_args()``, which rebuilds it from its checkpoint."""
+
+
 # the model-specific keys of the flat config every checkpoint stored before the sub-configs
 FLAT_MODEL_SETTINGS = frozenset({"reg", "negatives", "loss", "pretrain_epochs", "mlp_dim",
                                  "max_len", "layers", "heads", "dropout", "output_embedding"})

@@ -70,12 +70,17 @@ def parse_k(k, limit, what="the catalogue size"):
 
 def user_id_column(user_ids):
     """USER_ID [B] or [B, 1] integers -> int64 [B]; BadRequest for another shape or dtype."""
-    user_ids = np.asarray(user_ids)
-    if user_ids.ndim > 2 or (user_ids.ndim == 2 and user_ids.shape[1] != 1):
-        raise BadRequest(f"USER_ID must be [batch, 1], got {list(user_ids.shape)}")
-    if user_ids.dtype.kind not in "iu":
-        raise BadRequest(f"USER_ID must be an integer tensor, got {user_ids.dtype}")
-    return user_ids.reshape(-1).astype(np.int64)
+    return id_column(user_ids, "USER_ID")
+
+
+def id_column(ids, name):
+    """An id input ``name`` ([B] or [B, 1] integers) -> int64 [B]; BadRequest otherwise."""
+    ids = np.asarray(ids)
+    if ids.ndim > 2 or (ids.ndim == 2 and ids.shape[1] != 1):
+        raise BadRequest(f"{name} must be [batch, 1], got {list(ids.shape)}")
+    if ids.dtype.kind not in "iu":
+        raise BadRequest(f"{name} must be an integer tensor, got {ids.dtype}")
+    return ids.reshape(-1).astype(np.int64)
 
 
 def top_k(scores, seen, is_known, k, popularity, item_ids):

@@ -61,6 +61,10 @@ class BiasedMF(nn.Module):
         return (self.global_mean + self.user_bias(users) + self.item_bias.weight[:, 0]
                 + self.user_factors(users) @ self.item_factors.weight.T)
 
+    def item_vectors(self) -> torch.Tensor:
+        """Every item's factor vector (I x D): what similar items compare."""
+        return self.item_factors.weight.detach().clone()
+
     def retrieval_scorer(self) -> nn.Module:
         """USER_INDEX (B x 1) -> SCORES (B x I), the biases folded into two extra columns."""
         ones_u = torch.ones(self.n_users, 1)

@@ -59,6 +59,11 @@ class TowerScores(nn.Module):
     def forward(self, users: torch.Tensor) -> torch.Tensor:
         return self.score_all(users)
 
+    @torch.no_grad()
+    def item_vectors(self) -> torch.Tensor:
+        """Every item's embedding (I x D), without the bias: what similar items compare."""
+        return self.item_tower.catalogue()[0].detach().clone()
+
 
 class TwoTower(TowerScores):
     user_tower: UserTower

@@ -19,11 +19,14 @@ import pkgutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol, cast
 
 import numpy as np
 import torch
 
+from recdeploy.train.config import ClosedFormConfig
 from recdeploy.train.loop import EarlyStopping, fit, shuffled_batches  # noqa: F401 (EarlyStopping: re-exported)
+from recdeploy.train.models import build_model
 
 TASKS: dict[str, Callable] = {}
 PROTOCOLS: dict[str, Callable] = {}
@@ -146,6 +149,25 @@ def protocol(task: str, ds, seed: int = 0) -> TaskProtocol:
         raise UnknownTaskError(f"task {task!r} has no public protocol; tasks with one: "
                                f"{', '.join(sorted(PROTOCOLS))}")
     return PROTOCOLS[task](ds, seed)
+
+
+def is_closed_form(config) -> bool:
+    """A model fitted once in closed form (neighbourhood models), not by epochs."""
+    return isinstance(config.options, ClosedFormConfig)
+
+
+class ClosedFormModel(Protocol):
+    """What a model whose settings are a ClosedFormConfig provides besides nn.Module's."""
+    def fit(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray, options) -> object: ...
+    def model_args(self) -> dict: ...
+
+
+def fit_closed_form(config, ds, rows: np.ndarray) -> tuple[torch.nn.Module, dict]:
+    """Build the model empty and fit it on ds's interaction ``rows``; -> (model, model_args)."""
+    model = build_model(config.model, n_users=ds.n_users, n_items=ds.n_items)
+    fitted = cast(ClosedFormModel, model)
+    fitted.fit(ds.users[rows], ds.items[rows], ds.ratings[rows], config.options)
+    return model.eval(), fitted.model_args()
 
 
 def run_task(config, ds, progress: bool = True) -> TrainResult:

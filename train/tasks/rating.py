@@ -16,6 +16,9 @@ The card's test RMSE is the mean over the folds (Surprise reports the mean too),
 value beside it. It costs ten trainings; the checkpoint is the first fold's refit model.
 
     recdeploy train --model biased_mf --task rating_cv --dataset ml-1m --out runs/biased_mf-cv-ml1m
+
+Neighbourhood models (``user_knn``) are fitted once, in closed form, on the training rows: no
+epochs, validation only reported; under rating_cv the refit is a fit on all four folds.
 """
 from __future__ import annotations
 
@@ -27,10 +30,10 @@ import torch
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, DatasetError, Split, random_split
-from recdeploy.train.loop import fit, shuffled_batches
+from recdeploy.train.loop import FitResult, fit, shuffled_batches
 from recdeploy.train.models import build_model
 from recdeploy.train.models.biased_mf import BiasedMF, BiasedMFConfig
-from recdeploy.train.tasks import TrainResult, register_task
+from recdeploy.train.tasks import TrainResult, fit_closed_form, is_closed_form, register_task
 
 RATIOS = (0.8, 0.1, 0.1)
 PROTOCOL = {"split": "random 80/10/10 of all ratings (seeded; train = one 5-fold CV fold's size)",
@@ -128,32 +131,18 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
     """Early-stopped on split.valid; with fixed_epochs, exactly that many epochs on split.train
     and the last weights kept (a refit whose epoch count validation already chose)."""
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
     low, high = float(ds.ratings.min()), float(ds.ratings.max())
     tr_u, tr_i, tr_r = ds.users[split.train], ds.items[split.train], ds.ratings[split.train]
-    model_args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim,
-                  "global_mean": round(float(tr_r.mean()), 6)}
-    model = build_model(config.model, **model_args)
-    options = config.options
-    assert isinstance(model, BiasedMF) and isinstance(options, BiasedMFConfig)  # the rating tasks' model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    users, items, ratings = (torch.from_numpy(a) for a in (tr_u, tr_i, tr_r))
+    if is_closed_form(config):        # a neighbourhood model: no epochs, nothing to early-stop
+        model, model_args = fit_closed_form(config, ds, split.train)
+        fitted = FitResult(epochs_run=0, best_epoch=0, best_metric=None)
+    else:
+        model, model_args, fitted = _fit_biased_mf(config, ds, split, progress, fixed_epochs)
 
     def evaluate(rows: np.ndarray) -> float:
         return rmse(_predict(model, ds.users[rows], ds.items[rows], low, high), ds.ratings[rows])
 
-    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
-        u, i = users[batch], items[batch]
-        error = model(u, i) - ratings[batch]
-        return error.pow(2).mean() + options.reg * model.l2(u, i).mean()
-
-    # a refit (fixed_epochs) trains on split.valid too, so it has nothing to validate on
-    fitted = fit(model, optimizer, rng, epochs=fixed_epochs or config.epochs,
-                 batches=shuffled_batches(len(users), config.batch_size), batch_loss=batch_loss,
-                 validate=None if fixed_epochs is not None else (lambda _: evaluate(split.valid)),
-                 patience=config.patience, higher_is_better=False, schedule=config.lr_schedule,
-                 progress=progress, desc=f"train {config.model}", metric_name="val_rmse")
     mu, b_u, b_i = fit_baseline(tr_u, tr_i, tr_r, ds.n_users, ds.n_items)
     te_u, te_i, te_r = ds.users[split.test], ds.items[split.test], ds.ratings[split.test]
     baselines = {
@@ -165,3 +154,35 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True,
                                          "ratings": int(len(split.test))}},
                        baselines=baselines, protocol=PROTOCOL, epochs_run=fitted.epochs_run,
                        best_epoch=fitted.best_epoch, seconds=time.perf_counter() - started)
+
+
+def _fit_biased_mf(config: TrainConfig, ds: Dataset, split: Split, progress: bool,
+                   fixed_epochs: int | None) -> tuple[BiasedMF, dict, FitResult]:
+    """Adam on the squared error plus the per-example L2, early-stopped on split.valid's RMSE."""
+    rng = np.random.default_rng(config.seed)
+    low, high = float(ds.ratings.min()), float(ds.ratings.max())
+    tr_u, tr_i, tr_r = ds.users[split.train], ds.items[split.train], ds.ratings[split.train]
+    model_args = {"n_users": ds.n_users, "n_items": ds.n_items, "dim": config.dim,
+                  "global_mean": round(float(tr_r.mean()), 6)}
+    model = build_model(config.model, **model_args)
+    options = config.options
+    assert isinstance(model, BiasedMF) and isinstance(options, BiasedMFConfig)  # the rating tasks' model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    users, items, ratings = (torch.from_numpy(a) for a in (tr_u, tr_i, tr_r))
+
+    def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+        u, i = users[batch], items[batch]
+        error = model(u, i) - ratings[batch]
+        return error.pow(2).mean() + options.reg * model.l2(u, i).mean()
+
+    def valid_rmse(_) -> float:
+        return rmse(_predict(model, ds.users[split.valid], ds.items[split.valid], low, high),
+                    ds.ratings[split.valid])
+
+    # a refit (fixed_epochs) trains on split.valid too, so it has nothing to validate on
+    fitted = fit(model, optimizer, rng, epochs=fixed_epochs or config.epochs,
+                 batches=shuffled_batches(len(users), config.batch_size), batch_loss=batch_loss,
+                 validate=None if fixed_epochs is not None else valid_rmse,
+                 patience=config.patience, higher_is_better=False, schedule=config.lr_schedule,
+                 progress=progress, desc=f"train {config.model}", metric_name="val_rmse")
+    return model, model_args, fitted

@@ -10,6 +10,7 @@ the model ranks every item in the catalogue, the user's train (and, for test, va
 items excluded, and NDCG@10 / HR@10 / Recall@10 are computed over all of the user's held-out
 items, then averaged over users with at least one (RecBole's full-sort evaluation). Early
 stopping on validation NDCG@10. The most-popular baseline (train counts) is ranked the same way.
+A neighbourhood model (``item_knn``) is fitted once on the training part, in closed form.
 """
 from __future__ import annotations
 
@@ -22,12 +23,19 @@ import torch
 
 from recdeploy.train.config import TrainConfig
 from recdeploy.train.data import Dataset, Split, filter_ratings, item_popularity, random_split
-from recdeploy.train.loop import fit, shuffled_batches
+from recdeploy.train.loop import FitResult, fit, shuffled_batches
 from recdeploy.train.metrics import popularity_scorer
 from recdeploy.train.models import build_model
 from recdeploy.train.models.neumf import NeuMFConfig
 from recdeploy.train.models.two_tower import FeatureTwoTower, encode_side_features
-from recdeploy.train.tasks import TrainResult, check_part, register_protocol, register_task
+from recdeploy.train.tasks import (
+    TrainResult,
+    check_part,
+    fit_closed_form,
+    is_closed_form,
+    register_protocol,
+    register_task,
+)
 from recdeploy.train.tasks.retrieval import RetrievalProtocol, model_scorer
 
 MIN_RATING = 3.0
@@ -196,6 +204,9 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
+    if is_closed_form(config):     # a neighbourhood model (item_knn): fitted once, no epochs
+        knn, knn_args = fit_closed_form(config, ds, split.train)
+        return _result(knn, knn_args, RandomSplitProtocol(ds, split), FitResult(0, 0, None), started)
     model_args, encoded = _model_args(config, ds)
     model = build_model(config.model, **model_args)
     if encoded is not None:
@@ -221,9 +232,15 @@ def train(config: TrainConfig, ds: Dataset, split: Split, progress: bool = True)
                  validate=protocol.validation_metric, patience=config.patience,
                  validate_start=bool(pretrain), schedule=config.lr_schedule, progress=progress,
                  desc=f"train {config.model}", metric_name="val_ndcg10")
+    return _result(model, model_args, protocol, fitted, started)
+
+
+def _result(model, model_args: dict, protocol: RandomSplitProtocol, fitted: FitResult,
+            started: float) -> TrainResult:
+    """The fitted model's valid and test metrics beside the most-popular baseline's."""
     valid = protocol.evaluate(model_scorer(model), "valid")
     test = protocol.evaluate(model_scorer(model), "test")
-    pop_test = protocol.evaluate(popularity_scorer(item_popularity(ds, split.train)), "test")
+    pop_test = protocol.evaluate(popularity_scorer(item_popularity(protocol.ds, protocol.split.train)), "test")
     return TrainResult(model=model, model_args=model_args,
                        metrics={"valid": valid.as_dict(), "test": test.as_dict()},
                        baselines={"most_popular": {"test": pop_test.as_dict()}}, protocol=PROTOCOL,
