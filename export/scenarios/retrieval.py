@@ -40,6 +40,7 @@ from recdeploy.export.retrieval_specs import (
 )
 from recdeploy.export.scenarios import register_scenario
 from recdeploy.export.scenarios.base import (
+    SEEN_REMOVED,
     Contract,
     DemoRun,
     Entry,
@@ -217,20 +218,20 @@ class RetrievalScenario(Scenario):
         notes = ("seen items removed; unknown users get the most popular items; "
                  "a bad K is INVALID_ARGUMENT")
         steps = tuple(step.model_name for step in spec.steps)
-        return (Contract("recommend", spec.inputs, spec.outputs, steps, notes),
+        return (Contract("recommend", spec.inputs, spec.outputs, steps, notes, SEEN_REMOVED),
                 Contract("recommend_<variant>", spec.inputs, spec.outputs,
-                         ("feature_lookup", "scorer_<variant>", "topk"), "a compressed scorer; " + notes),
+                         ("feature_lookup", "scorer_<variant>", "topk"), "a compressed scorer; " + notes, SEEN_REMOVED),
                 Contract("recommend_fused", spec.inputs, spec.outputs, ("fused_retrieval",),
-                         "one ONNX graph (dot-product scorers); " + notes),
+                         "one ONNX graph (dot-product scorers); " + notes, SEEN_REMOVED),
                 Contract("recommend_fused_libtorch", spec.inputs, spec.outputs,
-                         ("fused_retrieval_libtorch",), "the same graph as TorchScript; " + notes),
+                         ("fused_retrieval_libtorch",), "the same graph as TorchScript; " + notes, SEEN_REMOVED),
                 Contract("fused_retrieval_libtorch", spec.inputs, spec.outputs, (),
-                         "the TorchScript model called directly (no ensemble); " + notes),
+                         "the TorchScript model called directly (no ensemble); " + notes, SEEN_REMOVED),
                 Contract("recommend_fused_aoti", spec.inputs, spec.outputs, ("fused_retrieval_aoti",),
                          "the same graph as an AOTInductor package (model.pt2; needs a C++ compiler "
-                         "at export, recdeploy's native backend to serve); " + notes),
+                         "at export, recdeploy's native backend to serve); " + notes, SEEN_REMOVED),
                 Contract("fused_retrieval_aoti", spec.inputs, spec.outputs, (),
-                         "the AOTInductor package called directly (no ensemble); " + notes))
+                         "the AOTInductor package called directly (no ensemble); " + notes, SEEN_REMOVED))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()

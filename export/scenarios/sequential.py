@@ -27,6 +27,7 @@ from recdeploy.export.repository import clear_repository, npy_bytes, write_model
 from recdeploy.export.retrieval_specs import MAX_BATCH, RetrievalPipeline, topk_spec
 from recdeploy.export.scenarios import register_scenario
 from recdeploy.export.scenarios.base import (
+    SEEN_REMOVED,
     Contract,
     DemoRun,
     Entry,
@@ -294,7 +295,7 @@ class SequentialScenario(Scenario):
         spec = recommend_next_spec()
         return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
                          "history from the feature store; seen items removed; unknown users get "
-                         f"the most popular items; {SCORER} also takes an explicit HISTORY"),)
+                         f"the most popular items; {SCORER} also takes an explicit HISTORY", SEEN_REMOVED),)
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()

@@ -85,5 +85,5 @@ def test_fine_tune_refusals(trained_run, ml100k, tiny_dcn):
 
 def test_tasks_without_a_public_protocol_say_which_have_one(ml100k):
     with pytest.raises(UnknownTaskError, match="task 'sequential' has no public protocol; tasks with "
-                                               "one: ctr, retrieval_loo, retrieval_random"):
+                                               "one: ctr, next_basket, retrieval_loo, retrieval_random"):
         protocol("sequential", ml100k)

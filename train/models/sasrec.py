@@ -196,7 +196,7 @@ class SASRec(nn.Module):
 
 
 # a fixed budget of cosine-annealed epochs at a small batch: more steps in the same time
-@register_model("sasrec", task="sequential", config=SASRecConfig,
+@register_model("sasrec", task="sequential", also=("next_basket",), config=SASRecConfig,
                 defaults={"lr": 5e-3, "batch_size": 32, "weight_decay": 0.0, "epochs": 15,
                           "lr_schedule": "cosine"})
 def build_sasrec(n_items: int, dim: int = 64, max_len: int = 200, layers: int = 2, heads: int = 2,

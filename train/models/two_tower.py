@@ -114,7 +114,7 @@ class RetrievalScorer(DotProductScorer):
                          torch.cat([vectors, bias[:, None]], 1))
 
 
-@register_model("two_tower", task="retrieval_loo", also=("retrieval_random",))
+@register_model("two_tower", task="retrieval_loo", also=("retrieval_random", "next_basket"))
 def build_two_tower(n_users: int, n_items: int, dim: int = 64) -> TwoTower:
     return TwoTower(n_users, n_items, dim)
 
