@@ -14,7 +14,11 @@ of their rows, the seen ones dropped, and the first K kept. Unknown users get th
 list, sorted once at build time. With ``chunk`` > 0 the top-W runs in two stages: the best
 item of every chunk of ``chunk`` items, the W best chunks, the W best of their items; exact,
 since each of the W best items lies in a chunk whose best is among the W best chunk maxima
-(K is then limited to I / chunk - L - margin).
+(K is then limited to I / chunk - L - margin). With ``groups`` > 1 the W best chunks are found
+the same way one level up (the best chunk of every group of ``groups`` chunks, the W best
+groups, the W best of their chunks), so no top-K ever runs over a row longer than
+max(I / (chunk * groups), W * groups, W * chunk): torch.topk's radix passes over long rows
+are what a GPU spends most of its time on here (docs/gpu_h200.md).
 
 Same contract and padding rules as FusedRetrieval: ITEM_IDS -1 / SCORES -inf beyond a row's
 own k or where no unseen item is left. It scripts (TorchScript on cuda, the native backend's
@@ -49,13 +53,17 @@ class GpuRetrieval(nn.Module):
     seen_items: torch.Tensor
 
     def __init__(self, user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr,
-                 seen_items, item_ids, chunk: int = 0, margin: int = 32):
+                 seen_items, item_ids, chunk: int = 0, margin: int = 32, groups: int = 0, select: str = "topk"):
         super().__init__()
+        if select not in ("topk", "sort"):
+            raise FusedExportError(f"select must be 'topk' or 'sort', got {select!r}")
         user_ids = np.asarray(user_ids, np.int64)
         if len(user_ids) and (user_ids.min() < 0 or user_ids.max() >= MAX_DENSE_ID):
             raise FusedExportError(f"user ids must lie in [0, {MAX_DENSE_ID}) for the dense id table")
-        if chunk < 0 or margin < 0:
-            raise FusedExportError(f"chunk and margin must be >= 0, got {chunk}, {margin}")
+        if chunk < 0 or margin < 0 or groups < 0:
+            raise FusedExportError(f"chunk, margin and groups must be >= 0, got {chunk}, {margin}, {groups}")
+        if groups > 1 and not chunk:
+            raise FusedExportError("groups of chunks need chunk > 0")
         id_to_row = np.full(int(user_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
         id_to_row[user_ids] = np.arange(len(user_ids))
         users = np.asarray(user_vectors, np.float32)
@@ -63,7 +71,8 @@ class GpuRetrieval(nn.Module):
         n_users, dim = users.shape
         n_items = len(items)
         width = _round_up(dim + 1, ALIGN)
-        padded = _round_up(n_items, chunk) if chunk else n_items
+        groups = max(1, groups)
+        padded = _round_up(n_items, chunk * groups) if chunk else n_items
         # users [u, 1, 0..] x items [v, bias, 0..]: u.v + bias in one GEMM; padding items score
         # the lowest FP16 number and carry id -1, so they are never among a row's answers
         users_aug = np.zeros((n_users + 1, width), np.float32)
@@ -90,17 +99,20 @@ class GpuRetrieval(nn.Module):
         self.n_users, self.n_items, self.padded_items, self.dim = n_users, n_items, padded, dim
         self.history = int(np.diff(indptr).max(initial=0))      # L: every history fits
         self.margin = int(margin)
-        self.chunk = int(chunk)
-        self.max_k = n_items if not chunk else max(0, min(n_items, padded // chunk - self.history - margin))
+        self.chunk, self.groups = int(chunk), int(groups)
+        self.sort = select == "sort"     # the top-W stages by a full sort of each (short) row
+        blocks = padded // (chunk * groups) if chunk else n_items    # the shortest row a top-W runs over
+        self.max_k = n_items if not chunk else max(0, min(n_items, blocks - self.history - margin))
         if chunk and self.max_k < 1:
-            raise FusedExportError(f"{padded // chunk} chunks of {chunk} leave no room for a top-K after "
+            raise FusedExportError(f"{blocks} blocks of {chunk * groups} items leave no room for a top-K after "
                                    f"{self.history} seen items and a margin of {margin}: use smaller chunks")
 
     @classmethod
     def from_fused_parts(cls, user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr,
-                         seen_items, item_ids, chunk: int = 0, margin: int = 32) -> "GpuRetrieval":
+                         seen_items, item_ids, chunk: int = 0, margin: int = 32, groups: int = 0,
+                         select: str = "topk") -> "GpuRetrieval":
         return cls(user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr, seen_items,
-                   item_ids, chunk=chunk, margin=margin)
+                   item_ids, chunk=chunk, margin=margin, groups=groups, select=select)
 
     def forward(self, user_id: torch.Tensor, k: torch.Tensor):
         k = k[:, 0].to(torch.int64)
@@ -138,19 +150,42 @@ class GpuRetrieval(nn.Module):
         exact = torch.where(drop, torch.full_like(exact, float("-inf")), exact)
         best, order = torch.topk(exact, kmax, dim=1)
         ids = self.item_ids[top.gather(1, order)]
-        ids = torch.where(known[:, None], ids, self.cold_ids[None, 0:kmax])
-        best = torch.where(known[:, None], best, self.cold_scores[None, 0:kmax])
+        # the cold lists indexed by positions of best's own width (not sliced 0:kmax): torch.export
+        # then sees one size for both operands, not two data-dependent ones it cannot compare
+        positions = torch.arange(best.shape[1], device=uid.device)
+        ids = torch.where(known[:, None], ids, self.cold_ids[positions][None, :])
+        best = torch.where(known[:, None], best, self.cold_scores[positions][None, :])
         return ids, best
 
     def _candidates(self, scores: torch.Tensor, wide):
-        """Item indices [B, W] of each row's W best FP16 scores."""
+        """Item indices [B, W] of each row's W best FP16 scores (in no particular order)."""
         if self.chunk == 0:
-            return torch.topk(scores, wide, dim=1)[1]
-        rows = scores.shape[0]
-        chunks = self.padded_items // self.chunk
-        grouped = scores.view(rows, chunks, self.chunk)
-        best_chunks = torch.topk(grouped.amax(dim=2), wide, dim=1)[1]                # B x W
-        members = grouped.gather(1, best_chunks[:, :, None].expand(-1, -1, self.chunk))
-        picks = torch.topk(members.reshape(rows, -1), wide, dim=1)[1]               # B x W
-        return best_chunks.gather(1, torch.div(picks, self.chunk, rounding_mode="floor")) * self.chunk \
-            + torch.remainder(picks, self.chunk)
+            return top_indices(scores, wide, self.sort)
+        chunks = best_chunks(scores.view(scores.shape[0], -1, self.chunk).amax(dim=2), wide, self.groups, self.sort)
+        return best_of_groups(scores, chunks, self.chunk, wide, self.sort)
+
+
+def top_indices(values: torch.Tensor, wide, sort: bool = False):
+    """Indices [B, W] of each row's W largest values, in no promised order: torch.topk, or with
+    ``sort`` the first W of a full sort (on a GPU a row of <= 4096 values sorts in one block)."""
+    if sort:
+        return torch.narrow(torch.sort(values, dim=1, descending=True)[1], 1, 0, wide)
+    return torch.topk(values, wide, dim=1, sorted=False)[1]
+
+
+def best_chunks(maxima: torch.Tensor, wide, groups: int, sort: bool = False):
+    """Indices [B, W] of the W largest chunk maxima [B, C], through groups of ``groups`` chunks
+    when groups > 1 (C a multiple of groups)."""
+    if groups <= 1:
+        return top_indices(maxima, wide, sort)
+    grouped = maxima.view(maxima.shape[0], -1, groups)
+    return best_of_groups(maxima, top_indices(grouped.amax(dim=2), wide, sort), groups, wide, sort)
+
+
+def best_of_groups(values: torch.Tensor, group_idx: torch.Tensor, group: int, wide, sort: bool = False):
+    """Indices [B, W] of the W largest ``values`` [B, N], given ``group_idx`` [B, W]: the W groups
+    of ``group`` consecutive entries with the largest maxima (they hold the W largest values)."""
+    rows = values.shape[0]
+    members = values.view(rows, -1, group).gather(1, group_idx[:, :, None].expand(-1, -1, group))
+    picks = top_indices(members.reshape(rows, -1), wide, sort)
+    return group_idx.gather(1, torch.div(picks, group, rounding_mode="floor")) * group + torch.remainder(picks, group)

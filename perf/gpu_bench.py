@@ -42,6 +42,7 @@ from recdeploy.perf.gpu_harness import BenchReport, run_part, skip_part
 from recdeploy.perf.gpu_others import check_faiss_gpu, check_ort_cuda, check_tensorrt
 from recdeploy.perf.gpu_render import ratios, render
 from recdeploy.perf.gpu_served import ServedModel, check_served, measure, merge_csvs, write_served_repository
+from recdeploy.perf.gpu_settings import parse_args
 from recdeploy.perf.input_data import write_input_data
 from recdeploy.perf.synthetic_catalogue import synthetic_features
 from recdeploy.serve.native_build import NativeBuildUnavailable, native_backend
@@ -64,6 +65,7 @@ class Bench:
         self.aoti_path: Path | None = None
         self.work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
         self.native: dict = {}
+        self.variants: dict[str, inproc.Variant] = {}
 
     # ------------------------------------------------------------------ parts
 
@@ -79,10 +81,15 @@ class Bench:
         self.models["graph_fp32"] = FusedRetrieval(*parts).eval().to(self.device)
         self.models["graph_fp16"] = FusedRetrieval(*parts, half=True).eval().to(self.device)
         self.models["gpu_fp16"] = GpuRetrieval(*parts).eval().to(self.device)
-        for name, chunk in (("gpu_fp16_chunk", a.chunk), ("triton_base", a.triton_chunk)):
+        for name, chunk, groups, select in (
+                ("gpu_fp16_chunk", a.chunk, 0, "topk"), ("gpu_fp16_cascade", a.chunk, a.groups, "topk"),
+                ("gpu_fp16_cascade_sort", a.sort_chunk, a.sort_groups, "sort"),
+                ("triton_base", a.triton_chunk, a.triton_groups, "topk"),
+                ("triton_sort_base", a.triton_chunk, a.triton_sort_groups, "sort")):
             try:   # a chunked top-K needs enough chunks for K + L + margin; without, it is left out
-                if chunk and (name == "gpu_fp16_chunk" or chunk != a.chunk):
-                    self.models[name] = GpuRetrieval(*parts, chunk=chunk).eval().to(self.device)
+                if chunk and (not name.startswith("gpu_fp16_cascade") or groups > 1):
+                    self.models[name] = GpuRetrieval(*parts, chunk=chunk, groups=groups,
+                                                     select=select).eval().to(self.device)
             except FusedExportError as why:
                 self.report.note(f"{name} left out: {why}")
         self.report.data["settings"] |= {"history": self.models["gpu_fp16"].history}
@@ -106,9 +113,8 @@ class Bench:
     def inprocess(self) -> None:
         a, data = self.args, self.report.data
         variants = inproc.build_variants(self.models, self.device, a.k)
-        if "triton_base" in self.models or (a.triton_chunk and a.triton_chunk == a.chunk
-                                            and "gpu_fp16_chunk" in self.models):
-            self._add_triton(variants)
+        self._add_triton(variants)
+        self.variants = variants
         data["variants"] = {name: variant.what for name, variant in variants.items()}
         reference = inproc.graph_of(self.models["graph_fp32"])(a.served_batch)
         data["parity"] = inproc.check_variants(variants, reference, self.users[:a.served_batch], a.k, self.device)
@@ -125,22 +131,20 @@ class Bench:
             inproc.time_variants(variants, self.users, a.batches, a.k, self.device, a.iters, keep)
         # the faster GPU-shaped model at the served batch is the one exported and served
         eager = [r for r in rows if r["batch"] == a.served_batch and "us" in r
-                 and r["variant"] in ("gpu_fp16", "gpu_fp16_chunk")]
+                 and r["variant"] in inproc.GPU_SHAPED]
         if eager:
             self.best = min(eager, key=lambda r: r["us"])["variant"]
         self._end_to_end()
 
     def _add_triton(self, variants) -> None:
-        try:
-            from recdeploy.perf.gpu_triton import TritonChunkRank
-            base = self.models.get("triton_base", self.models["gpu_fp16_chunk"])
-            rank = TritonChunkRank(base, self.args.triton_chunk)
-        except Exception as error:  # no triton, or no CUDA: said, not fatal
-            self.report.note(f"triton chunk-max variant left out: {type(error).__name__}: {error}"[:300])
-            return
-        variants["triton_chunkmax"] = inproc.Variant(
-            "triton_chunkmax", f"Triton kernel: scores in registers, max per {self.args.triton_chunk} items "
-            "stored, W best chunks rescored in FP32", lambda batch: (lambda users, k: rank(users[:, 0], self.args.k)))
+        for base, name in (("triton_base", "triton_chunkmax"), ("triton_sort_base", "triton_sort")):
+            if base not in self.models:
+                continue
+            try:
+                from recdeploy.perf.gpu_triton import triton_variants
+                variants |= triton_variants(self.models[base], self.args.triton_chunk, self.args.k, self.device, name)
+            except Exception as error:  # no triton, or no CUDA: said, not fatal
+                self.report.note(f"{name} left out: {type(error).__name__}: {error}"[:300])
 
     def _end_to_end(self) -> None:
         """numpy in, numpy out (host copies and syncs included): what a backend pays per batch."""
@@ -159,11 +163,12 @@ class Bench:
         users = torch.as_tensor(self.users[:a.served_batch].reshape(-1, 1), device=self.device)
         ks = torch.full_like(users, a.k, dtype=torch.int32)
         tables = []
-        for name in dict.fromkeys(("graph_fp32", "graph_fp16", self.best)):
-            model = self.models[name]
-            forward = model.graph_forward if isinstance(model, FusedRetrieval) else model
+        for name in dict.fromkeys([*a.profile, self.best]):
+            if name not in self.variants:
+                continue
             with torch.inference_mode():
-                table, top = inproc.profile_table(functools.partial(forward, users, ks), self.device)
+                call = self.variants[name].prepare(a.served_batch)
+                table, top = inproc.profile_table(functools.partial(call, users, ks), self.device)
             self.report.data.setdefault("profile", {})[f"{name} b{a.served_batch}"] = top
             tables.append(f"==== {name}, batch {a.served_batch}, top-{a.k} ====\n{table}\n")
             (self.report.out / "gpu_kernels.txt").write_text("\n".join(tables))
@@ -332,35 +337,8 @@ def _fixed(run, users: np.ndarray, ks: np.ndarray):
     return lambda i: run(users, ks)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m recdeploy.perf.gpu_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "reports/gpu")))
-    parser.add_argument("--items", type=int, default=None, help="[10^6; 20000 with --no-gpu]")
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("-k", type=int, default=100)
-    parser.add_argument("--batches", default="1,32,64,128,256", help="in-process batch sizes [%(default)s]")
-    parser.add_argument("--served-batch", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--chunk", type=int, default=64, help="items per chunk of the two-stage top-K")
-    parser.add_argument("--triton-chunk", type=int, default=8, help="items per chunk of the Triton kernel (0: off)")
-    parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--cpu-threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--measurement-interval-ms", type=int, default=1000)
-    parser.add_argument("--max-queue-delay-us", type=int, default=200)
-    parser.add_argument("--deadline-s", type=float, default=270, help="the whole run [%(default)s]")
-    parser.add_argument("--skip", default="", help="comma-separated parts to leave out")
-    parser.add_argument("--no-gpu", action="store_true", help="everything on the CPU (a smoke run anywhere)")
-    args = parser.parse_args(argv)
-    args.items = args.items or (20_000 if args.no_gpu else 1_000_000)
-    args.batches = [int(b) for b in args.batches.split(",")]
-    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__ or "")
     if not args.no_gpu and not torch.cuda.is_available():
         print("gpu_bench: no CUDA device visible to torch; --no-gpu runs every part on the CPU", file=sys.stderr)
         return 2
@@ -373,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.start_native_build()      # compiles on one core while the GPU parts run
     budgets = [("setup", 60, bench.setup), ("availability", 20, bench.availability),
                ("bandwidth", 15, bench.bandwidth), ("inprocess", 70, bench.inprocess),
-               ("profile", 25, bench.profile), ("aoti", 80, bench.aoti), ("served", 130, bench.served),
+               ("profile", 25, bench.profile), ("aoti", args.aoti_budget_s, bench.aoti), ("served", 130, bench.served),
                ("compile", 45, bench.compile)]
     skip_part(report, "sasrec", "not in this run: SASRec's long ML-1M schedule takes minutes of GPU time and the "
               "ML-1M wheel would have to be carried (docs/gpu_h200.md has the earlier card)")

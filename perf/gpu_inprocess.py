@@ -11,6 +11,7 @@ measured copy bandwidth. ``profile_table`` is torch.profiler's kernel table of o
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -101,19 +102,21 @@ def graph_of(module: FusedRetrieval) -> Callable[[int], Call]:
     return lambda batch: (lambda users, k: module.graph_forward(users, k))
 
 
-def cuda_graph(model: GpuRetrieval, k: int, device: torch.device) -> Callable[[int], Call]:
-    """rank_static(users, k) captured once per batch size; a call copies the users in and replays."""
+def cuda_graph(static_rank: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+               device: torch.device) -> Callable[[int], Call]:
+    """static_rank(users [B]) (no host sync: GpuRetrieval.rank_static at a fixed K, or the Triton
+    form) captured once per batch size; a call copies the users in and replays."""
     def prepare(batch: int) -> Call:
         static = torch.zeros(batch, dtype=torch.int64, device=device)
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for _ in range(3):
-                model.rank_static(static, k)
+                static_rank(static)
         torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = model.rank_static(static, k)
+            out = static_rank(static)
 
         def call(users, _k):
             static.copy_(users[:, 0])
@@ -129,6 +132,10 @@ def compiled(model: GpuRetrieval, k: int, mode: str) -> Callable[[int], Call]:
     return lambda batch: (lambda users, _k: fn(users[:, 0]))
 
 
+# the GpuRetrieval models timed, by the name gpu_bench builds them under
+GPU_SHAPED = ("gpu_fp16", "gpu_fp16_chunk", "gpu_fp16_cascade", "gpu_fp16_cascade_sort")
+
+
 def build_variants(models: Mapping[str, Any], device: torch.device, k: int,
                    with_graphs: bool = True) -> dict[str, Variant]:
     """The variants timed, from the models built by gpu_bench (missing ones are left out)."""
@@ -139,15 +146,19 @@ def build_variants(models: Mapping[str, Any], device: torch.device, k: int,
     if "graph_fp16" in models:
         variants["graph_fp16"] = Variant("graph_fp16", "FusedRetrieval.graph_forward, FP16 catalogue, FP32 scores",
                                          graph_of(models["graph_fp16"]))
-    for name in ("gpu_fp16", "gpu_fp16_chunk"):
+    for name in GPU_SHAPED:
         if name in models:
             model = models[name]
-            stages = f"in two stages (chunks of {model.chunk})" if model.chunk else "in one"
+            stages = "in one"
+            if model.chunk:
+                stages = f"in two stages (chunks of {model.chunk})" if model.groups <= 1 else \
+                    f"in three stages (chunks of {model.chunk}, groups of {model.groups} chunks)"
+                stages += ", by sorting short rows" if model.sort else ""
             what = f"GpuRetrieval: FP16 scores, top-(K+L+margin) {stages}, FP32 rescore"
             variants[name] = Variant(name, what + ", eager", eager(model))
             if with_graphs and device.type == "cuda":
                 variants[name + "_graph"] = Variant(name + "_graph", what + ", CUDA graph (fixed B, K)",
-                                                    cuda_graph(model, k, device))
+                                                    cuda_graph(functools.partial(model.rank_static, kmax=k), device))
     return variants
 
 

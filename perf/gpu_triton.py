@@ -7,7 +7,8 @@ At batch 64-256 writing and re-reading FP16 scores costs more than reading the c
 (B x I x 2 bytes each way against I x D x 2). This kernel computes a tile of scores in
 registers (users [BM, D] x items [D, BN] on the tensor cores, plus the bias) and stores only
 the maximum of every ``chunk`` consecutive items: B x I / chunk values. The W best chunks of
-a row (torch.topk) hold its W best items (the argument of GpuRetrieval's two-stage top-K);
+a row (torch.topk, through groups of chunks when the GpuRetrieval has ``groups``) hold its W
+best items (the argument of GpuRetrieval's two-stage top-K);
 their members are rescored in FP32 from the full-precision rows, the seen ones dropped, and
 the first K kept. Benchmark variant, in-process only (``perf/gpu_bench.py``): it needs triton
 and a CUDA device, or ``TRITON_INTERPRET=1`` on a CPU to check it on a small catalogue.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from recdeploy.export.fused_gpu import GpuRetrieval
+from recdeploy.export.fused_gpu import GpuRetrieval, best_chunks
+from recdeploy.perf import gpu_inprocess as inproc
 
 
 def _kernel():
@@ -80,9 +82,9 @@ class TritonChunkRank:
         known = (uid >= 0) & (uid < table_size) & (row >= 0)
         row = torch.where(known, row, torch.full_like(row, model.n_users))
         users = model.users_half[row][:, :self.dim].contiguous()
-        wide = min(kmax + model.history + model.margin, model.padded_items // self.chunk)
-        best_chunks = torch.topk(self.chunk_maxima(users), wide, dim=1)[1]                   # B x W
-        members = (best_chunks[:, :, None] * self.chunk
+        wide = min(kmax + model.history + model.margin, model.padded_items // (self.chunk * model.groups))
+        chunks = best_chunks(self.chunk_maxima(users), wide, model.groups, model.sort)                    # B x W
+        members = (chunks[:, :, None] * self.chunk
                    + torch.arange(self.chunk, device=uid.device)).reshape(len(uid), -1)    # B x W*CH
         exact = torch.bmm(model.items_full[members], model.users_full[row][:, :, None])[:, :, 0]
         start = model.seen_indptr[row]
@@ -95,3 +97,17 @@ class TritonChunkRank:
         ids = model.item_ids[members.gather(1, order)]
         ids = torch.where(known[:, None], ids, model.cold_ids[None, :kmax])
         return ids, torch.where(known[:, None], best, model.cold_scores[None, :kmax])
+
+
+def triton_variants(base: GpuRetrieval, chunk: int, k: int, device: torch.device,
+                    name: str = "triton_chunkmax") -> dict[str, inproc.Variant]:
+    """The benchmark's Triton variants over ``base`` (built with ``chunk``, its groups and its
+    selection): eager, and as a CUDA graph on a GPU."""
+    rank = TritonChunkRank(base, chunk)
+    what = (f"Triton kernel: scores in registers, max per {chunk} items stored, W best chunks "
+            f"(through groups of {base.groups} chunks, {'sort' if base.sort else 'topk'}) rescored in FP32")
+    variants = {name: inproc.Variant(name, what, lambda batch: (lambda users, _k: rank(users[:, 0], k)))}
+    if device.type == "cuda":
+        variants[name + "_graph"] = inproc.Variant(name + "_graph", what + ", CUDA graph (fixed B, K)",
+                                                   inproc.cuda_graph(lambda uid: rank(uid, k), device))
+    return variants
