@@ -38,12 +38,13 @@ from recdeploy.export.scenarios.base import (
     Pipeline,
     Requests,
     Scenario,
+    add_entries,
     check_fingerprint,
     k_column,
     latest_version_dir,
     write_metadata,
 )
-from recdeploy.export.scenarios.ranking import RESULT_OUTPUTS, rank_topk_module, rank_topk_spec
+from recdeploy.export.scenarios.ranking import RESULT_OUTPUTS, rank_topk_module, rank_topk_spec, with_candidate_axis
 from recdeploy.export.triton_config import (
     EnsembleSpec,
     EnsembleStep,
@@ -100,29 +101,36 @@ def obd_features_spec(max_batch: int = MAX_BATCH) -> ModelSpec:
         outputs=(*feature_outputs(), TensorSpec("VALID", "BOOL", (-1,))))
 
 
-def obd_ranker_spec(max_batch: int = MAX_BATCH, threads: int = 2) -> ModelSpec:
-    return ModelSpec(name=RANKER, platform="onnxruntime_onnx", max_batch_size=max_batch,
+def ranker_name(variant: str = "") -> str:
+    """``obd_ranker``, or ``obd_ranker_<variant>`` for a compressed variant with the same tensors."""
+    return f"{RANKER}_{variant}" if variant else RANKER
+
+
+def obd_ranker_spec(max_batch: int = MAX_BATCH, threads: int = 2, variant: str = "") -> ModelSpec:
+    return ModelSpec(name=ranker_name(variant), platform="onnxruntime_onnx", max_batch_size=max_batch,
                      inputs=feature_outputs(), outputs=(TensorSpec("SCORES", "FP32", (-1,)),),
                      parameters=(("intra_op_thread_count", str(threads)),))
 
 
-def rank_ads_spec(max_batch: int = MAX_BATCH) -> EnsembleSpec:
+def rank_ads_spec(max_batch: int = MAX_BATCH, variant: str = "") -> EnsembleSpec:
+    """``rank_ads``, or ``rank_ads_<variant>`` through ``obd_ranker_<variant>``."""
     return EnsembleSpec(
-        name=ENSEMBLE, max_batch_size=max_batch,
+        name=f"{ENSEMBLE}_{variant}" if variant else ENSEMBLE, max_batch_size=max_batch,
         inputs=(TensorSpec("CONTEXT", "INT64", (features_module.N_CONTEXT,)),
                 TensorSpec("CANDIDATES", "INT64", (-1,)), TensorSpec("K", "INT32", (1,))),
         outputs=RESULT_OUTPUTS,
         steps=(EnsembleStep(FEATURES, {"CONTEXT": "CONTEXT", "CANDIDATES": "CANDIDATES"},
                             {"SPARSE": "sparse", "DENSE": "dense", "VALID": "valid"}),
-               EnsembleStep(RANKER, {"SPARSE": "sparse", "DENSE": "dense"}, {"SCORES": "candidate_scores"}),
+               EnsembleStep(ranker_name(variant), {"SPARSE": "sparse", "DENSE": "dense"},
+                            {"SCORES": "candidate_scores"}),
                EnsembleStep("rank_topk", {"SCORES": "candidate_scores", "CANDIDATES": "CANDIDATES",
                                           "VALID": "valid", "K": "K"},
                             {"ITEM_IDS": "ITEM_IDS", "TOP_SCORES": "SCORES"})))
 
 
-def ads_pipeline(max_batch: int = MAX_BATCH) -> AdsPipeline:
-    pipeline = AdsPipeline(features=obd_features_spec(max_batch), ranker=obd_ranker_spec(max_batch),
-                           topk=rank_topk_spec(max_batch), ensemble=rank_ads_spec(max_batch))
+def ads_pipeline(max_batch: int = MAX_BATCH, variant: str = "") -> AdsPipeline:
+    pipeline = AdsPipeline(features=obd_features_spec(max_batch), ranker=obd_ranker_spec(max_batch, variant=variant),
+                           topk=rank_topk_spec(max_batch), ensemble=rank_ads_spec(max_batch, variant))
     check_ensemble(pipeline.ensemble, {m.name: m for m in pipeline.models})
     return pipeline
 
@@ -189,21 +197,47 @@ def export_obd(model: ContextDCN, ds: Dataset, repo: Path, card: dict | None = N
         "served_position.npy": npy_bytes(np.array([SERVED_POSITION], np.int64))})
     write_model(repo, build_model_config(pipeline.topk), python_model_files("rank_topk"))
     write_model(repo, build_ensemble_config(pipeline.ensemble), {})
-    write_metadata(repo, "obd", ds, [Entry(ENSEMBLE, "obd", {"kind": "steps"})], n_items=ds.n_items,
+    write_metadata(repo, "obd", ds, [ads_entry()], n_items=ds.n_items,
                    served_position=SERVED_POSITION, onnx_parity_max_abs_diff=parity.max_abs_diff,
                    card=card or {})
     return parity
 
 
+def ads_entry(variant: str = "") -> Entry:
+    return Entry(rank_ads_spec(variant=variant).name, "obd", {"kind": "steps", "ranker": ranker_name(variant)},
+                 variant_of=ENSEMBLE if variant else "")
+
+
+def add_ads_variant(repo: Path, onnx_path: Path, variant: str, info: dict | None = None) -> AdsPipeline:
+    """obd_ranker_<variant> + rank_ads_<variant> beside the full ranker of an exported repository,
+    sharing its obd_features and rank_topk. onnx_path takes the ranker's tensors per impression
+    ([R, 1, ...], as compress measures them) or per request ([B, N, ...])."""
+    repo = Path(repo)
+    if not (repo / FEATURES).is_dir():
+        raise AdsExportError(f"{repo} has no exported obd scenario ({FEATURES}); run `recdeploy export` "
+                             "on the dcn_v2_context run first")
+    store = features_module.AdFeatureStore.load(latest_version_dir(repo, FEATURES))
+    contexts, candidates = sample_requests(store, n_contexts=8, n_candidates=5, seed=7)
+    sparse, dense, _ = features_module.ad_features(contexts, candidates, store)
+    pipeline = ads_pipeline(variant=variant)
+    with tempfile.TemporaryDirectory() as tmp:
+        served = with_candidate_axis(Path(onnx_path), Path(tmp) / "model.onnx", {"SPARSE": sparse, "DENSE": dense})
+        write_model(repo, build_model_config(pipeline.ranker), onnx_files(served))
+    write_model(repo, build_ensemble_config(pipeline.ensemble), {})
+    add_entries(repo, [ads_entry(variant)], variant, info)
+    return pipeline
+
+
 # ---------------------------------------------------------------------------- in-process
 
 class InProcessAds:
-    """rank_ads in-process: the repository's own artifacts and python-model functions."""
+    """rank_ads in-process: the repository's own artifacts and python-model functions
+    (``ranker="obd_ranker_<variant>"``: the ``rank_ads_<variant>`` ensemble)."""
 
-    def __init__(self, repo: Path, threads: int = 2):
+    def __init__(self, repo: Path, threads: int = 2, ranker: str = RANKER):
         repo = Path(repo)
         self.store = features_module.AdFeatureStore.load(latest_version_dir(repo, FEATURES))
-        self.session = cpu_session(latest_version_dir(repo, RANKER) / "model.onnx", threads)
+        self.session = cpu_session(latest_version_dir(repo, ranker) / "model.onnx", threads)
 
     def rank(self, contexts, candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
         contexts = np.asarray(contexts, dtype=np.int64)
@@ -240,11 +274,12 @@ class AdsScenario(Scenario):
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = rank_ads_spec()
-        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
-                         "CONTEXT: the four hashed user features as int64 (first 15 hex digits); SCORES are "
-                         f"logits with every ad at slot {SERVED_POSITION}; an unseen context value reads the "
-                         "'unknown' row; unknown, repeated or no candidates and K outside 1..N are "
-                         "INVALID_ARGUMENT"),)
+        notes = ("CONTEXT: the four hashed user features as int64 (first 15 hex digits); SCORES are "
+                 f"logits with every ad at slot {SERVED_POSITION}; an unseen context value reads the "
+                 "'unknown' row; unknown, repeated or no candidates and K outside 1..N are INVALID_ARGUMENT")
+        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps), notes),
+                Contract(f"{ENSEMBLE}_<variant>", spec.inputs, spec.outputs,
+                         (FEATURES, f"{RANKER}_<variant>", "rank_topk"), "a compressed ranker; " + notes))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()
@@ -255,8 +290,12 @@ class AdsScenario(Scenario):
                                           max(parity.max_abs_diff.values())},
                             (f"served features equal the training features (slot {SERVED_POSITION})",))
 
+    def add_variant(self, repo: Path, onnx_path: Path, slug: str, info: dict | None = None) -> list[str]:
+        pipeline = add_ads_variant(repo, onnx_path, slug, info)
+        return [pipeline.ranker.name, pipeline.ensemble.name]
+
     def reference(self, repo: Path, entry: Entry, threads: int = 2) -> Pipeline:
-        ranker = InProcessAds(repo, threads)
+        ranker = InProcessAds(repo, threads, entry.reference.get("ranker", RANKER))
 
         def pipeline(requests: Requests) -> Answer:
             ids, scores = ranker.rank(requests["CONTEXT"], requests["CANDIDATES"], int(requests["K"][0, 0]))
@@ -275,7 +314,7 @@ class AdsScenario(Scenario):
         return ad_requests(contexts, campaign_candidates(store, n, PERF_CANDIDATES, rng), min(k, PERF_CANDIDATES))
 
     def swappable_model(self, entry: Entry) -> str:
-        return RANKER
+        return entry.reference.get("ranker", RANKER)
 
     @staticmethod
     def _store(repo: Path):

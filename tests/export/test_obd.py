@@ -99,3 +99,38 @@ def test_export_refuses_another_model(obd, tmp_path):
     with pytest.raises(AdsExportError, match="serves dcn_v2_context runs"):
         export_obd(torch.nn.Linear(1, 1), obd, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_variant_serves_beside_the_full_ranker(tmp_path, obd_run, obd):
+    """A compressed ranker measured per impression ([R, 1, ...]) gets its candidate axis back
+    and its own entry; an int8-dynamic copy ranks like the full model within int8's error."""
+    import shutil
+
+    from recdeploy.compress import compress, preset
+    from recdeploy.compress.families import family_named
+    from recdeploy.export.scenarios.obd import add_ads_variant
+    from recdeploy.train.onnx_io import export_onnx
+
+    repo = tmp_path / "repo"
+    export_obd(obd_run[0].model, obd, repo, obd_run[1])
+    family = family_named("dcn_v2_context")
+    data = family.task_data(obd_run[0].model, obd)
+    example = family.example_requests(obd, 64, seed=1)
+    fp32 = export_onnx(family.served_module(obd_run[0].model), example, ["SCORES"], tmp_path / "fp32.onnx")
+    # quality through the ONNX scorer equals the run's own test AUC
+    from recdeploy.compress.measure import session_scorer
+    from recdeploy.train.onnx_io import cpu_session
+    quality = data.evaluate(session_scorer(cpu_session(fp32), "SCORES"))
+    assert quality["auc"] == pytest.approx(obd_run[0].metrics["test"]["auc"], abs=1e-4)
+    int8 = compress(fp32, preset("int8-dynamic"), out=tmp_path / "int8.onnx")
+    add_ads_variant(repo, int8, "int8_dynamic")
+    entries = entries_of(repo)
+    assert entries["rank_ads_int8_dynamic"].variant_of == ENSEMBLE
+    scenario = scenario_named("obd")
+    rows = scenario.perf_rows(repo, entries[ENSEMBLE], k=5, n=32)
+    full = scenario.reference(repo, entries[ENSEMBLE])(rows)
+    small = scenario.reference(repo, entries["rank_ads_int8_dynamic"])(rows)
+    assert np.abs(small["SCORES"] - full["SCORES"]).max() < 0.05
+    with pytest.raises(AdsExportError, match="has no exported obd scenario"):
+        shutil.rmtree(repo / "obd_features")
+        add_ads_variant(repo, int8, "again")

@@ -92,3 +92,18 @@ def test_obd_ctr_needs_logged_bandit_data(ml100k):
 
     with pytest.raises(ValueError, match="needs logged bandit data"):
         train(TrainConfig(model="dcn_v2_context"), ml100k, time_split(ml100k), progress=False)
+
+
+def test_report_tables_show_every_interval(obd_run, tmp_path, capsys):
+    import json
+
+    from recdeploy.train.obd_report import ads_tables, main
+
+    tables = ads_tables(obd_run[1])
+    auc = obd_run[1]["metrics"]["test"]
+    assert f"{auc['auc']:.4f} [{auc['auc_low']:.4f}, {auc['auc_high']:.4f}]" in tables
+    assert "| IPS from the random logs |" in tables and "| logged bts (on-policy, test period) |" in tables
+    assert main([str(tmp_path)]) == 2 and "train first" in capsys.readouterr().err
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "card.json").write_text(json.dumps(obd_run[1]))
+    assert main([str(tmp_path)]) == 0 and capsys.readouterr().out.strip() == tables
