@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from recdeploy.train.data import Dataset, Split
+from recdeploy.train.datasets.obd import CAMPAIGNS
 from recdeploy.train.obd_features import ContextArrays, features
 from recdeploy.train.ope import estimate_all, importance_weights, on_policy, slot_positions
 
@@ -74,13 +75,22 @@ def validate_on_bts(ds: Dataset, n_boot: int = 1000, seed: int = 0) -> dict:
         q_logged[mine] = q[slot[mine], item[mine]]
         q_policy[mine] = expected[slot[mine], campaign[mine]]
     weights = importance_weights(pi[slot, item], ds.row_features["propensity"][random_rows])
-    estimates = estimate_all(ds.ratings[random_rows], weights, q_logged, q_policy, n_boot=n_boot, seed=seed)
-    truth = on_policy(ds.ratings[bts_rows], n_boot=n_boot, seed=seed)
+    rewards, bts_campaign = ds.ratings[random_rows], ds.row_features["campaign"][bts_rows]
+
+    def versus_truth(mine: np.ndarray, truth_rows: np.ndarray) -> dict:
+        estimates = estimate_all(rewards[mine], weights[mine], q_logged[mine], q_policy[mine], n_boot=n_boot,
+                                 seed=seed)
+        truth = on_policy(ds.ratings[truth_rows], n_boot=n_boot, seed=seed)
+        return {"truth_on_policy": truth.to_dict(),
+                "estimates": {name: {**e.to_dict(), "covers_truth": e.covers(truth.value)}
+                              for name, e in estimates.items()}}
+
+    names = {c: name for c, name in enumerate(CAMPAIGNS)}
     return {"target": "bts (its slot distribution in its own logs)", "logs": "random, all campaigns, whole week",
-            "truth_on_policy": truth.to_dict(), "random_on_policy": on_policy(
-                ds.ratings[random_rows], n_boot=n_boot, seed=seed).to_dict(),
-            "estimates": {name: {**e.to_dict(), "covers_truth": e.covers(truth.value)}
-                          for name, e in estimates.items()}}
+            **versus_truth(np.ones(len(random_rows), dtype=bool), bts_rows),
+            "random_on_policy": on_policy(rewards, n_boot=n_boot, seed=seed).to_dict(),
+            "by_campaign": {names.get(int(c), str(c)): versus_truth(campaign == c, bts_rows[bts_campaign == c])
+                            for c in np.unique(campaign)}}
 
 
 def policy_slots(scores: np.ndarray, ds: Dataset) -> np.ndarray:

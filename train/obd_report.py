@@ -47,6 +47,13 @@ def validation_table(card: dict) -> str:
         e = v["estimates"][name]
         covers = "yes" if e["covers_truth"] else "no"
         lines.append(f"| {name.upper()} from the random logs | {_estimate(e)} | {covers} |")
+    lines += ["", "per campaign (10,000 impressions of each policy):", "",
+              "| campaign | on-policy truth | " + " | ".join(n.upper() for n in ESTIMATORS[:3]) + " |",
+              "|---|---|" + "---|" * 3]
+    for campaign, c in v.get("by_campaign", {}).items():
+        cells = " | ".join(_estimate(c["estimates"][n]) + ("" if c["estimates"][n]["covers_truth"] else " (misses)")
+                           for n in ESTIMATORS[:3])
+        lines.append(f"| {campaign} | {_estimate(c['truth_on_policy'])} | {cells} |")
     return "\n".join(lines)
 
 

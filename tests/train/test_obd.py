@@ -71,6 +71,10 @@ def test_validation_recovers_bts_on_policy_click_rate(obd):
     for name in ("ips", "snips", "dr"):
         est = report["estimates"][name]
         assert est["covers_truth"] and abs(est["value"] - truth) < 0.0015, (name, est)
+        for campaign, c in report["by_campaign"].items():      # 10,000 impressions each: wider
+            assert c["estimates"][name]["covers_truth"], (campaign, name, c)
+    assert set(report["by_campaign"]) == {"all", "men", "women"}
+    assert report["by_campaign"]["men"]["truth_on_policy"]["value"] == pytest.approx(69 / 10_000)
 
 
 def test_obd_ctr_reports_intervals_baselines_and_ope(obd_run):
