@@ -53,6 +53,14 @@ def current() -> Group:
     return Group()
 
 
+def collective_device(fallback: torch.device) -> torch.device:
+    """Where a tensor must be for a collective: NCCL reduces CUDA tensors only (a model that
+    trains on CPU under NCCL has its buffers copied over), gloo takes them where they are."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return fallback
+
+
 def shard(batch: Any, group: Group) -> Any:
     """Rows rank, rank + world_size, ... of a batch: a tensor, an array, or a dataclass /
     named tuple of them (a None field stays None)."""
@@ -80,7 +88,7 @@ def sync_gradients(model: torch.nn.Module, examples: float, group: Group) -> Non
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return
-    device = params[0].device
+    device = collective_device(params[0].device)
     sizes = [p.numel() for p in params]
     flat = torch.zeros(sum(sizes) + len(params) + 1, dtype=torch.float64, device=device)
     offset = 0
@@ -95,7 +103,7 @@ def sync_gradients(model: torch.nn.Module, examples: float, group: Group) -> Non
     offset = 0
     for i, (p, size) in enumerate(zip(params, sizes)):
         if flat[sum(sizes) + i] > 0 and total > 0:
-            grad = (flat[offset:offset + size] / total).to(p.dtype).view_as(p)
+            grad = (flat[offset:offset + size] / total).to(device=p.device, dtype=p.dtype).view_as(p)
             p.grad = grad if p.grad is None else p.grad.copy_(grad)
         else:
             p.grad = None
@@ -106,7 +114,7 @@ def sum_over_ranks(values: list[float], group: Group) -> list[float]:
     """Element-wise sums of a few numbers over ranks (e.g. loss totals and example counts)."""
     if not group.parallel:
         return values
-    flat = torch.tensor(values, dtype=torch.float64)
+    flat = torch.tensor(values, dtype=torch.float64, device=collective_device(torch.device("cpu")))
     dist.all_reduce(flat)
     return flat.tolist()
 
@@ -129,4 +137,10 @@ def broadcast_model(model: torch.nn.Module, group: Group) -> None:
         return
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)
+            device = collective_device(tensor.device)
+            if device == tensor.device:
+                dist.broadcast(tensor.data, src=0)
+            else:
+                moved = tensor.data.to(device)
+                dist.broadcast(moved, src=0)
+                tensor.data.copy_(moved.to(tensor.device))

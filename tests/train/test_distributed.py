@@ -64,32 +64,41 @@ def test_two_ranks_train_what_one_process_trains_and_only_rank_0_writes(tmp_path
 
 
 @pytest.fixture
-def fault_targets(monkeypatch):
-    """ddp_faults importable here and in the spawned ranks (they find it through PYTHONPATH)."""
+def targets(monkeypatch):
+    """ddp_targets importable here and in the spawned ranks (they find it through PYTHONPATH)."""
     monkeypatch.syspath_prepend(str(HERE))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    import ddp_faults
-    yield ddp_faults
-    sys.modules.pop("ddp_faults", None)
+    import ddp_targets
+    yield ddp_targets
+    sys.modules.pop("ddp_targets", None)
 
 
-def test_a_dead_rank_stops_the_run_with_its_exit(fault_targets):
+def test_fit_on_two_ranks_takes_the_one_process_steps_even_with_an_empty_shard(targets):
+    one = targets.fit_tiny()
+    ranks = launch(targets.fit_tiny, (), nproc=2)
+    for rank in (0, 1):
+        assert torch.allclose(ranks[rank]["weight"], one["weight"], atol=1e-6), rank
+        assert torch.allclose(ranks[rank]["bias"], one["bias"], atol=1e-6), rank
+        assert ranks[rank]["loss"] == pytest.approx(one["loss"], rel=1e-6)     # summed over ranks
+
+
+def test_a_dead_rank_stops_the_run_with_its_exit(targets):
     started = time.monotonic()
     with pytest.raises(DistributedTrainingError,
                        match=r"rank 1 \(pid \d+\) exited with code 17: no Python error recorded"):
-        launch(fault_targets.exit_on_rank_1, (17,), nproc=2)
+        launch(targets.exit_on_rank_1, (17,), nproc=2)
     assert time.monotonic() - started < 60      # rank 0 was waiting on it: not a hang
 
 
-def test_a_rank_that_raises_names_its_error(fault_targets):
+def test_a_rank_that_raises_names_its_error(targets):
     with pytest.raises(DistributedTrainingError, match="rank 1 .*rank 1 cannot read its shard"):
-        launch(fault_targets.raise_on_rank_1, (), nproc=2)
+        launch(targets.raise_on_rank_1, (), nproc=2)
 
 
-def test_a_stuck_rank_trips_the_collective_timeout(fault_targets):
+def test_a_stuck_rank_trips_the_collective_timeout(targets):
     started = time.monotonic()
     with pytest.raises(DistributedTrainingError, match="rank 0 .*exited with code 1"):
-        launch(fault_targets.hang_on_rank_1, (120.0,), nproc=2, collective_timeout_s=5)
+        launch(targets.hang_on_rank_1, (120.0,), nproc=2, collective_timeout_s=5)
     assert time.monotonic() - started < 60
 
 
