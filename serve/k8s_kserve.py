@@ -10,8 +10,10 @@ it must be the tag of the server the repository was tested on, 24.10-py3 (Triton
 older server may not load configs or backends that 2.51 accepts. KServe mounts the model from
 ``storageUri`` at /mnt/models (its storage initializer downloads s3:// URIs; pvc:// mounts the
 claim) and starts tritonserver with ``--model-store=/mnt/models``; HTTP on 8080, gRPC on 9000.
-Autoscaling is KServe's (Knative concurrency, or ``autoscaling.knative.dev`` annotations), not
-the queue-time HPA of the plain manifests.
+No extra tritonserver flags: KServe's runtime sets the store and ports, and 2.51's defaults
+are the ones wanted (model control off, strict readiness). Autoscaling is KServe's (Knative
+concurrency, or ``autoscaling.knative.dev`` annotations), not the queue-time HPA of the plain
+manifests.
 """
 from __future__ import annotations
 
@@ -57,7 +59,6 @@ def inference_service(spec: K8sSpec) -> dict:
                 "modelFormat": {"name": "triton"}, "protocolVersion": "v2",
                 "runtime": KSERVE_RUNTIME, "runtimeVersion": runtime_version(spec.image),
                 "storageUri": storage_uri(spec),
-                "args": ["--model-control-mode=none", "--strict-readiness=true"],
                 "resources": {"requests": {"cpu": spec.cpu, "memory": mebibytes(request)}, "limits": limits},
             }}}}
 

@@ -96,8 +96,11 @@ def test_validation_catches_mistakes_in_core_objects_and_in_the_crds():
     service["spec"]["predictor"]["model"]["resources"]["limits"]["memory"] = "1.5 GB"
     assert any("is not a quantity" in p for p in validate_object(service))
     service = inference_service(PVC)
-    service["spec"]["predictor"]["model"]["args"] = "--strict-readiness"        # a string, not a list
-    assert any("is not of type 'array'" in p for p in validate_object(service))
+    service["spec"]["predictor"]["model"]["storageUri"] = "/mnt/models"          # not a URI KServe reads
+    assert any("does not match" in p for p in validate_object(service))
+    service = inference_service(PVC)
+    service["spec"]["predictor"]["model"]["resources"]["limit"] = {"cpu": "1"}   # limits, misspelt
+    assert any("'limit' was unexpected" in p for p in validate_object(service))
 
 
 def test_bad_settings_are_refused_with_what_is_valid():
