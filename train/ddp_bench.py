@@ -29,7 +29,7 @@ def time_one(config: TrainConfig, nproc: int) -> dict:
         if nproc == 1:
             metrics = run_training(config, Path(out), progress=False)["metrics"]
         else:
-            metrics = launch_training(config, Path(out), nproc, progress=False)[0]["metrics"]
+            metrics = launch_training(config, Path(out), nproc, progress=False, quiet=True)[0]["metrics"]
         return {"nproc": nproc, "seconds": round(time.perf_counter() - started, 1), "test": metrics["test"]}
 
 

@@ -110,12 +110,14 @@ def lost_a_peer(err: BaseException) -> bool:
     return any(words in str(err) for words in ("by peer", "Connection closed", "Broken pipe"))
 
 
-def train_rank(config: TrainConfig, out: Path, data_path: Path | None, progress: bool) -> dict:
+def train_rank(config: TrainConfig, out: Path, data_path: Path | None, progress: bool,
+               quiet: bool = False) -> dict:
     """What every rank runs: the task, then (rank 0 only) the checkpoint. -> this rank's
-    metrics and what it wrote (None off rank 0)."""
+    metrics and what it wrote (None off rank 0). quiet: rank 0 prints nothing either."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    quiet = contextlib.redirect_stdout(io.StringIO()) if rank else contextlib.nullcontext()
-    with quiet:
+    silent = rank or quiet
+    quiet_ = contextlib.redirect_stdout(io.StringIO()) if silent else contextlib.nullcontext()
+    with quiet_:
         ds = load_dataset(config.dataset, path=data_path)
         print(ds.summary())
         result = run_task(config, ds, progress=progress and rank == 0)
@@ -127,9 +129,9 @@ def train_rank(config: TrainConfig, out: Path, data_path: Path | None, progress:
 
 
 def launch_training(config: TrainConfig, out: Path, nproc: int, data_path: Path | None = None,
-                    progress: bool = True) -> dict[int, dict]:
+                    progress: bool = True, quiet: bool = False) -> dict[int, dict]:
     """Train on ``nproc`` ranks; -> rank -> train_rank's answer (the checkpoint is in out)."""
-    return launch(train_rank, (config, out, data_path, progress), nproc)
+    return launch(train_rank, (config, out, data_path, progress, quiet), nproc)
 
 
 def closed_form_note(config: TrainConfig, nproc: int) -> str | None:
