@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 export RECDEPLOY_CACHE ?= $(CURDIR)/.cache/recdeploy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench bench-large soak clean
+.PHONY: setup demo test bench bench-large bench-ddp soak clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ test: setup   # the suite, then lint and type checks (config in pyproject.toml)
 bench: setup   # every scenario's entries served vs in-process over HTTP (trains the short runs it
                # needs), catalogue scale; rewrites the generated tables of docs/performance.md
 	$(BIN)/recdeploy bench --out reports/bench --docs docs/performance.md
+
+bench-ddp: setup   # recdeploy train on 1 process vs 2, interleaved rounds (minutes; docs/distributed-training.md)
+	$(BIN)/python -m recdeploy.train.ddp_bench --model two_tower --epochs 1 --nproc 2 --rounds 2
 
 bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of minutes on 2 cores)
 	$(BIN)/recdeploy bench --dataset ml-1m --out reports/bench-ml1m

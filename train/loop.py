@@ -13,6 +13,11 @@ learning-rate schedule.
 A task keeps its split, loss, metrics and baselines and hands the loop three functions: the
 batches of one epoch (drawn from ``rng``, so the order is seeded), the loss of one batch, and
 the validation metric of the model. Everything else about epochs is here, once.
+
+Under ``recdeploy train --nproc N`` (a process group is up) the same loop runs on every rank:
+each takes its share of every global batch, gradients are all-reduced before each step, the
+epoch loss is summed over ranks, rank 0 validates and every rank takes its decision (see
+train/distributed.py for why the steps equal the one-process run's).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recdeploy.train.config import LR_SCHEDULES, ConfigError
+from recdeploy.train.distributed import broadcast_model, current, from_main, shard, sum_over_ranks, sync_gradients
 
 
 class EarlyStopping:
@@ -86,20 +92,26 @@ def train_epoch(model: torch.nn.Module, optimizer, batches: Sequence, batch_loss
                 schedule=None) -> float:
     """One pass: per batch, loss, backward, step (and the schedule's step). batch_loss(batch)
     returns the loss, or (loss, examples it averages over) when that is not len(batch).
-    Returns the mean loss per example."""
+    Returns the mean loss per example (over every rank's examples in a process group)."""
     model.train()
+    group = current()
     total, count = 0.0, 0
     for batch in batches:
-        loss = batch_loss(batch)
-        loss, examples = loss if isinstance(loss, tuple) else (loss, len(batch))
+        part = shard(batch, group)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        examples = 0
+        if not group.parallel or len(part):  # a last batch smaller than the ranks leaves some none
+            loss = batch_loss(part)
+            loss, examples = loss if isinstance(loss, tuple) else (loss, len(part))
+            loss.backward()
+            total += loss.item() * examples
+        sync_gradients(model, examples, group)
         optimizer.step()
         if schedule is not None:
             schedule.step()
-        total += loss.item() * examples
         count += examples
-    return total / max(1, count)
+    total_all, count_all = sum_over_ranks([total, float(count)], group)
+    return total_all / max(1.0, count_all)
 
 
 def fit(model: torch.nn.Module, optimizer, rng: np.random.Generator, *, epochs: int,
@@ -117,12 +129,19 @@ def fit(model: torch.nn.Module, optimizer, rng: np.random.Generator, *, epochs: 
     phase after a pretraining) never ends worse on validation than it started. schedule:
     "cosine" anneals the lr per step to 0 at the last step of ``epochs``.
     """
+    group = current()
+    broadcast_model(model, group)
+
+    def validated(model: torch.nn.Module) -> float:
+        assert validate is not None
+        return from_main(validate(model) if group.is_main else None, group)
+
     stopper = EarlyStopping(patience, higher_is_better) if validate is not None else None
     if stopper is not None and validate is not None and validate_start:
         model.eval()
-        stopper.update(model, validate(model), 0)
+        stopper.update(model, validated(model), 0)
     scheduler, epoch = None, 0
-    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, unit="epoch")
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress or not group.is_main, unit="epoch")
     for epoch in bar:
         epoch_batches = batches(rng)
         if scheduler is None and schedule != "constant":
@@ -132,11 +151,13 @@ def fit(model: torch.nn.Module, optimizer, rng: np.random.Generator, *, epochs: 
         if stopper is None or validate is None:
             bar.set_postfix(loss=f"{loss:.4f}")
             continue
-        metric = validate(model)
+        metric = validated(model)
         bar.set_postfix({"loss": f"{loss:.4f}", metric_name: f"{metric:.4f}"})
         if stopper.update(model, metric, epoch):
             break
     if stopper is None:
+        broadcast_model(model, group)
         return FitResult(epochs_run=epoch, best_epoch=epoch, best_metric=None)
     stopper.restore(model)
+    broadcast_model(model, group)
     return FitResult(epochs_run=epoch, best_epoch=stopper.best_epoch, best_metric=stopper.best)
