@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--burst", type=int, default=400, help="burst above --rate (default: %(default)s)")
     parser.add_argument("--fail-timeout", type=int, default=5,
                         help="seconds a failing replica stays out of rotation (default: %(default)s)")
+    parser.add_argument("--statistics", action="store_true",
+                        help="also expose the read-only inference statistics (perf_analyzer needs them)")
     parser.add_argument("--no-verify", action="store_true", help="serve even if the manifest does not match")
     return parser
 
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                                 models=tuple(args.expose), token=read_or_make_token(token_file), cert=args.cert,
                                 key=args.key, http_inference=args.http_inference, max_body=args.max_body,
                                 rate_per_s=args.rate, burst=args.burst, fail_timeout_s=args.fail_timeout,
+                                statistics=args.statistics,
                                 verify_manifest=not args.no_verify)
         deployment.start()
     except (ValueError, GatewayError, ServerStartError) as error:

@@ -12,9 +12,10 @@ wrong bearer token 401 - gRPC clients see UNAUTHENTICATED):
 - gRPC (HTTP/2 on the same TLS port): the read-only and inference methods of GRPC_METHODS.
   nginx sees a gRPC method, not the model name inside the protobuf body: over gRPC every
   loaded model (composing models too) can be asked, the model control, repository,
-  shared-memory, trace, logging and statistics methods cannot.
+  shared-memory, trace, logging and (unless ``statistics=True``) statistics methods cannot.
 Never reachable: the model control API (load / unload), the repository index, shared memory,
-trace and log settings, statistics and the metrics port (not proxied at all).
+trace and log settings and the metrics port (not proxied at all); statistics only when the
+spec turns them on (perf_analyzer needs them).
 """
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ class GatewaySpec:
     rate_per_s: int = 2000             # per client address; over rate + burst: 429
     burst: int = 400
     worker_user: str | None = None     # set when started as root: workers run as that user
+    # read-only inference statistics (gRPC ModelStatistics: of every model, nginx cannot see
+    # which; HTTP .../stats of the exposed ones). perf_analyzer needs them; off by default
+    statistics: bool = False
+    # models whose metadata / config / readiness (and statistics) clients may read but not
+    # infer on: an ensemble's composing models, which perf_analyzer reads over HTTP (over gRPC
+    # nginx cannot tell models apart: ModelConfig answers for any)
+    metadata_models: tuple[str, ...] = ()
     extra_upstream_keepalive: int = 16
 
     def __post_init__(self) -> None:
@@ -69,7 +77,7 @@ class GatewaySpec:
             raise GatewayConfigError(f"port={self.port}: use a non-root port 1024-65535")
         if not self.models:
             raise GatewayConfigError("models is empty: name the ensembles clients may reach")
-        bad = [m for m in self.models if not _NAME.fullmatch(m)]
+        bad = [m for m in self.models + self.metadata_models if not _NAME.fullmatch(m)]
         if bad:
             raise GatewayConfigError(f"model names {bad} are not plain Triton names (letters, digits, _ -)")
         if not _TOKEN.fullmatch(self.token):
@@ -141,8 +149,10 @@ def _location(match: str, methods: str, body: str) -> str:
 def build_nginx_conf(spec: GatewaySpec) -> str:
     """The whole nginx.conf for ``spec``: pure, so tests read it and a reload rewrites it."""
     prefix = spec.prefix
-    names = "|".join(spec.models)
-    model = f"/v2/models/(?:{names})(?:/versions/[0-9]+)?"
+    model = f"/v2/models/(?:{'|'.join(spec.models)})(?:/versions/[0-9]+)?"
+    readable = spec.models + tuple(m for m in spec.metadata_models if m not in spec.models)
+    metadata = f"/v2/models/(?:{'|'.join(readable)})(?:/versions/[0-9]+)?"
+    methods = GRPC_METHODS + (("ModelStatistics",) if spec.statistics else ())
     grpc = "\n".join(
         f"        location = /inference.GRPCInferenceService/{method} {{\n"
         f"            grpc_pass grpc://triton_grpc;\n"
@@ -151,7 +161,7 @@ def build_nginx_conf(spec: GatewaySpec) -> str:
         f"            grpc_next_upstream_tries {spec.next_upstream_tries};\n"
         f"            grpc_connect_timeout 2s;\n"
         f"            grpc_read_timeout {spec.read_timeout_s}s;\n"
-        f"        }}" for method in GRPC_METHODS)
+        f"        }}" for method in methods)
     if spec.http_inference == "validated":
         infer = _location(f"~ ^{model}/infer$", "POST", _proxy("infer_validator", spec))
     else:
@@ -214,7 +224,9 @@ http {{
         }}
 {_location("= /v2", "GET", _proxy("triton_http", spec))}
 {_location("~ ^/v2/health/(?:live|ready)$", "GET", _proxy("triton_http", spec))}
-{_location(f"~ ^{model}(?:/ready|/config)?$", "GET", _proxy("triton_http", spec))}
+{_location("= /v2/models/stats", "GET", _proxy("triton_http", spec)) if spec.statistics else ""}
+{_location(f"~ ^{metadata}(?:/ready|/config{'|/stats' if spec.statistics else ''})?$", "GET",
+           _proxy("triton_http", spec))}
 {infer}
 {grpc}
     }}

@@ -21,8 +21,10 @@ from aiohttp import ClientSession, UnixConnector, web
 
 from recdeploy.serve.gateway_validate import InferRequestError, ModelLimits, check_infer_request, limits_from_config
 
-FORWARDED = ("Content-Type", "Inference-Header-Content-Length", "Accept-Encoding", "Accept")
-RETURNED = ("Content-Type", "Inference-Header-Content-Length", "Content-Encoding")
+# answers travel uncompressed (Inference-Header-Content-Length counts uncompressed bytes; a
+# recommendation list gains little from gzip)
+FORWARDED = ("Content-Type", "Inference-Header-Content-Length", "Accept")
+RETURNED = ("Content-Type", "Inference-Header-Content-Length")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -45,6 +47,7 @@ def make_app(limits: dict[str, ModelLimits], upstream_socket: Path) -> web.Appli
         except (InferRequestError, ValueError) as error:
             return _error(400, str(error))
         headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+        headers["Accept-Encoding"] = "identity"  # else aiohttp asks for gzip on its own
         session: ClientSession = request.app["session"]
         async with session.post(f"http://replicas{request.path_qs}", data=body, headers=headers) as answer:
             payload = await answer.read()

@@ -44,6 +44,16 @@ def exposed_models(repository: Path) -> tuple[str, ...]:
     return tuple(found)
 
 
+def composing_models(configs: list[dict]) -> tuple[str, ...]:
+    """The models the ensembles among ``configs`` (Triton JSON configs) call, in order."""
+    found: list[str] = []
+    for config in configs:
+        for step in config.get("ensemble_scheduling", {}).get("step", []):
+            if step["model_name"] not in found:
+                found.append(step["model_name"])
+    return tuple(found)
+
+
 def fetch_model_config(http_url: str, model: str) -> dict:
     with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/config", timeout=10) as answer:
         return json.loads(answer.read())
@@ -67,10 +77,11 @@ class Deployment:
     def start(self, progress=print) -> Deployment:
         self.replicas.start(progress)
         try:
+            configs = [fetch_model_config(self.replicas.http_urls[0], m) for m in self.models]
             spec = GatewaySpec(prefix=self.workdir / "gateway", models=self.models, token=self.token,
                                http_upstreams=self.replicas.http_urls, grpc_upstreams=self.replicas.grpc_urls,
-                               worker_user=worker_user(), **self._gateway_args)
-            configs = [fetch_model_config(self.replicas.http_urls[0], m) for m in self.models]
+                               worker_user=worker_user(), metadata_models=composing_models(configs),
+                               **self._gateway_args)
             self.gateway = Gateway(spec, configs).start()
         except BaseException:
             self.replicas.stop()

@@ -1,0 +1,191 @@
+"""``recdeploy gateway-bench``: what the gateway costs and what it survives (minutes, not a test).
+
+    recdeploy gateway-bench --repository model_repository --out reports/gateway \\
+        [--new-model other/model.onnx] [--duration 30] [--concurrency 4]
+
+On one deployment of two replicas behind the gateway, measured in this order:
+1. the declared-shape request and malformed JSON through the gateway (status, time, the
+   replicas' memory growth);
+2. throughput with 2 vs 1 replicas in rotation (the other drained), interleaved rounds, gRPC;
+   and the gateway's cost: perf_analyzer through it vs straight to a replica, gRPC and HTTP;
+3. a rolling update of the entry's swappable model (--new-model; default: the current file
+   again) while perf_analyzer runs through the gateway: perf_analyzer exits non-zero on the
+   first failed request;
+4. one replica SIGKILLed under a logged client load: failed requests, for how long, and
+   how long until the supervisor had it serving again.
+Writes gateway_bench.json and prints a summary. Numbers from a shared 2-core box are
+measured under others' load: read the ratios from the interleaved rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from recdeploy.export.scenarios import scenario_named
+from recdeploy.perf.gateway_load import RequestLog, perf_through, run_perf
+from recdeploy.perf.input_data import write_rows_input_data
+from recdeploy.perf.soak import LoadOutcome, chosen_entry, entry_rows, load_config
+from recdeploy.serve.gateway_probe import bomb_request, malformed_requests, send
+from recdeploy.serve.gateway_rollout import Deployment, RolloutStep, fetch_model_config, rolling_update
+from recdeploy.serve.processes import tree_rss_bytes
+from recdeploy.serve.server import pick_free_ports
+from recdeploy.serve.swap import versions
+
+MIB = 1 << 20
+
+
+@dataclass
+class BombResult:
+    status: int
+    seconds: float
+    rss_growth_mib: float           # summed over the replicas, before vs right after
+    malformed: dict[str, int]       # request kind -> HTTP status
+
+
+def bomb_through(deployment: Deployment, entry: str) -> BombResult:
+    gateway = deployment.gateway
+    assert gateway is not None
+    pids = [s.pid for s in deployment.replicas.servers if s is not None and s.pid is not None]
+    before = sum(tree_rss_bytes(pid) for pid in pids)
+    bomb = bomb_request(fetch_model_config(deployment.replicas.http_urls[0], entry))
+    status, seconds, _ = send(gateway.url, gateway.spec.cert_path, deployment.token, f"/v2/models/{entry}/infer", bomb)
+    time.sleep(0.5)
+    after = max(sum(tree_rss_bytes(pid) for pid in pids), before)
+    malformed = {kind: send(gateway.url, gateway.spec.cert_path, deployment.token, f"/v2/models/{entry}/infer",
+                            body)[0] for kind, body in malformed_requests().items()}
+    return BombResult(status, seconds, (after - before) / MIB, malformed)
+
+
+@dataclass
+class KillResult:
+    requests: int
+    failures: int
+    failure_window_s: float         # first to last failed request (0: none failed)
+    restarted_after_s: float | None  # kill -> the supervisor's replacement served
+    errors: list[str]
+
+
+def kill_under_load(deployment: Deployment, entry: str, rows, concurrency: int, duration_s: float) -> KillResult:
+    gateway = deployment.gateway
+    assert gateway is not None
+    load = RequestLog(gateway.url, gateway.spec.cert_path, deployment.token, entry, rows, concurrency).start()
+    time.sleep(duration_s * 0.3)
+    seen = len(deployment.replicas.events)
+    killed = time.monotonic()
+    deployment.replicas.kill(0)
+    deadline = killed + max(duration_s, 240)
+    restarted = None
+    while time.monotonic() < deadline and restarted is None:
+        restarted = next((e.at for e in deployment.replicas.events[seen:] if e.what == "restarted"), None)
+        time.sleep(0.2)
+    time.sleep(max(3.0, killed + duration_s * 0.7 - time.monotonic()))
+    records = load.stop()
+    failed = [r for r in records if r.error is not None]
+    window = (failed[-1].sent + failed[-1].seconds - failed[0].sent) if failed else 0.0
+    return KillResult(len(records), len(failed), window, None if restarted is None else restarted - killed,
+                      sorted({r.error or "" for r in failed})[:5])
+
+
+@dataclass
+class RollingResult:
+    load: LoadOutcome
+    steps: list[RolloutStep]
+
+
+def rolling_under_load(deployment: Deployment, entry: str, input_data: Path, model: str, files: dict[str, Path],
+                       concurrency: int, duration_s: float, out_dir: Path) -> RollingResult:
+    outcome: list[LoadOutcome] = []
+    runner = threading.Thread(target=lambda: outcome.append(
+        perf_through(deployment, entry, input_data, concurrency, duration_s, out_dir / "rolling")))
+    runner.start()
+    time.sleep(duration_s * 0.2)
+    steps = rolling_update(deployment, model, files, progress=lambda _: None)
+    runner.join()
+    return RollingResult(outcome[0], steps)
+
+
+def replicas_and_cost(deployment: Deployment, entry: str, data: Path, concurrency: int, window_s: float,
+                      rounds: int, out_dir: Path) -> dict[str, list[float]]:
+    """infer/s per configuration, one value per interleaved round."""
+    gateway = deployment.gateway
+    assert gateway is not None
+    results: dict[str, list[float]] = {}
+
+    def keep(name: str, outcome: LoadOutcome) -> None:
+        results.setdefault(name, []).append(outcome.infer_per_s if outcome.ok else 0.0)
+        results.setdefault(name + " p50 ms", []).append(outcome.p50_ms)
+        if not outcome.ok:
+            print(f"    {name} failed: {outcome.error[-500:]}", flush=True)
+
+    for _ in range(rounds):
+        for drained, name in ((set(), "gateway 2 replicas grpc"), ({1}, "gateway 1 replica grpc")):
+            gateway.drain(drained)
+            keep(name, perf_through(deployment, entry, data, concurrency, window_s, out_dir / "throughput"))
+        # 1 replica in rotation still: the cost of the hop against the same replica direct
+        keep("gateway 1 replica http", perf_through(deployment, entry, data, concurrency, window_s,
+                                                    out_dir / "throughput", protocol="http"))
+        for protocol, url in (("grpc", deployment.replicas.grpc_urls[0]), ("http", deployment.replicas.http_urls[0])):
+            direct = load_config(url, entry, data, concurrency, window_s)
+            keep(f"direct 1 replica {protocol}",
+                 run_perf(dataclasses.replace(direct, protocol=protocol), out_dir / "throughput"))
+        gateway.drain(set())
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recdeploy gateway-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--entry", default=None, help="entry to load (default: the repository's first)")
+    parser.add_argument("--new-model", type=Path, default=None,
+                        help="the file the rolling update publishes (default: the current one again)")
+    parser.add_argument("--out", type=Path, default=Path("reports/gateway"))
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per load phase (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=4, help="default: %(default)s")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved throughput rounds (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    entry = chosen_entry(args.repository, args.entry)
+    model = scenario_named(entry.scenario).swappable_model(entry)
+    newest = args.repository / model / str(max(versions(args.repository / model)))
+    new_file = args.new_model or next(p for p in newest.iterdir() if p.name.startswith("model"))
+    rows = entry_rows(args.repository, entry, 10)
+    data = write_rows_input_data(args.out / "input_data.json", rows)
+    port = pick_free_ports("127.0.0.1", 1)[0]
+    report: dict = {"entry": entry.name, "model": model, "concurrency": args.concurrency, "duration_s": args.duration}
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as work, \
+            Deployment(args.repository, 2, Path(work), port, statistics=True) as deployment:
+        print("1/4 declared-shape request and malformed JSON through the gateway ...", flush=True)
+        report["bomb"] = asdict(bomb_through(deployment, entry.name))
+        print(f"    {report['bomb']}\n2/4 throughput: 2 vs 1 replicas, gateway vs direct ...", flush=True)
+        report["throughput"] = replicas_and_cost(deployment, entry.name, data, args.concurrency,
+                                                 args.duration / 3, args.rounds, args.out)
+        for name, values in report["throughput"].items():
+            print(f"    {name}: {', '.join(f'{v:.1f}' for v in values)}")
+        print("3/4 rolling update under perf_analyzer ...", flush=True)
+        rolling = rolling_under_load(deployment, entry.name, data, model, {"model" + new_file.suffix: new_file},
+                                     args.concurrency, args.duration, args.out)
+        report["rolling"] = asdict(rolling)
+        print(f"    perf_analyzer ok={rolling.load.ok} {rolling.load.infer_per_s:.1f} infer/s; "
+              f"steps {[round(s.publish_s + s.canary_s, 1) for s in rolling.steps]} s", flush=True)
+        print("4/4 one replica killed under load ...", flush=True)
+        report["kill"] = asdict(kill_under_load(deployment, entry.name, rows, args.concurrency, args.duration))
+        print(f"    {report['kill']}")
+    (args.out / "gateway_bench.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out / 'gateway_bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
