@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from recdeploy.export.scenarios import scenario_named
-from recdeploy.perf.gateway_load import RequestLog, perf_through, run_perf
+from recdeploy.perf.gateway_load import GatewayLoad, RequestLog, perf_through, run_perf
 from recdeploy.perf.input_data import write_rows_input_data
-from recdeploy.perf.soak import LoadOutcome, chosen_entry, entry_rows, load_config
+from recdeploy.perf.soak import chosen_entry, entry_rows, load_config
+from recdeploy.serve.cli import _sigterm_as_interrupt
 from recdeploy.serve.gateway_probe import bomb_request, malformed_requests, send
 from recdeploy.serve.gateway_rollout import Deployment, RolloutStep, fetch_model_config, rolling_update
 from recdeploy.serve.processes import tree_rss_bytes
@@ -95,20 +96,42 @@ def kill_under_load(deployment: Deployment, entry: str, rows, concurrency: int, 
 
 @dataclass
 class RollingResult:
-    load: LoadOutcome
+    loads: list[GatewayLoad]        # perf_analyzer runs, back to back from before to after the update
+    witness_requests: int           # one client thread logging every request meanwhile
+    witness_failures: list[str]
     steps: list[RolloutStep]
 
+    @property
+    def failed(self) -> bool:
+        return bool(self.witness_failures) or not all(load.no_failed_request for load in self.loads)
 
-def rolling_under_load(deployment: Deployment, entry: str, input_data: Path, model: str, files: dict[str, Path],
-                       concurrency: int, duration_s: float, out_dir: Path) -> RollingResult:
-    outcome: list[LoadOutcome] = []
-    runner = threading.Thread(target=lambda: outcome.append(
-        perf_through(deployment, entry, input_data, concurrency, duration_s, out_dir / "rolling")))
+
+def rolling_under_load(deployment: Deployment, entry: str, input_data: Path, rows, model: str,
+                       files: dict[str, Path], concurrency: int, window_s: float, out_dir: Path) -> RollingResult:
+    """perf_analyzer runs of ``window_s`` back to back (and one logging client thread, which
+    covers the moments between two runs) while ``rolling_update`` goes replica by replica."""
+    gateway = deployment.gateway
+    assert gateway is not None
+    loads: list[GatewayLoad] = []
+    done = threading.Event()
+
+    def keep_loading() -> None:
+        while True:
+            loads.append(perf_through(deployment, entry, input_data, concurrency, window_s, out_dir / "rolling"))
+            if done.is_set():
+                return
+
+    witness = RequestLog(gateway.url, gateway.spec.cert_path, deployment.token, entry, rows, 1).start()
+    runner = threading.Thread(target=keep_loading)
     runner.start()
-    time.sleep(duration_s * 0.2)
-    steps = rolling_update(deployment, model, files, progress=lambda _: None)
-    runner.join()
-    return RollingResult(outcome[0], steps)
+    time.sleep(window_s / 2)
+    try:
+        steps = rolling_update(deployment, model, files, progress=lambda _: None)
+    finally:
+        done.set()
+        runner.join()
+        records = witness.stop()
+    return RollingResult(loads, len(records), [r.error for r in records if r.error is not None][:10], steps)
 
 
 def replicas_and_cost(deployment: Deployment, entry: str, data: Path, concurrency: int, window_s: float,
@@ -118,11 +141,11 @@ def replicas_and_cost(deployment: Deployment, entry: str, data: Path, concurrenc
     assert gateway is not None
     results: dict[str, list[float]] = {}
 
-    def keep(name: str, outcome: LoadOutcome) -> None:
-        results.setdefault(name, []).append(outcome.infer_per_s if outcome.ok else 0.0)
-        results.setdefault(name + " p50 ms", []).append(outcome.p50_ms)
-        if not outcome.ok:
-            print(f"    {name} failed: {outcome.error[-500:]}", flush=True)
+    def keep(name: str, outcome: GatewayLoad) -> None:
+        results.setdefault(name, []).append(outcome.infer_per_s)
+        results.setdefault(name + " latency ms", []).append(outcome.latency_ms)
+        if outcome.note:
+            print(f"    {name}: {outcome.note[-300:]}", flush=True)
 
     for _ in range(rounds):
         for drained, name in ((set(), "gateway 2 replicas grpc"), ({1}, "gateway 1 replica grpc")):
@@ -163,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = entry_rows(args.repository, entry, 10)
     data = write_rows_input_data(args.out / "input_data.json", rows)
     port = pick_free_ports("127.0.0.1", 1)[0]
+    restore = _sigterm_as_interrupt()  # a SIGTERM stops the replicas and nginx too
     report: dict = {"entry": entry.name, "model": model, "concurrency": args.concurrency, "duration_s": args.duration}
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as work, \
             Deployment(args.repository, 2, Path(work), port, statistics=True) as deployment:
@@ -174,14 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, values in report["throughput"].items():
             print(f"    {name}: {', '.join(f'{v:.1f}' for v in values)}")
         print("3/4 rolling update under perf_analyzer ...", flush=True)
-        rolling = rolling_under_load(deployment, entry.name, data, model, {"model" + new_file.suffix: new_file},
-                                     args.concurrency, args.duration, args.out)
-        report["rolling"] = asdict(rolling)
-        print(f"    perf_analyzer ok={rolling.load.ok} {rolling.load.infer_per_s:.1f} infer/s; "
+        rolling = rolling_under_load(deployment, entry.name, data, rows, model, {"model" + new_file.suffix: new_file},
+                                     args.concurrency, args.duration / 3, args.out)
+        report["rolling"] = {**asdict(rolling), "failed": rolling.failed}
+        print(f"    failed requests: {rolling.failed} ({len(rolling.loads)} perf_analyzer runs at "
+              f"{[round(load.infer_per_s) for load in rolling.loads]} infer/s, witness "
+              f"{rolling.witness_requests} requests, {len(rolling.witness_failures)} failed); "
               f"steps {[round(s.publish_s + s.canary_s, 1) for s in rolling.steps]} s", flush=True)
         print("4/4 one replica killed under load ...", flush=True)
         report["kill"] = asdict(kill_under_load(deployment, entry.name, rows, args.concurrency, args.duration))
         print(f"    {report['kill']}")
+    restore()
     (args.out / "gateway_bench.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out / 'gateway_bench.json'}")
     return 0
