@@ -1,0 +1,58 @@
+"""Pure parts of the gateway deployment: what it exposes, the bomb it guards against, the
+perf_analyzer flags, the token file."""
+import json
+import os
+
+import pytest
+
+from recdeploy.serve.gateway_client import perf_analyzer_args
+from recdeploy.serve.gateway_config import GatewayConfigError
+from recdeploy.serve.gateway_probe import BOMB_ROWS, bomb_request
+from recdeploy.serve.gateway_rollout import composing_models, exposed_models
+
+ENSEMBLE = {"name": "recommend", "max_batch_size": 256,
+            "input": [{"name": "USER_ID", "data_type": "TYPE_INT64", "dims": ["1"]},
+                      {"name": "TAGS", "data_type": "TYPE_STRING", "dims": ["-1"]}],
+            "ensemble_scheduling": {"step": [{"model_name": "feature_lookup"}, {"model_name": "scorer"},
+                                             {"model_name": "topk"}]}}
+
+
+def test_composing_models_in_step_order_without_repeats():
+    other = {"name": "recommend_int8", "ensemble_scheduling": {"step": [{"model_name": "feature_lookup"},
+                                                                          {"model_name": "scorer_int8"}]}}
+    assert composing_models([ENSEMBLE, other, {"name": "plain"}]) == (
+        "feature_lookup", "scorer", "topk", "scorer_int8")
+
+
+def test_exposed_models_are_the_ensembles_of_a_plain_repository(tmp_path):
+    for name, text in (("recommend", 'name: "recommend"\nplatform: "ensemble"\n'),
+                       ("scorer", 'name: "scorer"\nplatform: "onnxruntime_onnx"\n')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.pbtxt").write_text(text)
+    assert exposed_models(tmp_path) == ("recommend",)
+    (tmp_path / "recommend" / "config.pbtxt").write_text('name: "recommend"\nbackend: "python"\n')
+    with pytest.raises(GatewayConfigError, match="no ensemble; name the models to expose"):
+        exposed_models(tmp_path)
+
+
+def test_the_bomb_is_small_and_declares_2_to_the_31_rows():
+    body = bomb_request(ENSEMBLE)
+    request = json.loads(body)
+    assert len(body) < 200 and BOMB_ROWS == 2 ** 31
+    assert [(i["name"], i["datatype"], i["shape"], i["data"]) for i in request["inputs"]] == [
+        ("USER_ID", "INT64", [BOMB_ROWS, 1], [1]), ("TAGS", "BYTES", [BOMB_ROWS, 1], ["x"])]
+
+
+def test_perf_analyzer_flags_carry_tls_and_the_token(tmp_path):
+    cert = tmp_path / "cert.pem"
+    assert perf_analyzer_args(cert, "t" * 20) == (
+        "--ssl-grpc-use-ssl", f"--ssl-grpc-root-certifications-file={cert}", "-H", f"authorization:Bearer {'t' * 20}")
+    assert f"--ssl-https-ca-certificates-file={cert}" in perf_analyzer_args(cert, "t" * 20, "http")
+
+
+def test_token_file_is_created_private_once_and_then_read(tmp_path):
+    from recdeploy.serve.gateway_cli import read_or_make_token
+    path = tmp_path / "secrets" / "token"
+    token = read_or_make_token(path)
+    assert len(token) >= 40 and oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert read_or_make_token(path) == token
