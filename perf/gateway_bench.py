@@ -28,11 +28,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
+from recdeploy.clients.triton_client import RecommendClient
 from recdeploy.export.scenarios import scenario_named
 from recdeploy.perf.gateway_load import GatewayLoad, RequestLog, perf_through, run_perf
 from recdeploy.perf.input_data import write_rows_input_data
-from recdeploy.perf.soak import chosen_entry, entry_rows, load_config
+from recdeploy.perf.soak import OUTPUTS, chosen_entry, entry_rows, load_config, row
 from recdeploy.serve.cli import _sigterm_as_interrupt
+from recdeploy.serve.gateway_client import GatewayClient
 from recdeploy.serve.gateway_probe import bomb_request, malformed_requests, send
 from recdeploy.serve.gateway_rollout import Deployment, RolloutStep, fetch_model_config, rolling_update
 from recdeploy.serve.processes import tree_rss_bytes
@@ -162,6 +166,39 @@ def replicas_and_cost(deployment: Deployment, entry: str, data: Path, concurrenc
     return results
 
 
+def latency_cost(deployment: Deployment, entry: str, rows, n: int = 300) -> dict[str, dict[str, float]]:
+    """One request at a time, the four paths taking turns (so the box's load hits them alike):
+    gRPC and HTTP straight to replica 0 vs through the gateway (drained to replica 0).
+    Median and p90 milliseconds per path; the difference is what the gateway adds."""
+    gateway = deployment.gateway
+    assert gateway is not None
+    gateway.drain({i for i in range(deployment.replicas.count) if i != 0})
+    clients: dict[str, RecommendClient | GatewayClient] = {
+        "direct grpc": RecommendClient(deployment.replicas.grpc_urls[0], "grpc", model=entry),
+        "direct http": RecommendClient(deployment.replicas.http_urls[0], "http", model=entry),
+        "gateway grpc": GatewayClient(gateway.url, gateway.spec.cert_path, deployment.token, "grpc"),
+        "gateway http (validated)": GatewayClient(gateway.url, gateway.spec.cert_path, deployment.token, "http"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    try:
+        for i in range(n + 10):
+            request = row(rows, i)
+            for name, client in clients.items():
+                started = time.perf_counter()
+                if isinstance(client, GatewayClient):
+                    client.infer(entry, request, OUTPUTS)
+                else:
+                    client.infer(request, OUTPUTS)
+                if i >= 10:  # the first requests open connections and TLS sessions
+                    times[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        for client in clients.values():
+            client.close()
+        gateway.drain(set())
+    return {name: {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90))}
+            for name, ms in times.items()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recdeploy gateway-bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.duration / 3, args.rounds, args.out)
         for name, values in report["throughput"].items():
             print(f"    {name}: {', '.join(f'{v:.1f}' for v in values)}")
+        report["latency"] = latency_cost(deployment, entry.name, rows)
+        for name, value in report["latency"].items():
+            print(f"    one at a time, {name}: median {value['median_ms']:.2f} ms, p90 {value['p90_ms']:.2f} ms")
         print("3/4 rolling update under perf_analyzer ...", flush=True)
         rolling = rolling_under_load(deployment, entry.name, data, rows, model, {"model" + new_file.suffix: new_file},
                                      args.concurrency, args.duration / 3, args.out)
