@@ -36,10 +36,10 @@ def malformed_requests() -> dict[str, bytes]:
 
 
 def send(url: str, cert: Path, token: str | None, path: str, body: bytes | None = None,
-         timeout_s: float = 60) -> tuple[int, float, bytes]:
+         timeout_s: float = 60, headers: dict[str, str] | None = None) -> tuple[int, float, bytes]:
     """(HTTP status, seconds, body) of one HTTPS request through the gateway."""
     context = ssl.create_default_context(cafile=str(cert))
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(f"https://{url}{path}", data=body, headers=headers)

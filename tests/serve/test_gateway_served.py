@@ -1,6 +1,7 @@
 """The gateway with the real nginx, two real tritonserver replicas, tritonclient and perf_analyzer:
 TLS + token, only the exposed endpoints, the declared-shape request refused, a rolling update
 under load without a failed request, a killed replica routed around and restarted."""
+import gzip
 import time
 
 import numpy as np
@@ -108,6 +109,9 @@ def test_declared_shape_request_is_refused_at_once_without_growing_a_replica(dep
     for kind, body in malformed_requests().items():
         assert send(gateway.url, gateway.spec.cert_path, deployment.token, "/v2/models/recommend/infer",
                     body, timeout_s=5)[0] == 400, kind
+    zipped = gzip.compress(b'{"inputs": []}')
+    assert send(gateway.url, gateway.spec.cert_path, deployment.token, "/v2/models/recommend/infer", zipped,
+                timeout_s=5, headers={"Content-Encoding": "gzip"})[0] == 415
     too_big = b"{" + b" " * (2 << 20) + b"}"
     assert send(gateway.url, gateway.spec.cert_path, deployment.token, "/v2/models/recommend/infer",
                 too_big, timeout_s=5)[0] == 413
