@@ -77,14 +77,16 @@ class KillResult:
     errors: list[str]
 
 
-def kill_under_load(deployment: Deployment, entry: str, rows, concurrency: int, duration_s: float) -> KillResult:
+def kill_under_load(deployment: Deployment, entry: str, rows, concurrency: int, duration_s: float,
+                    protocol: str = "grpc", replica: int = 0) -> KillResult:
     gateway = deployment.gateway
     assert gateway is not None
-    load = RequestLog(gateway.url, gateway.spec.cert_path, deployment.token, entry, rows, concurrency).start()
+    load = RequestLog(gateway.url, gateway.spec.cert_path, deployment.token, entry, rows, concurrency,
+                      protocol).start()
     time.sleep(duration_s * 0.3)
     seen = len(deployment.replicas.events)
     killed = time.monotonic()
-    deployment.replicas.kill(0)
+    deployment.replicas.kill(replica)
     deadline = killed + max(duration_s, 240)
     restarted = None
     while time.monotonic() < deadline and restarted is None:
@@ -245,9 +247,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{[round(load.infer_per_s) for load in rolling.loads]} infer/s, witness "
               f"{rolling.witness_requests} requests, {len(rolling.witness_failures)} failed); "
               f"steps {[round(s.publish_s + s.canary_s, 1) for s in rolling.steps]} s", flush=True)
-        print("4/4 one replica killed under load ...", flush=True)
+        print("4/4 one replica killed under load, gRPC then HTTP clients ...", flush=True)
         report["kill"] = asdict(kill_under_load(deployment, entry.name, rows, args.concurrency, args.duration))
-        print(f"    {report['kill']}")
+        print(f"    gRPC: {report['kill']}", flush=True)
+        deployment.replicas.wait_all_ready()
+        time.sleep(deployment.gateway.spec.fail_timeout_s if deployment.gateway else 5)
+        report["kill_http"] = asdict(kill_under_load(deployment, entry.name, rows, args.concurrency, args.duration,
+                                                     protocol="http", replica=1))
+        print(f"    HTTP: {report['kill_http']}")
     restore()
     (args.out / "gateway_bench.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out / 'gateway_bench.json'}")

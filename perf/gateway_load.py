@@ -90,17 +90,19 @@ class RequestRecord:
 
 
 class RequestLog:
-    """``concurrency`` threads sending one-row gRPC requests through the gateway back to back,
-    every request's send time, latency and error kept."""
+    """``concurrency`` threads sending one-row requests (gRPC or HTTP) through the gateway back
+    to back, every request's send time, latency and error kept."""
 
-    def __init__(self, url: str, cert: Path, token: str, entry: str, rows: Requests, concurrency: int):
+    def __init__(self, url: str, cert: Path, token: str, entry: str, rows: Requests, concurrency: int,
+                 protocol: str = "grpc"):
         self.url, self.cert, self.token, self.entry, self.rows = url, cert, token, entry, rows
+        self.protocol = protocol
         self.records: list[RequestRecord] = []
         self._halt = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(concurrency)]
 
     def _run(self, offset: int) -> None:
-        with GatewayClient(self.url, self.cert, self.token) as client:
+        with GatewayClient(self.url, self.cert, self.token, self.protocol) as client:
             i = offset
             while not self._halt.is_set():
                 sent = time.monotonic()
