@@ -97,11 +97,11 @@ class Gateway:
                 self._start_proxy()
             self._write_conf(self.spec)
             self.spec.internal_socket.unlink(missing_ok=True)  # left by an nginx that was killed
-            self._nginx = subprocess.Popen(
-                [str(self.nginx), "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
-                 "-e", str(prefix / "logs" / "error.log"), "-g", "daemon off;"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                start_new_session=True)
+            with open(prefix / "logs" / "nginx.stderr", "ab") as stderr:  # a pipe nobody reads could fill
+                self._nginx = subprocess.Popen(
+                    [str(self.nginx), "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+                     "-e", str(prefix / "logs" / "error.log"), "-g", "daemon off;"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
             self._wait_tls()
         except BaseException:
             self.stop()
@@ -140,8 +140,7 @@ class Gateway:
         while True:
             assert self._nginx is not None
             if self._nginx.poll() is not None:
-                err = self._nginx.stderr.read().decode(errors="replace") if self._nginx.stderr else ""
-                raise GatewayError(f"nginx exited with code {self._nginx.returncode}: {err.strip()}\n"
+                raise GatewayError(f"nginx exited with code {self._nginx.returncode}:\n{self._tail('nginx.stderr')}\n"
                                    f"{self._tail('error.log')}")
             try:
                 with socket.create_connection((host, self.spec.port), timeout=1) as raw:

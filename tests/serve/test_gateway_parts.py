@@ -2,6 +2,8 @@
 perf_analyzer flags, the token file."""
 import json
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +58,33 @@ def test_token_file_is_created_private_once_and_then_read(tmp_path):
     token = read_or_make_token(path)
     assert len(token) >= 40 and oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert read_or_make_token(path) == token
+
+
+def nginx_gateway(tmp_path, port):
+    from recdeploy.serve.gateway import Gateway, worker_user
+    from recdeploy.serve.gateway_config import GatewaySpec
+    # no replica behind it: nginx starts and reloads without its upstreams answering
+    spec = GatewaySpec(prefix=tmp_path, port=port, models=("recommend",), token="t" * 32,
+                       http_upstreams=("127.0.0.1:9", "127.0.0.1:10"), grpc_upstreams=("127.0.0.1:11", "127.0.0.1:12"),
+                       http_inference="off", worker_user=worker_user())
+    return Gateway(spec, [])
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()), reason="nginx not installed")
+def test_nginx_drains_by_reload_and_a_taken_port_is_reported(tmp_path):
+    from recdeploy.serve.gateway import GatewayError
+    from recdeploy.serve.gateway_probe import send
+    from recdeploy.serve.processes import children
+    from recdeploy.serve.server import pick_free_ports
+
+    port = pick_free_ports("127.0.0.1", 1)[0]
+    with nginx_gateway(tmp_path / "a", port) as gateway:
+        assert send(gateway.url, gateway.spec.cert_path, "t" * 32, "/v2/models/recommend/infer", b"{}")[0] == 403
+        assert send(gateway.url, gateway.spec.cert_path, "t" * 32, "/v2/health/ready")[0] == 502  # nothing behind
+        workers = set(children(gateway.nginx_pid))
+        gateway.drain({1})
+        assert "server 127.0.0.1:10 max_fails=1 fail_timeout=5s down;" in (tmp_path / "a" / "nginx.conf").read_text()
+        assert workers.isdisjoint(children(gateway.nginx_pid))  # the old workers are gone
+        with pytest.raises(GatewayError, match="Address already in use"):
+            nginx_gateway(tmp_path / "b", port).start()
