@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds a failing replica stays out of rotation (default: %(default)s)")
     parser.add_argument("--statistics", action="store_true",
                         help="also expose the read-only inference statistics (perf_analyzer needs them)")
+    parser.add_argument("--publish", default=None, metavar="MODEL=FILE",
+                        help="once serving, roll FILE out as MODEL's next version, replica by replica "
+                             "(drain, publish, canary, re-admit), then keep serving")
     parser.add_argument("--no-verify", action="store_true", help="serve even if the manifest does not match")
     return parser
 
@@ -82,9 +85,13 @@ def read_or_make_token(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.publish is not None and ("=" not in args.publish or not Path(args.publish.split("=", 1)[1]).is_file()):
+        print(f"recdeploy gateway: --publish {args.publish!r} must be MODEL=FILE with an existing file",
+              file=sys.stderr)
+        return 2
     # deferred: the replicas' canary pulls in the scenarios (and their numpy / tritonclient)
     from recdeploy.serve.gateway import GatewayError
-    from recdeploy.serve.gateway_rollout import Deployment
+    from recdeploy.serve.gateway_rollout import Deployment, RolloutError, rolling_update
     from recdeploy.serve.server import ServerStartError
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recdeploy-gateway-"))
     token_file = args.token_file or workdir / "token"
@@ -108,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     restore = _sigterm_as_interrupt()
     seen = 0
     try:
+        if args.publish is not None:
+            model, file = args.publish.split("=", 1)
+            try:
+                rolling_update(deployment, model, {"model" + Path(file).suffix: Path(file)})
+            except (RolloutError, ValueError) as error:
+                print(f"recdeploy gateway: rolling update stopped: {error}", file=sys.stderr, flush=True)
         while (failure := gateway.check()) is None:
             for event in deployment.replicas.events[seen:]:
                 print(f"replica {event.replica}: {event.what}", flush=True)

@@ -88,3 +88,9 @@ def test_nginx_drains_by_reload_and_a_taken_port_is_reported(tmp_path):
         assert workers.isdisjoint(children(gateway.nginx_pid))  # the old workers are gone
         with pytest.raises(GatewayError, match="Address already in use"):
             nginx_gateway(tmp_path / "b", port).start()
+
+
+def test_publish_needs_model_equals_an_existing_file(tmp_path, capsys):
+    from recdeploy.serve.gateway_cli import main
+    assert main(["--repository", str(tmp_path), "--publish", "scorer=/no/such/model.onnx"]) == 2
+    assert "must be MODEL=FILE with an existing file" in capsys.readouterr().err
