@@ -14,6 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: setup demo test bench bench-large bench-ddp soak clean
 
 setup: $(STAMP)
+	@sh serve/gateway_deps.sh   # nginx + openssl for `recdeploy gateway` (installs as root)
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,11 @@ bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of
 
 soak: setup    # after `make demo`: 60 s at concurrency 64, memory growth bounded, zero failures
 	$(BIN)/recdeploy soak --repository model_repository
+
+bench-gateway: setup   # after `make demo`: 2 replicas behind the nginx gateway: its cost, 2 vs 1 replicas,
+                       # a rolling update under perf_analyzer, a replica killed under load (minutes)
+	$(BIN)/recdeploy gateway-bench --repository model_repository --out reports/gateway
+.PHONY: bench-gateway
 
 clean:
 	rm -rf $(VENV) runs reports
