@@ -16,6 +16,7 @@ are kept in ``criteo_requests.npz`` for the canary and perf_analyzer.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -143,9 +144,17 @@ def load_impressions(repo: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def export_ranker(model, inputs: dict[str, np.ndarray], path: Path, external_data: bool | None = None,
                   constant_folding: bool = True) -> Path:
+    """-> ``path`` (+ ``path.data`` past 2 GiB). Exported in a scratch folder first: past 2 GiB
+    torch writes one file per initializer before they are gathered into ``.data``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     axes = {name: {0: "batch", 1: "candidates"} for name in [*inputs, "SCORES"]}
-    return export_onnx(model, inputs, ["SCORES"], path, dynamic_axes=axes, external_data=external_data,
-                       constant_folding=constant_folding)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        made = export_onnx(model, inputs, ["SCORES"], Path(tmp) / path.name, dynamic_axes=axes,
+                           external_data=external_data, constant_folding=constant_folding)
+        for name, file in onnx_files(made, path.name).items():
+            shutil.move(str(file), str(path.parent / name))
+    return path
 
 
 def probe_inputs(repo_or_data, vocab, rows: int = 8, n: int = 6) -> dict[str, np.ndarray]:

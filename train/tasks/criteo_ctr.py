@@ -36,7 +36,13 @@ WINDOW = 1_000_000          # rows read from the memmaps and shuffled together
 @dataclass(frozen=True)
 class TrainStats:
     rows: int
-    seconds: float
+    seconds: float           # wall clock
+    cpu_seconds: float = 0.0  # this process's CPU time, all threads: on a shared machine the
+                              # wall clock counts other jobs' time too
+
+    @property
+    def samples_per_cpu_s(self) -> float:
+        return self.rows / self.cpu_seconds if self.cpu_seconds else 0.0
 
     @property
     def samples_per_s(self) -> float:
@@ -61,7 +67,7 @@ def train_rows(model, data: PreparedCriteo, lr: float, batch_size: int, rng: np.
     n = len(labels) if max_rows is None else min(max_rows, len(labels))
     model.train()
     bar = tqdm(total=n, desc="train criteo", unit="row", unit_scale=True, disable=not progress)
-    started, seen = time.perf_counter(), 0
+    started, cpu_started, seen = time.perf_counter(), time.process_time(), 0
     for start in range(0, n, WINDOW):
         stop = min(n, start + WINDOW)
         y = torch.from_numpy(np.array(labels[start:stop]))
@@ -78,7 +84,7 @@ def train_rows(model, data: PreparedCriteo, lr: float, batch_size: int, rng: np.
             bar.update(len(rows))
     bar.close()
     model.eval()
-    return TrainStats(seen, time.perf_counter() - started)
+    return TrainStats(seen, time.perf_counter() - started, time.process_time() - cpu_started)
 
 
 @torch.no_grad()
