@@ -41,7 +41,7 @@ from recdeploy.export.scenarios.criteo import (
 )
 from recdeploy.export.triton_config import build_model_config
 from recdeploy.perf.criteo_measure import file_bytes, measure_session, pareto_chart, server_rss_mb
-from recdeploy.perf.criteo_scale import render_scale, run_scale
+from recdeploy.perf.criteo_scale import render_cache, render_scale, run_cache, run_scale
 from recdeploy.perf.lab import LabConfig, run_lab
 from recdeploy.serve.canary import run_canary
 from recdeploy.serve.server import ServerConfig, TritonServer
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hash-rows", type=int, default=None, help="override the preset's hashed rows")
     parser.add_argument("--scale-only", action="store_true",
                         help="the full-size tables without the full-size data (see perf/criteo_scale.py)")
+    parser.add_argument("--cache-only", action="store_true",
+                        help="the memory-mapped table + LRU cache prototype at the full row count")
     parser.add_argument("--quick-grid", action="store_true",
                         help="one mixed-precision candidate (2 %% hot, prune unseen) instead of six")
     parser.add_argument("--out", type=Path, default=None)
@@ -215,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(f"reports/bench-criteo-{args.preset}")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
+    if args.cache_only:
+        print("== cached table prototype", flush=True)
+        cache = run_cache(out / "cache")
+        (out / "cache.json").write_text(json.dumps(cache, indent=2))
+        (out / "cache.md").write_text(render_cache(cache))
+        print(render_cache(cache))
+        return 0
     if args.scale_only:
         print("== full-size tables (random ids)", flush=True)
         full = PRESETS["full"]

@@ -21,6 +21,7 @@ import torch
 
 from recdeploy.compress.criteo_tables import MixedTable, model_weight, table_bytes, with_tables
 from recdeploy.compress.rowwise import RowwiseTable
+from recdeploy.export.criteo_cache import CachedTable
 from recdeploy.export.scenarios.criteo import export_ranker
 from recdeploy.perf.criteo_measure import file_bytes, measure_session
 from recdeploy.train.criteo.optim import RowWiseAdagrad
@@ -124,4 +125,63 @@ def render_scale(report: dict) -> str:
                      f"{v['file_bytes'] / 2**20:,.0f} | {'yes' if v['external_data'] else 'no'} | "
                      f"{v['parity_max_abs_diff']:.1e} | {s['load_s']:.1f} | {s['rss_mb']:,.0f} | "
                      + " | ".join(f"{ms:.2f}" for ms in s["latency_ms"].values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_cache(out: Path, dim: int = 32, max_vocab: int = 1_000_000, hash_rows: int = 2_000_000,
+              lookup_rows: int = 200_000, batch: int = 256, shares=(0.01, 0.05, 0.2)) -> dict:
+    """The cached-table prototype on the full preset's row count: hit rate and lookups/s of a
+    memory-mapped table behind an LRU of ``share`` of its rows, against a gather from RAM."""
+    rows_per_field = full_rows_per_field(max_vocab, hash_rows)
+    n_rows = int(sum(rows_per_field))
+    path = out / "table.npy"
+    out.mkdir(parents=True, exist_ok=True)
+    table = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, dim))
+    rng = np.random.default_rng(0)
+    for start in range(0, n_rows, 1 << 20):
+        stop = min(n_rows, start + (1 << 20))
+        table[start:stop] = rng.standard_normal((stop - start, dim), dtype=np.float32)
+    table.flush()
+    del table
+    _, _, sparse = synthetic_batches(rows_per_field, lookup_rows)
+    index = (sparse.numpy() + np.r_[0, np.cumsum(rows_per_field)[:-1]]).reshape(-1, batch * 26)
+    in_ram = np.load(path)
+    started = time.perf_counter()
+    for b in index:
+        in_ram[b]
+    ram_rate = index.size / (time.perf_counter() - started)
+    del in_ram
+    results = []
+    for share in shares:
+        cached = CachedTable(path, capacity=int(share * n_rows))
+        warm = len(index) // 5
+        for b in index[:warm]:
+            cached.rows(b)
+        cached.reset_stats()
+        started = time.perf_counter()
+        for b in index[warm:]:
+            got = cached.rows(b)
+        rate = index[warm:].size / (time.perf_counter() - started)
+        assert np.array_equal(got, np.load(path, mmap_mode="r")[index[-1]])
+        results.append({"cache_share": share, "cache_rows": cached.capacity,
+                        "cache_mb": round(cached.store.nbytes / 2**20, 1), "hit_rate": round(cached.hit_rate, 4),
+                        "lookups_per_s": round(rate), "ms_per_batch": round(1000 * batch * 26 / rate, 3)})
+        print(f"  cache {share:.0%} of rows ({results[-1]['cache_mb']} MB): hit rate {cached.hit_rate:.3f}, "
+              f"{rate:,.0f} lookups/s", flush=True)
+    path.unlink()
+    return {"table_rows": n_rows, "dim": dim, "table_mb": round(n_rows * dim * 4 / 2**20),
+            "lookups": int(index.size), "batch_impressions": batch,
+            "in_ram_lookups_per_s": round(ram_rate), "in_ram_ms_per_batch": round(1000 * batch * 26 / ram_rate, 3),
+            "cached": results}
+
+
+def render_cache(report: dict) -> str:
+    lines = [f"Cached table prototype: {report['table_rows']:,} rows x {report['dim']} FP32 "
+             f"({report['table_mb']:,} MB) memory-mapped, {report['lookups']:,} Zipf-skewed lookups in batches "
+             f"of {report['batch_impressions']} impressions x 26 fields; gather from RAM: "
+             f"{report['in_ram_lookups_per_s']:,} lookups/s ({report['in_ram_ms_per_batch']} ms a batch).", "",
+             "| cache (share of rows) | cache MB | hit rate | lookups/s | ms per batch |", "|---|---:|---:|---:|---:|"]
+    for r in report["cached"]:
+        lines.append(f"| {r['cache_share']:.0%} ({r['cache_rows']:,} rows) | {r['cache_mb']} | {r['hit_rate']:.3f} | "
+                     f"{r['lookups_per_s']:,} | {r['ms_per_batch']} |")
     return "\n".join(lines) + "\n"
