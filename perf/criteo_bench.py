@@ -164,7 +164,7 @@ def render(report: dict) -> str:
              + f"; {t['samples_per_cpu_s']:,.0f} samples per CPU-second ({t['cpu_seconds']} CPU-s: "
              f"two uncontended cores give up to twice that per second)",
              f"- Bayes AUC (planted truth) on test: {report.get('bayes_auc_test', 'n/a')}",
-             f"- pick within {report['budget']:g} AUC of FP32: **{report['pick']['name']}** "
+             f"- pick within {report['budget']:g} AUC of FP32 (half of it on validation): **{report['pick']['name']}** "
              f"({report['pick']['table_bytes'] / full['table_bytes']:.1%} of FP32 table memory, test AUC "
              f"{report['pick']['test_auc'] - full['test_auc']:+.4f})", "",
              "| variant | tables MiB | of FP32 | test AUC | ΔAUC | logloss | file MiB | load s | session RSS MB |"
@@ -227,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale_only:
         print("== full-size tables (random ids)", flush=True)
         full = PRESETS["full"]
-        scale = run_scale(out, full.dim, full.max_vocab, full.hash_rows, args.train_rows or 100_000,
-                          args.batch_size, args.lr, BATCHES)
+        scale = run_scale(out, full.dim, args.max_vocab or full.max_vocab, args.hash_rows or full.hash_rows,
+                          args.train_rows or 100_000, args.batch_size, args.lr, BATCHES)
         (out / "scale.json").write_text(json.dumps(scale, indent=2, default=str))
         (out / "scale.md").write_text(render_scale(scale))
         print(render_scale(scale))

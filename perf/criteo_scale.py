@@ -115,21 +115,22 @@ def render_scale(report: dict) -> str:
              f"- training at this size: {t['rows']:,} rows, {t['samples_per_s']:,.0f} samples/s wall, "
              f"{t['samples_per_cpu_s']:,.0f} samples per CPU-second -> {t['minutes_for_1e7_rows']} min per "
              "10^7 rows (extrapolated, wall clock on a shared machine)", "",
-             "| variant | tables MiB | of FP32 | ONNX MiB | .data | parity | load s | session RSS MB |"
+             "| variant | tables MiB | of FP32 | ONNX MiB | .data | parity | load s | RSS after load MB | peak RSS MB |"
              + "".join(f" ms @{b} |" for b in full["session"]["latency_ms"]),
-             "|---|---:|---:|---:|---|---:|---:|---:|" + "---:|" * len(full["session"]["latency_ms"])]
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|" + "---:|" * len(full["session"]["latency_ms"])]
     for v in report["variants"]:
         s = v["session"]
         share = v["table_bytes"] / full["table_bytes"]
         lines.append(f"| {v['name']} | {v['table_bytes'] / 2**20:,.0f} | {share:.1%} | "
                      f"{v['file_bytes'] / 2**20:,.0f} | {'yes' if v['external_data'] else 'no'} | "
-                     f"{v['parity_max_abs_diff']:.1e} | {s['load_s']:.1f} | {s['rss_mb']:,.0f} | "
+                     f"{v['parity_max_abs_diff']:.1e} | {s['load_s']:.1f} | {s['rss_mb']:,.0f} | {s['peak_mb']:,.0f} | "
                      + " | ".join(f"{ms:.2f}" for ms in s["latency_ms"].values()) + " |")
     return "\n".join(lines) + "\n"
 
 
 def run_cache(out: Path, dim: int = 32, max_vocab: int = 1_000_000, hash_rows: int = 2_000_000,
-              lookup_rows: int = 200_000, batch: int = 256, shares=(0.01, 0.05, 0.2)) -> dict:
+              lookup_rows: int = 200_000, batch: int = 256, shares=(0.01, 0.05, 0.2),
+              id_scale: float = 1.0) -> dict:
     """The cached-table prototype on the full preset's row count: hit rate and lookups/s of a
     memory-mapped table behind an LRU of ``share`` of its rows, against a gather from RAM."""
     rows_per_field = full_rows_per_field(max_vocab, hash_rows)
@@ -143,8 +144,9 @@ def run_cache(out: Path, dim: int = 32, max_vocab: int = 1_000_000, hash_rows: i
         table[start:stop] = rng.standard_normal((stop - start, dim), dtype=np.float32)
     table.flush()
     del table
-    _, _, sparse = synthetic_batches(rows_per_field, lookup_rows)
-    index = (sparse.numpy() + np.r_[0, np.cumsum(rows_per_field)[:-1]]).reshape(-1, batch * 26)
+    _, _, sparse = synthetic_batches(rows_per_field, lookup_rows, id_scale=id_scale)
+    rows = sparse.numpy()[:len(sparse) // batch * batch] + np.r_[0, np.cumsum(rows_per_field)[:-1]]
+    index = rows.reshape(-1, batch * 26)
     in_ram = np.load(path)
     started = time.perf_counter()
     for b in index:

@@ -53,5 +53,6 @@ def test_choose_variant_keeps_the_budget():
               {"name": "int8", "table_bytes": 30, "valid_auc": 0.7995},
               {"name": "int4", "table_bytes": 15, "valid_auc": 0.7985},
               {"name": "mixed", "table_bytes": 10, "valid_auc": 0.790}]
-    assert choose_variant(scored, budget=0.001)["name"] == "int8"
-    assert choose_variant(scored, budget=0.002)["name"] == "int4"
+    assert choose_variant(scored, budget=0.001, margin=1.0)["name"] == "int8"
+    assert choose_variant(scored, budget=0.002, margin=1.0)["name"] == "int4"
+    assert choose_variant(scored, budget=0.002)["name"] == "int8"      # half the budget on validation

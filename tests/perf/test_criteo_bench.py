@@ -5,7 +5,7 @@ import json
 import pytest
 
 from recdeploy.perf.criteo_measure import pareto_chart
-from recdeploy.perf.criteo_scale import full_rows_per_field, render_scale, run_scale
+from recdeploy.perf.criteo_scale import full_rows_per_field, render_cache, render_scale, run_cache, run_scale
 
 
 def test_full_preset_tables_pass_ten_million_rows():
@@ -41,3 +41,11 @@ def test_unknown_preset_is_refused():
     from recdeploy.perf.criteo_bench import main
     with pytest.raises(SystemExit):
         main(["--preset", "huge"])
+
+
+def test_cache_prototype_hit_rate_grows_with_the_cache(tmp_path):
+    report = run_cache(tmp_path, dim=4, max_vocab=40, hash_rows=20, lookup_rows=4096, batch=64,
+                       shares=(0.05, 0.5), id_scale=0.001)
+    small, large = report["cached"]
+    assert 0 < small["hit_rate"] < large["hit_rate"] <= 1
+    assert "| 50% " in render_cache(report) and not (tmp_path / "table.npy").exists()
