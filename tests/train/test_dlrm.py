@@ -67,7 +67,7 @@ def test_rowwise_adagrad_updates_only_touched_rows():
 
 @pytest.mark.parametrize("name", ["dlrm", "dcn_v2_criteo"])
 def test_training_learns_the_planted_signal(tmp_path, name):
-    data = prepare(SyntheticSource(SyntheticCriteo(rows=60_000, scale=0.003, chunk_rows=30_000)),
+    data = prepare(SyntheticSource(SyntheticCriteo(rows=36_000, scale=0.003, chunk_rows=36_000)),
                    tmp_path / "data", progress=False)
     config = TrainConfig.for_model(name, dataset="criteo", dim=8, batch_size=1024)
     result = run_task(config, data, progress=False)
