@@ -157,8 +157,9 @@ def export_ranker(model, inputs: dict[str, np.ndarray], path: Path, external_dat
     return path
 
 
-def probe_inputs(repo_or_data, vocab, rows: int = 8, n: int = 6) -> dict[str, np.ndarray]:
-    dense, ids = repo_or_data
+def probe_inputs(impressions: tuple[np.ndarray, np.ndarray], vocab, rows: int = 8, n: int = 6) -> dict[str, np.ndarray]:
+    """The ranker's inputs for ``rows`` requests of ``n`` of the given raw impressions."""
+    dense, ids = impressions
     request = impression_requests(dense, ids, rows, n, 1, seed=11)
     x, sparse, _ = features_module.transform(request["DENSE"], request["CATEGORICAL"], request["CANDIDATES"], vocab)
     return {"DENSE_X": x, "SPARSE": sparse}
