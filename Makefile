@@ -3,6 +3,7 @@
 #   make test   set up .venv and run the whole test suite (unit + real tritonserver), ruff, mypy
 #   make bench  performance benchmarks of every scenario (not part of the test suite)
 #   make bench-large  the same on MovieLens-1M
+#   make bench-criteo  large CTR: Criteo-format data, DLRM, compressed tables, per-variant memory
 #   make soak   reliability soak against the demo's repository (not part of the test suite)
 PYTHON ?= python3
 VENV   := .venv
@@ -39,6 +40,11 @@ bench-ddp: setup   # recdeploy train on 1 process vs 2, interleaved rounds (minu
 
 bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of minutes on 2 cores)
 	$(BIN)/recdeploy bench --dataset ml-1m --out reports/bench-ml1m
+
+.PHONY: bench-criteo
+bench-criteo: setup   # large CTR: 10^7 Criteo-format rows, >= 10^7 x 64 embedding rows (hours on 2 cores,
+                      # >= 12 GB RAM); `recdeploy bench-criteo --preset small --serve` is the minutes-long one
+	$(BIN)/recdeploy bench-criteo --preset full --out reports/bench-criteo-full
 
 soak: setup    # after `make demo`: 60 s at concurrency 64, memory growth bounded, zero failures
 	$(BIN)/recdeploy soak --repository model_repository

@@ -2,6 +2,7 @@
 
     recdeploy data --dataset ml-100k
     recdeploy data --dataset synthetic --users 10000 --items 1000000
+    recdeploy data --dataset criteo --data-path /data/criteo/train.txt   # Criteo TSV files
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from recdeploy.train.data import DatasetError, cache_dir, dataset_names, leave_one_out, load_dataset
+from recdeploy.train.data import Dataset, DatasetError, cache_dir, dataset_names, leave_one_out, load_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=dataset_names(), default="ml-100k")
     parser.add_argument("--data-path", type=Path, default=None,
-                        help="folder holding <name>.inter/.item/.user (skips the download)")
+                        help="folder holding <name>.inter/.item/.user (skips the download); "
+                        "criteo: a Criteo TSV file or a folder of them")
     parser.add_argument("--users", type=int, default=1000, help="synthetic: number of users")
     parser.add_argument("--items", type=int, default=10_000, help="synthetic: number of items")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: seed")
@@ -29,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as err:
         print(f"recdeploy data: {err}", file=sys.stderr)
         return 2
-    split = leave_one_out(ds)
     print(ds.summary())
+    if not isinstance(ds, Dataset):       # e.g. criteo: rows of features, no users or items
+        print(f"fingerprint {ds.fingerprint()}; cache {cache_dir()}")
+        return 0
+    split = leave_one_out(ds)
     print(f"leave-one-out: {len(split.train):,} train / {len(split.valid):,} valid / "
           f"{len(split.test):,} test rows; fingerprint {ds.fingerprint()}; cache {cache_dir()}")
     return 0
