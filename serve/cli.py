@@ -149,9 +149,11 @@ def _serve_once(args: argparse.Namespace) -> int:
 def serve_forever(server, poll_s: float = 0.5) -> int:
     """Block until Ctrl-C / SIGTERM (0) or until the server or one of its python stubs dies
     (EXIT_DIED, the reason and the log tail printed): never a silent hang."""
+    from recdeploy.serve.server import STUB_GRACE_S
+
     restore = _sigterm_as_interrupt()
     try:
-        while (failure := server.failure()) is None:
+        while (failure := server.failure(stub_grace_s=STUB_GRACE_S)) is None:
             time.sleep(poll_s)
     except KeyboardInterrupt:
         print("stopping tritonserver ...", flush=True)

@@ -22,9 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from recdeploy.serve.server import ServerConfig, ServerStartError, TritonServer, pick_free_ports
-
-STUB_GRACE_S = 2.0
+from recdeploy.serve.server import STUB_GRACE_S, ServerConfig, ServerStartError, TritonServer, pick_free_ports
 
 
 @dataclass

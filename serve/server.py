@@ -35,6 +35,10 @@ from recdeploy.serve.processes import Stub, crashed_stubs, find_stubs, process_s
 
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 LOG_TAIL_LINES = 60
+# a python stub that Triton stops while it loads a new version (a hot swap, a rolling update)
+# is a zombie until Triton reaps it, an instant later: watchers count a stub as dead only when
+# it stays dead this long (a tritonserver that exits counts at once)
+STUB_GRACE_S = 2.0
 _ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
@@ -189,6 +193,7 @@ class TritonServer:
         self._ports: tuple[int, int, int] | None = None
         self._stubs: dict[int, Stub] = {}
         self._stub_died = False
+        self._stubs_dead_since: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -274,10 +279,11 @@ class TritonServer:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    def failure(self) -> str | None:
+    def failure(self, stub_grace_s: float = 0.0) -> str | None:
         """None while the server can serve; else what broke: the server exited, or a python
         backend stub died (Triton then still reports ready but fails every request to that
-        model: "Stub process '<instance>' is not healthy")."""
+        model: "Stub process '<instance>' is not healthy"). A dead stub counts only once it has
+        looked dead for ``stub_grace_s`` (see STUB_GRACE_S)."""
         if self._process is None:
             return "tritonserver was never started"
         code = self._process.poll()
@@ -288,13 +294,19 @@ class TritonServer:
                        if process_state(pid) is not None}
         self._stubs.update(find_stubs(self._process.pid))
         dead = crashed_stubs(self._stubs)
-        if dead:
-            self._stub_died = True
-            names = ", ".join(f"{stub.instance} (pid {stub.pid}, {stub.model_file})" for stub in dead)
-            return (f"python backend stub process died: {names}; tritonserver does not restart "
-                    f"it and still reports ready, but every request to that model now fails "
-                    f"with \"Stub process ... is not healthy\"")
-        return None
+        if not dead:
+            self._stubs_dead_since = None
+            return None
+        now = time.monotonic()
+        if self._stubs_dead_since is None:
+            self._stubs_dead_since = now
+        if now - self._stubs_dead_since < stub_grace_s:
+            return None
+        self._stub_died = True
+        names = ", ".join(f"{stub.instance} (pid {stub.pid}, {stub.model_file})" for stub in dead)
+        return (f"python backend stub process died: {names}; tritonserver does not restart "
+                f"it and still reports ready, but every request to that model now fails "
+                f"with \"Stub process ... is not healthy\"")
 
     def stop(self, timeout_s: float = 40.0) -> None:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL; removes the temporary folder.

@@ -37,7 +37,7 @@ class DeadServer:
     def __init__(self, polls_until_dead=0, reason="tritonserver exited unexpectedly (code 137)"):
         self.polls, self.reason = polls_until_dead, reason
 
-    def failure(self):
+    def failure(self, stub_grace_s=0.0):
         self.polls -= 1
         return self.reason if self.polls < 0 else None
 
@@ -69,7 +69,7 @@ def test_a_death_while_serving_restarts_up_to_n_times_then_exits_1(tmp_path, mon
 
 
 class InterruptedServer:
-    def failure(self):
+    def failure(self, stub_grace_s=0.0):
         raise KeyboardInterrupt
 
 

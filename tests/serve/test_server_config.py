@@ -128,3 +128,31 @@ def test_start_refuses_a_repository_failing_its_manifest_before_anything_runs(tm
     with pytest.raises(ManifestError, match=r"m/1/model.onnx \(sha256 differs\)"):
         server.start()
     assert not server.is_alive() and server.failure() == "tritonserver was never started"
+
+
+def test_a_dead_stub_counts_only_once_it_stays_dead_for_the_grace(tmp_path, monkeypatch):
+    """A stub Triton stops while it loads a new version looks dead for an instant: watchers
+    that pass stub_grace_s do not take that for a crash; one that stays dead is reported."""
+    import recdeploy.serve.server as server_module
+    from recdeploy.serve.processes import Stub
+
+    stub = Stub(pid=123, instance="topk_0_0", model_file="model.py")
+    dead = [stub]
+    monkeypatch.setattr(server_module, "find_stubs", lambda pid: {stub.pid: stub})
+    monkeypatch.setattr(server_module, "process_state", lambda pid: "Z")
+    monkeypatch.setattr(server_module, "crashed_stubs", lambda stubs: list(dead))
+    clock = [100.0]
+    monkeypatch.setattr(server_module.time, "monotonic", lambda: clock[0])
+    server = TritonServer(ServerConfig(model_repository=tmp_path), install=object())
+    server._process = type("Running", (), {"pid": 1, "poll": lambda self: None})()
+    assert server.failure(stub_grace_s=2.0) is None            # first seen dead
+    clock[0] += 1.0
+    assert server.failure(stub_grace_s=2.0) is None            # still within the grace
+    dead.clear()
+    assert server.failure(stub_grace_s=2.0) is None            # reaped and replaced: forgotten
+    dead.append(stub)
+    clock[0] += 5.0
+    assert server.failure(stub_grace_s=2.0) is None            # a new suspicion starts the clock again
+    clock[0] += 2.5
+    assert "python backend stub process died: topk_0_0" in server.failure(stub_grace_s=2.0)
+    assert "python backend stub process died" in TritonServer.failure(server)   # no grace: at once
