@@ -81,11 +81,13 @@ class OwnRedis:
 
     def __init__(self, folder: Path, appendfsync: str = "always"):
         import socket
+        import subprocess
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.folder, self.appendfsync, self.process = folder, appendfsync, None
+        self.folder, self.appendfsync = folder, appendfsync
+        self.process: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> OwnRedis:
