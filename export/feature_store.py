@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -138,3 +139,13 @@ def append_items(client, prefix: str, user: int, items: Iterable[int], fields: I
         target.append(store_module.field_key(prefix, field, int(user)), blob)
     if pipe is None:
         target.execute()
+
+
+def repository_store(repo) -> StoreSpec:
+    """The Redis store an exported repository's lookups read (from their store.json)."""
+    found = sorted(Path(repo).glob(f"*/*/{store_module.STORE_FILE}"))
+    if not found:
+        raise FeatureStoreError(f"{repo} reads no Redis store (no */<version>/{store_module.STORE_FILE}); "
+                                f"export with --feature-store redis://HOST:PORT/DB")
+    data = json.loads(found[-1].read_text())
+    return StoreSpec(data["url"], data["prefix"], data.get("timeout_ms", 100), data.get("retry_after_ms", 1000))

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scenarios": ("recdeploy.export.scenarios_cli", "list the scenarios, the runs they export and what they serve"),
     "serve": ("recdeploy.serve.cli", "start the real tritonserver on a model repository"),
     "recommend": ("recdeploy.clients.cli", "ask the served ensemble for a user's top-K (gRPC/HTTP)"),
+    "feedback": ("recdeploy.clients.feedback_cli", "log clicks / impressions, apply them to the online store"),
     "perf": ("recdeploy.perf.cli", "benchmark served entries with perf_analyzer (--lab: vs in-process)"),
     "bench": ("recdeploy.perf.bench", "every scenario served vs in-process + catalogue scale (make bench)"),
     "soak": ("recdeploy.perf.soak_cli", "soak and hot-swap benchmark of a served entry (minutes)"),
