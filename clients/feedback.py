@@ -19,8 +19,10 @@ What is guaranteed:
   and acknowledged. Pending entries of a consumer that never comes back are claimed with
   XAUTOCLAIM after ``claim_idle_ms``.
 - Impressions are logged and acknowledged, not applied (the lists hold what a user took).
-  Clicks on items outside the served catalogue, or by users the store does not know, are
-  acknowledged and counted as ``skipped``: there is nothing of them to update.
+  Clicks on items outside the served catalogue are acknowledged and counted as ``skipped``.
+  A user the store does not know is added when the store's meta says ``new_users`` (the
+  sequential scenario: SASRec scores any history, so the next request is personal); where
+  the scorer needs a trained user row (retrieval) the click is ``skipped``.
 """
 from __future__ import annotations
 
@@ -128,6 +130,8 @@ class Consumer:
             raise FeatureStoreError(f"no store under {spec.prefix!r} at {spec.url}: export with "
                                     f"--feature-store first (or Redis restarted without persistence)")
         self.fields = tuple(self.meta.get("fields", ("seen",)))
+        # the store's scenario says whether a user unknown at export can get lists of its own
+        self.new_users = bool(self.meta.get("new_users", False))
         item_ids = store_item_ids(self.client, spec.prefix)
         self.order = np.argsort(item_ids)
         self.sorted_items = item_ids[self.order]
@@ -170,9 +174,12 @@ class Consumer:
                 stats.impressions += 1
                 continue
             item = self.internal_item(event.item)
-            if item < 0 or known.get(event.user) is None:
+            if item < 0 or (known.get(event.user) is None and not self.new_users):
                 stats.skipped += 1
                 continue
+            if known.get(event.user) is None:   # a history-based scorer needs no trained row
+                pipe.set(store_module.user_key(self.spec.prefix, event.user), -1)
+                known[event.user] = b"-1"
             append_items(self.client, self.spec.prefix, event.user, [item], self.fields, pipe=pipe)
             stats.applied += 1
             stats.users.add(event.user)

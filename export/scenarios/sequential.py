@@ -191,7 +191,11 @@ def export_scorer_onnx(model: torch.nn.Module, sample: np.ndarray, path: Path) -
 def parity_cases(ds: Dataset, max_len: int, n: int = 32) -> dict[str, np.ndarray]:
     """Real histories: typical (width max_len), short (1-5 items, width 5), long (untruncated,
     width > max_len), and empty (all padding, at width max_len and width 1)."""
-    sequences = user_sequences(ds)
+    return parity_cases_of(user_sequences(ds), max_len, n)
+
+
+def parity_cases_of(sequences: list[np.ndarray], max_len: int, n: int = 32) -> dict[str, np.ndarray]:
+    """``parity_cases`` from any users' sequences (an update reads them from the online store)."""
     order = np.argsort([-len(s) for s in sequences], kind="stable")
     rng = np.random.default_rng(0)
     picked = rng.choice(len(sequences), size=min(n, len(sequences)), replace=False)
@@ -234,7 +238,8 @@ def write_history_lookup(repo: Path, pipeline, arrays: HistoryArrays, max_len: i
         user_files = {f"{field}_{part}.npy": npy_bytes(array) for field, pair in csr.items()
                       for part, array in zip(("indptr", "items"), pair)}
     else:
-        write_redis_store(store, arrays.user_ids, csr, arrays.item_ids, {"scenario": "sequential"})
+        write_redis_store(store, arrays.user_ids, csr, arrays.item_ids,
+                          {"scenario": "sequential", "new_users": True})
         user_files = store_files(store)
     write_model(repo, build_model_config(pipeline.lookup), {
         **python_model_files("history_lookup"), "max_len.npy": npy_bytes(np.array(max_len)),

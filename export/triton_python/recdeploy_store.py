@@ -240,7 +240,8 @@ class RedisStore:
     def _rows(self, values, n, fields):
         index_values = values[:n]
         known = np.array([v is not None for v in index_values], dtype=bool)
-        index = np.array([int(v) if v is not None else 0 for v in index_values], dtype=np.int64)
+        # -1: a user the feedback consumer added (a history, no trained row): index 0, unused
+        index = np.array([max(int(v), 0) if v is not None else 0 for v in index_values], dtype=np.int64)
         out = {}
         for j, field in enumerate(fields):
             blobs = [b or b"" for b in values[n * (j + 1): n * (j + 2)]]

@@ -45,6 +45,19 @@ def test_clicks_are_applied_once_impressions_and_strangers_are_counted(redis_pre
     assert [e.user for e in read_events(spec)] == [30, 30, 10, 99, 20]
 
 
+def test_a_history_store_adds_users_it_did_not_know(redis_prefix):
+    spec = parse_store_url("redis://127.0.0.1:6379/0", redis_prefix)
+    write_redis_store(spec, USERS, {"history": (np.array([0, 1, 1, 1]), np.array([0])),
+                                    "seen": (np.array([0, 1, 1, 1]), np.array([0]))}, ITEM_IDS,
+                      {"new_users": True})
+    FeedbackLog(spec).log([Event(77, 300), Event(77, 100)])
+    assert apply_pending(spec).applied == 2
+    store = store_module.RedisStore(spec.url, spec.prefix)
+    rows = store.fetch(np.array([77, 10]), ("history", "seen"))
+    assert rows.known.tolist() == [True, True] and rows.index.tolist() == [0, 0]
+    assert rows.fields["history"].padded(-1).tolist() == [[2, 0], [0, -1]]
+
+
 def test_a_consumer_that_died_before_acknowledging_applies_its_batch_on_restart(redis_prefix):
     spec = small_store("redis://127.0.0.1:6379/0", redis_prefix)
     FeedbackLog(spec).log([Event(30, 200), Event(30, 300)])
