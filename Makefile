@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 export RECDEPLOY_CACHE ?= $(CURDIR)/.cache/recdeploy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench bench-large soak clean
+.PHONY: setup demo test bench bench-large bench-loop soak clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ bench: setup   # every scenario's entries served vs in-process over HTTP (trains
 
 bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of minutes on 2 cores)
 	$(BIN)/recdeploy bench --dataset ml-1m --out reports/bench-ml1m
+
+bench-loop: setup   # the online loop replayed: 8 days of ML-100k as feedback, daily update + hot swap
+                    # (needs Redis at 127.0.0.1:6379; ~20 min on 2 cores); see docs/online-loop.md
+	$(BIN)/recdeploy replay --dataset ml-100k --days 8 --served --out reports/replay
 
 soak: setup    # after `make demo`: 60 s at concurrency 64, memory growth bounded, zero failures
 	$(BIN)/recdeploy soak --repository model_repository

@@ -126,3 +126,12 @@ def test_writing_to_an_unreachable_redis_says_where():
     spec = parse_store_url("redis://127.0.0.1:1/0", "p")
     with pytest.raises(FeatureStoreError, match="cannot write the feature store to redis://127.0.0.1:1/0"):
         write_redis_store(spec, np.array([1]), {"seen": (np.array([0, 0]), np.zeros(0))}, np.array([5]))
+
+
+def test_export_cli_refuses_a_bad_store_before_touching_anything(tmp_path, capsys):
+    from recdeploy.export.cli import main
+
+    code = main(["--run", str(tmp_path / "no-run"), "--repository", str(tmp_path / "repo"),
+                 "--feature-store", "memcached://127.0.0.1:11211"])
+    assert code == 2 and "the only online store is Redis" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
