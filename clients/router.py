@@ -86,9 +86,14 @@ class ABRouter:
     """Route users between ``champion`` and ``challenger`` on one server, or shadow the challenger."""
 
     def __init__(self, url: str, champion: str, challenger: str, share: float = 0.5, salt: str = "ab",
-                 shadow: bool = False, protocol: str = "grpc"):
-        arm_of([], salt, share)   # validates the share
+                 shadow: bool = False, protocol: str = "grpc", shadow_share: float = 1.0,
+                 client_factory=RecommendClient):
+        """shadow_share: the users (by the same kind of stable hash) whose requests are also
+        scored by the challenger; below 1 it bounds what the shadow costs the server."""
+        arm_of([], salt, share)   # validates the shares
+        arm_of([], salt, shadow_share)
         self.url, self.protocol, self.salt, self.share, self.shadow = url, protocol, salt, share, shadow
+        self.shadow_share, self.client_factory = shadow_share, client_factory
         self.models = (champion, challenger)
         self.local = threading.local()
         self.stats = ShadowStats()
@@ -99,7 +104,8 @@ class ABRouter:
     def _client(self, arm: int) -> RecommendClient:
         clients = getattr(self.local, "clients", None)
         if clients is None:
-            clients = self.local.clients = [RecommendClient(self.url, self.protocol, model=m) for m in self.models]
+            clients = self.local.clients = [self.client_factory(self.url, self.protocol, model=m)
+                                            for m in self.models]
         return clients[arm]
 
     def recommend(self, user_ids: Sequence[int], k: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,9 +118,11 @@ class ABRouter:
             if len(rows):
                 ids[rows], scores[rows] = self._client(arm).recommend(users[rows].tolist(), k)
         if self.pool is not None:
-            future = self.pool.submit(self._shadow, users, k, ids.copy(), scores.copy())
-            with self.lock:
-                self.pending.append(future)
+            rows = np.flatnonzero(arm_of(users.tolist(), f"{self.salt}/shadow", self.shadow_share))
+            if len(rows):
+                future = self.pool.submit(self._shadow, users[rows], k, ids[rows], scores[rows])
+                with self.lock:
+                    self.pending.append(future)
         return ids, scores, arms
 
     def _shadow(self, users: np.ndarray, k: int, ids: np.ndarray, scores: np.ndarray) -> None:

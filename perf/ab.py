@@ -105,13 +105,14 @@ def render_served(samples: dict[str, dict[int, list[float]]], concurrency: int, 
 
 
 def routed_table(repo: Path, entries: list[str], url: str | None, share: float, salt: str, requests: int,
-                 k: int, concurrency: int) -> str:
+                 k: int, concurrency: int, shadow_share: float = 1.0) -> str:
     champion, challenger = entries
     if url:
-        return render_routed(routed_report(repo, url, champion, challenger, share, salt, requests, k, concurrency))
+        return render_routed(routed_report(repo, url, champion, challenger, share, salt, requests, k, concurrency,
+                                           shadow_share))
     with TritonServer(ServerConfig(model_repository=repo)) as server:
         return render_routed(routed_report(repo, server.grpc_url, champion, challenger, share, salt, requests, k,
-                                           concurrency))
+                                           concurrency, shadow_share))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     routed.add_argument("--share", type=float, default=0.5, help="the challenger's share of users [%(default)s]")
     routed.add_argument("--salt", default="ab", help="hash salt: a new one reshuffles the arms")
     routed.add_argument("--requests", type=int, default=2000)
+    routed.add_argument("--shadow-share", type=float, default=1.0,
+                        help="share of users also scored by the challenger in the shadow run [%(default)s]")
     routed.add_argument("--url", default=None, help="a running server's gRPC address (default: start one)")
     args = parser.parse_args(argv)
     entries = [name.strip() for name in args.model.split(",") if name.strip()]
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(entries) != 2:
             parser.error("--routed takes exactly two entries: --model CHAMPION,CHALLENGER")
         table = routed_table(args.repository, entries, args.url, args.share, args.salt, args.requests, args.k,
-                             args.concurrency)
+                             args.concurrency, args.shadow_share)
     elif args.served:
         with tempfile.TemporaryDirectory() as work:
             samples = served_ab(args.repository, entries, batch_sizes, args.concurrency, args.rounds, args.k,

@@ -52,13 +52,13 @@ def _arm_row(name: str, latencies: list[float], wall: float) -> dict:
 
 
 def routed_report(repo: Path, url: str, champion: str, challenger: str, share: float = 0.5, salt: str = "ab",
-                  requests: int = 1000, k: int = 10, concurrency: int = 4) -> dict:
+                  requests: int = 1000, k: int = 10, concurrency: int = 4, shadow_share: float = 1.0) -> dict:
     scenario, entry = scenario_of(repo, champion)
     users = scenario.perf_rows(repo, entry, k, n=requests)["USER_ID"][:, 0]
     routed = ABRouter(url, champion, challenger, share=share, salt=salt)
     latencies, wall = _drive(routed, users, k, concurrency)
     arms = [_arm_row(champion, latencies[0], wall), _arm_row(challenger, latencies[1], wall)]
-    shadow = ABRouter(url, champion, challenger, shadow=True)
+    shadow = ABRouter(url, champion, challenger, salt=salt, shadow=True, shadow_share=shadow_share)
     shadow_latencies, shadow_wall = _drive(shadow, users, k, concurrency)
     stats: ShadowStats = shadow.wait()
     shadow.close()
@@ -66,7 +66,8 @@ def routed_report(repo: Path, url: str, champion: str, challenger: str, share: f
     for name in (champion, challenger):
         arm_scenario, arm_entry = scenario_of(repo, name)
         quality[name] = arm_scenario.quality(repo, arm_entry, arm_scenario.reference(repo, arm_entry), k)
-    return {"share": share, "salt": salt, "concurrency": concurrency, "requests": int(len(users)), "arms": arms,
+    return {"share": share, "salt": salt, "shadow_share": shadow_share, "concurrency": concurrency,
+            "requests": int(len(users)), "arms": arms,
             "shadow": {**stats.as_dict(), **{f"champion_{key}": value for key, value in
                                              _arm_row(champion, shadow_latencies[0], shadow_wall).items()
                                              if key != "entry"}},
@@ -84,7 +85,8 @@ def render_routed(report: dict) -> str:
         lines.append(f"| {label} | {arm['entry']} | {arm['requests']} | {arm['recs_per_s']:,.0f} | "
                      f"{arm['p50_ms']:.2f} | {arm['p99_ms']:.2f} | {quality} |")
     s = report["shadow"]
-    lines += ["", f"Shadow (everyone served by the champion, challenger scored on the same {s['rows']} requests): "
+    lines += ["", f"Shadow (everyone served by the champion, challenger scored on the same {s['rows']} requests, "
+              f"{report.get('shadow_share', 1.0):.0%} of users): "
               f"overlap@K {s['overlap_at_k']:.3f}, Spearman {s['spearman']:.3f}, score drift "
               f"{s['score_drift']:.4f}, identical lists {s['identical_lists']:.1%}, shadow errors "
               f"{s['shadow_errors']}; champion with the shadow running: {s['champion_recs_per_s']:,.0f} recs/s, "

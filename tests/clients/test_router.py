@@ -2,7 +2,18 @@
 import numpy as np
 import pytest
 
-from recdeploy.clients.router import arm_of, compare_lists
+from recdeploy.clients.router import ABRouter, arm_of, compare_lists
+
+
+class FakeClient:
+    """Answers user u with items u, u+1, ... (champion) or the same shifted by one (challenger)."""
+
+    def __init__(self, url, protocol, model):
+        self.shift = 0 if model == "a" else 1
+
+    def recommend(self, users, k):
+        ids = np.array([[u + self.shift + j for j in range(k)] for u in users], dtype=np.int64)
+        return ids, np.tile(np.arange(k, 0, -1, dtype=np.float32), (len(users), 1))
 
 
 def test_arms_are_stable_near_the_share_and_reshuffled_by_the_salt():
@@ -26,3 +37,18 @@ def test_compare_lists_identical_reversed_and_partly_shared():
     assert overlap.tolist() == [1.0, 1.0, 0.5]
     assert rho[0] == 1.0 and rho[1] == pytest.approx(-1.0) and 0 < rho[2] < 1
     assert drift[0] == 0.0 and drift[1] == pytest.approx(np.mean([3, 1, 1, 3])) and drift[2] == pytest.approx(0.25)
+
+
+def test_routing_and_a_sampled_shadow_through_fake_clients():
+    users = list(range(400))
+    router = ABRouter("x", "a", "b", share=0.25, salt="s", client_factory=FakeClient)
+    ids, _, arms = router.recommend(users, 4)
+    assert arms.tolist() == arm_of(users, "s", 0.25).tolist()
+    assert ids[:, 0].tolist() == [u + a for u, a in zip(users, arms)]
+    shadow = ABRouter("x", "a", "b", salt="s", shadow=True, shadow_share=0.5, client_factory=FakeClient)
+    ids, _, arms = shadow.recommend(users, 4)
+    stats = shadow.wait().as_dict()
+    shadow.close()
+    assert not arms.any() and ids[:, 0].tolist() == users                  # everyone got the champion
+    assert stats["rows"] == int(arm_of(users, "s/shadow", 0.5).sum()) and 150 < stats["rows"] < 250
+    assert stats["overlap_at_k"] == 0.75 and stats["score_drift"] == pytest.approx(1.0)
