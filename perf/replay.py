@@ -137,7 +137,7 @@ def replay(config: ReplayConfig, out: Path, served: bool = False, progress: bool
             applied = consumer.drain()
             apply_s = time.perf_counter() - t0
             changed = np.array(sorted(applied.users), dtype=np.int64)
-            result = candidate_update(current, rec, changed, everyone, config.update)
+            result = candidate_update(current, rec, changed, everyone, config.update, frozen)
             if result.passed and server is not None:
                 result = publish_candidate(repo, result, server.grpc_url, out / "retired")
             if result.passed and not result.rolled_back and result.model is not None:
@@ -149,6 +149,8 @@ def replay(config: ReplayConfig, out: Path, served: bool = False, progress: bool
                          "apply_s": round(apply_s, 3), "update_s": round(sum(result.seconds.values()), 2),
                          "gate_served": round(result.gate_served, 4),
                          "gate_candidate": round(result.gate_candidate, 4), "published": result.passed,
+                         "gate_frozen": None if result.gate_frozen is None else round(result.gate_frozen, 4),
+                         "refused": result.reason,
                          "rolled_back": result.rolled_back, "next_day_users": n_users,
                          "ndcg_frozen": round(quality["frozen"], 4), "ndcg_updated": round(quality["updated"], 4)})
             if progress:
@@ -209,13 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-epochs", type=int, default=2)
     parser.add_argument("--update-lr", type=float, default=1e-3)
     parser.add_argument("--budget", type=float, default=0.005, help="held-out NDCG@10 the update may lose")
+    parser.add_argument("--min-users", type=int, default=20, help="held-out users the gate needs")
     parser.add_argument("--served", action="store_true",
                         help="serve the repository and publish each passing update (hot swap + canary)")
     parser.add_argument("--out", type=Path, default=Path("runs/replay"))
     args = parser.parse_args(argv)
     config = ReplayConfig(dataset=args.dataset, days=args.days, tail_fraction=args.tail_fraction,
                           store_url=args.store, prefix=args.prefix, epochs=args.epochs,
-                          update=UpdateConfig(epochs=args.update_epochs, lr=args.update_lr, budget=args.budget))
+                          update=UpdateConfig(epochs=args.update_epochs, lr=args.update_lr, budget=args.budget,
+                                              min_users=args.min_users))
     report = replay(config, args.out, served=args.served)
     print((args.out / "replay.md").read_text())
     print(f"chart: {args.out / 'replay.png'}; train {report['train_seconds']} s")

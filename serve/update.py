@@ -10,8 +10,10 @@ What it does, in order:
    few epochs over the changed users' last windows plus a replay sample of other users'
    (so yesterday's knowledge is not forgotten). Minutes on 2 cores, not a retrain.
 3. Gate: NDCG@10 on the held-out items (the newest behaviour, not seen in fine-tuning), the
-   user's seen items masked as serving does. Publish only when the candidate is no worse
-   than the served model by more than ``budget`` (absolute NDCG).
+   user's seen items masked as serving does. Publish only when at least ``min_users`` users
+   were held out (fewer is no evidence either way) and the candidate is no worse than the
+   served model *and* than the frozen one (the run's original training) by more than
+   ``budget`` (absolute NDCG): daily updates cannot drift below the frozen model step by step.
 4. Publish the ONNX scorer (parity-checked) as a new version through ``swap.publish_version``
    (explicit model control: staged, renamed, manifest, load), then the start-up canary
    (served == in-process). A canary failure rolls the version back on its own.
@@ -57,6 +59,8 @@ class UpdateConfig:
     replay_ratio: float = 2.0
     # the candidate may lose at most this much held-out NDCG@10 against the served model
     budget: float = 0.005
+    # fewer held-out users than this: the gate has no evidence, nothing is published
+    min_users: int = 20
     seed: int = 0
 
 
@@ -66,6 +70,8 @@ class UpdateResult:
     gate_served: float              # held-out NDCG@10 of the model being served
     gate_candidate: float
     passed: bool
+    gate_frozen: float | None = None     # held-out NDCG@10 of the frozen model, when given
+    reason: str = ""
     published: int | None = None    # the new scorer version, when published and kept
     rolled_back: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
@@ -74,7 +80,7 @@ class UpdateResult:
 
     def summary(self) -> str:
         verdict = (f"published as {SCORER} version {self.published}" if self.published else
-                   "rolled back after the canary" if self.rolled_back else "not published (gate)")
+                   "rolled back after the canary" if self.rolled_back else f"not published ({self.reason})")
         return (f"update over {self.users} users: held-out NDCG@10 served {self.gate_served:.4f} vs "
                 f"candidate {self.gate_candidate:.4f} -> {verdict}; "
                 + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
@@ -123,7 +129,7 @@ def warm_start(model: SASRec, sequences: list[np.ndarray], config: UpdateConfig)
 
 
 def candidate_update(model: SASRec, recommender: SequentialInProcess, changed: np.ndarray,
-                     everyone: np.ndarray, config: UpdateConfig) -> UpdateResult:
+                     everyone: np.ndarray, config: UpdateConfig, frozen: SASRec | None = None) -> UpdateResult:
     """Warm-start and gate (steps 1-3); nothing is published. everyone: the store's known
     users (the replay sample is drawn from them)."""
     started = time.perf_counter()
@@ -145,8 +151,14 @@ def candidate_update(model: SASRec, recommender: SequentialInProcess, changed: n
     timings["warm_start"] = time.perf_counter() - started
     served = ndcg_next(model, held_hist, held_target, seen_lists, model.max_len)
     candidate = ndcg_next(tuned, held_hist, held_target, seen_lists, model.max_len)
-    passed = bool(len(changed)) and candidate >= served - config.budget
-    return UpdateResult(len(changed), served, candidate, passed, seconds=timings, model=tuned,
+    baseline = None if frozen is None else ndcg_next(frozen, held_hist, held_target, seen_lists, model.max_len)
+    reason = ("" if len(changed) >= config.min_users else
+              f"{len(changed)} held-out users < min_users {config.min_users}: no evidence")
+    if not reason and candidate < served - config.budget:
+        reason = f"candidate loses {served - candidate:.4f} NDCG@10 to the served model (budget {config.budget})"
+    if not reason and baseline is not None and candidate < baseline - config.budget:
+        reason = f"candidate loses {baseline - candidate:.4f} NDCG@10 to the frozen model (budget {config.budget})"
+    return UpdateResult(len(changed), served, candidate, not reason, baseline, reason, seconds=timings, model=tuned,
                         sequences=held_hist + replayed)
 
 

@@ -62,7 +62,9 @@ def run_update(run: Path, repo: Path, url: str, since: float, until: float, conf
     changed = changed_users(repository_store(repo), since, until)
     print(f"{len(changed)} users clicked since {datetime.fromtimestamp(since, timezone.utc):%Y-%m-%d %H:%M} UTC; "
           f"updating {source}")
-    result = candidate_update(checkpoint.model, recommender, changed, np.asarray(everyone, np.int64), config)
+    frozen = load_checkpoint(run).model if source != Path(run) else None
+    result = candidate_update(checkpoint.model, recommender, changed, np.asarray(everyone, np.int64), config,
+                              frozen if isinstance(frozen, SASRec) else None)
     if result.passed:
         result = publish_candidate(repo, result, url, retired)
     print(result.summary())
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--budget", type=float, default=0.005,
                         help="held-out NDCG@10 the candidate may lose against the served model")
+    parser.add_argument("--min-users", type=int, default=20,
+                        help="fewer users with held-out clicks than this: publish nothing (no evidence)")
     parser.add_argument("--retired", type=Path, default=Path("retired"),
                         help="where a rolled-back version folder is kept (outside the repository)")
     args = parser.parse_args(argv)
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         since = parse_time(args.since)
         until = parse_time(args.until) if args.until else float("inf")
         return run_update(args.run, args.repository, args.url, since, until,
-                          UpdateConfig(epochs=args.epochs, lr=args.lr, budget=args.budget), args.retired)
+                          UpdateConfig(epochs=args.epochs, lr=args.lr, budget=args.budget,
+                                                       min_users=args.min_users), args.retired)
     except (ValueError, CheckpointError, FeatureStoreError, SwapError, CanaryError) as error:
         print(f"recdeploy update: {error}", file=sys.stderr)
         return 2

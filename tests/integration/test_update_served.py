@@ -75,11 +75,15 @@ def served_equals_inprocess(server, repo):
     return np.array_equal(ids, SequentialInProcess(repo).recommend(users, 10)[0])
 
 
-def test_a_gate_that_cannot_pass_publishes_nothing(online, server, clicks, tmp_path):
+def test_a_gate_that_cannot_pass_publishes_nothing(online, server, clicks, tmp_path, capsys):
     run, repo, _ = online
     code = run_update(run, repo, server.grpc_url, clicks, float("inf"), UpdateConfig(epochs=1, budget=-1.0),
                       tmp_path)
     assert code == REFUSED and versions(repo / SCORER) == [1] and not (run / "updates").exists()
+    code = run_update(run, repo, server.grpc_url, clicks, float("inf"), UpdateConfig(epochs=1, budget=1.0,
+                                                                                     min_users=1000), tmp_path)
+    assert code == REFUSED and versions(repo / SCORER) == [1]
+    assert "< min_users 1000: no evidence" in capsys.readouterr().out
 
 
 def test_an_update_is_published_with_the_canary_and_saved(online, server, clicks, tmp_path, capsys):
