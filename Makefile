@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 export RECDEPLOY_CACHE ?= $(CURDIR)/.cache/recdeploy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench bench-large bench-ddp soak clean
+.PHONY: setup demo test bench bench-large bench-ddp bench-loop soak clean
 
 setup: $(STAMP)
 	@sh serve/gateway_deps.sh   # nginx + openssl for `recdeploy gateway` (installs as root)
@@ -45,6 +45,10 @@ bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of
 bench-criteo: setup   # large CTR: 10^7 Criteo-format rows, >= 10^7 x 64 embedding rows (hours on 2 cores,
                       # >= 12 GB RAM); `recdeploy bench-criteo --preset small --serve` is the minutes-long one
 	$(BIN)/recdeploy bench-criteo --preset full --out reports/bench-criteo-full
+
+bench-loop: setup   # the online loop replayed: 8 days of ML-100k as feedback, daily update + hot swap
+                    # (needs Redis at 127.0.0.1:6379; ~20 min on 2 cores); see docs/online-loop.md
+	$(BIN)/recdeploy replay --dataset ml-100k --days 8 --served --out reports/replay
 
 soak: setup    # after `make demo`: 60 s at concurrency 64, memory growth bounded, zero failures
 	$(BIN)/recdeploy soak --repository model_repository

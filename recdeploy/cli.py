@@ -22,9 +22,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway-bench": ("recdeploy.perf.gateway_bench",
                       "gateway cost, rolling update under load, a replica killed (minutes)"),
     "recommend": ("recdeploy.clients.cli", "ask the served ensemble for a user's top-K (gRPC/HTTP)"),
+    "feedback": ("recdeploy.clients.feedback_cli", "log clicks / impressions, apply them to the online store"),
     "perf": ("recdeploy.perf.cli", "benchmark served entries with perf_analyzer (--lab: vs in-process)"),
     "bench": ("recdeploy.perf.bench", "every scenario served vs in-process + catalogue scale (make bench)"),
     "bench-criteo": ("recdeploy.perf.criteo_bench", "large CTR (Criteo): train, compress, export, serve, measure"),
+    "update": ("recdeploy.serve.update_cli", "warm-start the served SASRec on new clicks, gate, hot-swap (canary)"),
+    "replay": ("recdeploy.perf.replay", "a dataset's tail day by day: feedback, daily update, frozen vs updated"),
     "soak": ("recdeploy.perf.soak_cli", "soak and hot-swap benchmark of a served entry (minutes)"),
     "demo": ("recdeploy.demo", "the whole loop on MovieLens-100k: train, export, serve, query, perf"),
 }

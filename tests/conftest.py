@@ -81,3 +81,96 @@ def obd_repository(tmp_path_factory, obd_run, obd):
     repo = tmp_path_factory.mktemp("obd_repository")
     export_obd(obd_run[0].model, obd, repo, obd_run[1])
     return repo
+
+
+# ---------------------------------------------------------------- Redis (online store, feedback)
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture()
+def redis_prefix(request):
+    """A key prefix of the machine's Redis (127.0.0.1:6379) owned by one test, deleted after it."""
+    import uuid
+
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = f"recdeploy-test:{request.node.name[:40]}:{uuid.uuid4().hex[:8]}"
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.unlink(*keys)
+    client.close()
+
+
+class OwnRedis:
+    """A redis-server this test starts, stops and restarts (port of its own, AOF on disk)."""
+
+    def __init__(self, folder: Path, appendfsync: str = "always"):
+        import socket
+        import subprocess
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.folder, self.appendfsync = folder, appendfsync
+        self.process: subprocess.Popen | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> OwnRedis:
+        import subprocess
+        import time
+
+        import redis
+
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", self.appendfsync, "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError(f"redis-server on port {self.port} did not start")
+        client.close()
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (a clean shutdown) or SIGKILL (a crash: only what AOF fsynced survives)."""
+        if self.process is not None:
+            (self.process.kill if kill else self.process.terminate)()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def start_redis(tmp_path_factory):
+    """start_redis(appendfsync="always") -> a running OwnRedis; all are killed at the end."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    started: list[OwnRedis] = []
+
+    def start(appendfsync: str = "always") -> OwnRedis:
+        started.append(OwnRedis(tmp_path_factory.mktemp("redis"), appendfsync).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop(kill=True)
+
+
+@pytest.fixture()
+def own_redis(start_redis):
+    server = start_redis()
+    yield server
+    server.stop(kill=True)

@@ -133,6 +133,8 @@ class Scenario:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     roles: ClassVar[tuple[str, ...]] = ("run",)      # the trained runs an export takes
+    # its lookups read users' lists through recdeploy_store (export --feature-store redis://...)
+    online_store: ClassVar[bool] = False
 
     def handles(self, models: Mapping[str, str]) -> bool:
         """Whether runs of these models (role -> registered model name) export as this scenario."""

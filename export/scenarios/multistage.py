@@ -153,7 +153,7 @@ class InProcessMultiStage:
 
     def __init__(self, repo: Path, threads: int = 2):
         repo = Path(repo)
-        self.table = lookup_module.UserTable.load(latest_version_dir(repo, "feature_lookup"))
+        self.table = lookup_module.open_user_store(latest_version_dir(repo, "feature_lookup"))
         folder = latest_version_dir(repo, "retrieve_topn")
         self.item_ids = lookup_module.load_npy(folder, "item_ids")
         self.popularity = lookup_module.load_npy(folder, "popularity")

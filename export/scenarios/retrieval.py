@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import torch
 
+from recdeploy.export.feature_store import StoreSpec, store_files, write_redis_store
 from recdeploy.export.fused import (
     dot_product_parts,
     fused_from_repository,
@@ -107,12 +108,18 @@ def build_feature_arrays(ds: Dataset) -> FeatureArrays:
                          popularity=item_popularity(ds, np.arange(ds.n_interactions)))
 
 
-def write_python_models(repo: Path, pipeline: RetrievalPipeline, features: FeatureArrays) -> None:
+def write_python_models(repo: Path, pipeline: RetrievalPipeline, features: FeatureArrays,
+                        store: StoreSpec | None = None) -> None:
+    """feature_lookup reads the baked CSR, or (``store``) Redis written here; topk the catalogue."""
+    if store is None:
+        user_files = {"seen_indptr.npy": npy_bytes(features.seen_indptr),
+                      "seen_items.npy": npy_bytes(features.seen_items)}
+    else:
+        write_redis_store(store, features.user_ids, {"seen": (features.seen_indptr, features.seen_items)},
+                          features.item_ids, {"scenario": "retrieval"})
+        user_files = store_files(store)
     write_model(repo, build_model_config(pipeline.lookup), {
-        **python_model_files("feature_lookup"),
-        "user_ids.npy": npy_bytes(features.user_ids),
-        "seen_indptr.npy": npy_bytes(features.seen_indptr),
-        "seen_items.npy": npy_bytes(features.seen_items)})
+        **python_model_files("feature_lookup"), "user_ids.npy": npy_bytes(features.user_ids), **user_files})
     write_model(repo, build_model_config(pipeline.topk), {
         **python_model_files("topk"),
         "item_ids.npy": npy_bytes(features.item_ids),
@@ -137,11 +144,13 @@ def sample_user_indices(n_users: int, n: int = 64, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n_users, size=min(n, n_users), replace=False)).astype(np.int64)
 
 
-def write_retrieval(model, ds: Dataset, repo: Path) -> tuple[ParityReport, list[Entry], list[str]]:
+def write_retrieval(model, ds: Dataset, repo: Path,
+                    store: StoreSpec | None = None) -> tuple[ParityReport, list[Entry], list[str]]:
     """Write the retrieval models into ``repo`` (not cleared); returns parity, entries and
     notes (a variant left out, and why).
 
-    model: any model with ``retrieval_scorer()`` (USER_INDEX -> SCORES)."""
+    model: any model with ``retrieval_scorer()`` (USER_INDEX -> SCORES). store: read users'
+    seen items from this Redis store instead of the baked arrays."""
     scorer = model.retrieval_scorer().eval()
     users = sample_user_indices(ds.n_users).reshape(-1, 1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,9 +158,12 @@ def write_retrieval(model, ds: Dataset, repo: Path) -> tuple[ParityReport, list[
         parity = check_parity(scorer, onnx_path, {"USER_INDEX": users}, ["SCORES"])
         pipeline = write_scorer_variant(repo, onnx_path, ds.n_items)
     features = build_feature_arrays(ds)
-    write_python_models(repo, pipeline, features)
+    write_python_models(repo, pipeline, features, store)
     entries, notes = [three_step_entry(pipeline)], []
-    if dot_product_parts(scorer) is not None:  # a dot-product scorer folds into one graph
+    if store is not None:
+        notes.append("fused entries left out: they bake the seen items into the graph, the Redis "
+                     "store's live updates would not reach them")
+    elif dot_product_parts(scorer) is not None:  # a dot-product scorer folds into one graph
         with torch.no_grad():
             all_scores = scorer(torch.arange(ds.n_users)[:, None]).numpy()
         check_users = ds.user_ids[users[:, 0]]
@@ -166,12 +178,13 @@ def write_retrieval(model, ds: Dataset, repo: Path) -> tuple[ParityReport, list[
     return parity, entries, notes
 
 
-def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None) -> ParityReport:
+def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None,
+                     store: StoreSpec | None = None) -> ParityReport:
     """A repository holding only the retrieval scenario (cleared first), with its manifest."""
     check_fingerprint(card, ds)
     repo = Path(repo)
     clear_repository(repo)
-    parity, entries, notes = write_retrieval(model, ds, repo)
+    parity, entries, notes = write_retrieval(model, ds, repo, store)
     write_metadata(repo, "retrieval", ds, entries, n_users=ds.n_users, n_items=ds.n_items,
                    onnx_parity_max_abs_diff=parity.max_abs_diff, card=card or {}, notes=notes)
     return parity
@@ -186,7 +199,7 @@ class InProcessRecommender:
 
     def __init__(self, repo: Path, variant_scorer: str = "scorer", threads: int = 2):
         repo = Path(repo)
-        self.table = lookup_module.UserTable.load(latest_version_dir(repo, "feature_lookup"))
+        self.table = lookup_module.open_user_store(latest_version_dir(repo, "feature_lookup"))
         topk = latest_version_dir(repo, "topk")
         self.item_ids = topk_module.load_npy(topk, "item_ids")
         self.popularity = topk_module.load_npy(topk, "popularity")
@@ -206,6 +219,8 @@ def known_user_ids(repo: Path, lookup: str = "feature_lookup") -> np.ndarray:
 @register_scenario("retrieval")
 class RetrievalScenario(Scenario):
     summary = "\"you may like\": a user's top-K unseen items (two-tower, MF, NeuMF)"
+
+    online_store = True
 
     def handles(self, models: Mapping[str, str]) -> bool:
         return bool(set(model_entry(models["run"]).tasks) & RETRIEVAL_TASKS)
@@ -235,7 +250,7 @@ class RetrievalScenario(Scenario):
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()
-        parity = export_retrieval(run.model, job.dataset, job.repo, run.card)
+        parity = export_retrieval(run.model, job.dataset, job.repo, run.card, job.options.get("feature_store"))
         meta = read_metadata(job.repo)
         return ExportReport(tuple(meta["ensembles"]),
                             {f"ONNX scorer vs PyTorch on {parity.n_rows} real users":

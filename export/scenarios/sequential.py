@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recdeploy.export.feature_store import StoreSpec, store_files, write_redis_store
 from recdeploy.export.repository import clear_repository, npy_bytes, write_model
 from recdeploy.export.retrieval_specs import MAX_BATCH, RetrievalPipeline, topk_spec
 from recdeploy.export.scenarios import register_scenario
@@ -190,7 +191,11 @@ def export_scorer_onnx(model: torch.nn.Module, sample: np.ndarray, path: Path) -
 def parity_cases(ds: Dataset, max_len: int, n: int = 32) -> dict[str, np.ndarray]:
     """Real histories: typical (width max_len), short (1-5 items, width 5), long (untruncated,
     width > max_len), and empty (all padding, at width max_len and width 1)."""
-    sequences = user_sequences(ds)
+    return parity_cases_of(user_sequences(ds), max_len, n)
+
+
+def parity_cases_of(sequences: list[np.ndarray], max_len: int, n: int = 32) -> dict[str, np.ndarray]:
+    """``parity_cases`` from any users' sequences (an update reads them from the online store)."""
     order = np.argsort([-len(s) for s in sequences], kind="stable")
     rng = np.random.default_rng(0)
     picked = rng.choice(len(sequences), size=min(n, len(sequences)), replace=False)
@@ -224,10 +229,28 @@ def check_scorer(model: SASRec, onnx_path: Path, cases: dict[str, np.ndarray],
     return SequentialExportReport(parity=parity, width_invariance=width_diff)
 
 
-def export_sequential(model, raw: Dataset, repo: Path,
-                      card: dict | None = None) -> SequentialExportReport:
+def write_history_lookup(repo: Path, pipeline, arrays: HistoryArrays, max_len: int,
+                         store: StoreSpec | None = None) -> None:
+    """history_lookup reading the baked CSRs, or (``store``) Redis, written here."""
+    csr = {"history": (arrays.history_indptr, arrays.history_items),
+           "seen": (arrays.seen_indptr, arrays.seen_items)}
+    if store is None:
+        user_files = {f"{field}_{part}.npy": npy_bytes(array) for field, pair in csr.items()
+                      for part, array in zip(("indptr", "items"), pair)}
+    else:
+        write_redis_store(store, arrays.user_ids, csr, arrays.item_ids,
+                          {"scenario": "sequential", "new_users": True})
+        user_files = store_files(store)
+    write_model(repo, build_model_config(pipeline.lookup), {
+        **python_model_files("history_lookup"), "max_len.npy": npy_bytes(np.array(max_len)),
+        "user_ids.npy": npy_bytes(arrays.user_ids), **user_files})
+
+
+def export_sequential(model, raw: Dataset, repo: Path, card: dict | None = None,
+                      store: StoreSpec | None = None) -> SequentialExportReport:
     """model: a trained SASRec; raw: the unfiltered dataset it was trained from (the protocol's
-    filter is applied here again). Writes the repository; returns the checks' numbers."""
+    filter is applied here again). Writes the repository (users' histories into ``store``
+    when given); returns the checks' numbers."""
     check_fingerprint(card, raw)
     ds = sequential_dataset(raw)
     if ds.n_items != model.n_items:
@@ -242,10 +265,7 @@ def export_sequential(model, raw: Dataset, repo: Path,
         report = check_scorer(model.eval(), onnx_path, cases)
         write_model(repo, build_model_config(pipeline.scorer), onnx_files(onnx_path))
     arrays = build_history_arrays(raw, ds)
-    write_model(repo, build_model_config(pipeline.lookup), {
-        **python_model_files("history_lookup"), "max_len.npy": npy_bytes(np.array(model.max_len)),
-        **{f"{name}.npy": npy_bytes(getattr(arrays, name)) for name in
-           ("user_ids", "history_indptr", "history_items", "seen_indptr", "seen_items")}})
+    write_history_lookup(repo, pipeline, arrays, model.max_len, store)
     write_model(repo, build_model_config(pipeline.topk), {
         **python_model_files("topk"), "item_ids.npy": npy_bytes(arrays.item_ids),
         "popularity.npy": npy_bytes(arrays.popularity)})
@@ -265,7 +285,7 @@ class SequentialInProcess:
     def __init__(self, repo: Path, threads: int = 2):
         repo = Path(repo)
         self.lookup, self.topk = history_module, topk_module
-        self.table = self.lookup.HistoryTable.load(latest_version_dir(repo, "history_lookup"))
+        self.table = self.lookup.open_history_store(latest_version_dir(repo, "history_lookup"))
         topk = latest_version_dir(repo, "topk")
         self.item_ids = topk_module.load_npy(topk, "item_ids")
         self.popularity = topk_module.load_npy(topk, "popularity")
@@ -285,6 +305,8 @@ class SequentialInProcess:
 class SequentialScenario(Scenario):
     summary = "\"watch next\": the next items after a user's history (SASRec)"
 
+    online_store = True
+
     def handles(self, models: Mapping[str, str]) -> bool:
         return "sequential" in model_entry(models["run"]).tasks
 
@@ -299,7 +321,7 @@ class SequentialScenario(Scenario):
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()
-        report = export_sequential(run.model, job.dataset, job.repo, run.card)
+        report = export_sequential(run.model, job.dataset, job.repo, run.card, job.options.get("feature_store"))
         parity = {f"ONNX SASRec vs PyTorch, {case} histories": diff
                   for case, diff in report.max_abs_diff().items()}
         return ExportReport((ENSEMBLE,), parity,

@@ -12,35 +12,46 @@ from pathlib import Path
 
 # the numpy core every model imports; copied into each version folder, never a model itself
 CORE = Path(__file__).parent / "recdeploy_triton_core.py"
+# the feature stores (file / Redis) the lookups read through; copied beside the core
+STORE = Path(__file__).parent / "recdeploy_store.py"
+SHARED = (CORE, STORE)
 
 # model name -> source file; a new python model is a new file here
 SOURCES = {path.stem: path for path in sorted(Path(__file__).parent.glob("*.py"))
-           if path.name not in ("__init__.py", CORE.name)}
+           if path.name not in ("__init__.py", CORE.name, STORE.name)}
 
 
 def python_model_files(name: str) -> dict[str, Path]:
-    """The files a python model's version folder needs beside its arrays: ``model.py`` and the core."""
+    """The files a python model's version folder needs beside its arrays: ``model.py``, the
+    core and the store module."""
     if name not in SOURCES:
         raise KeyError(f"no python model {name!r}; known: {', '.join(SOURCES)}")
-    return {"model.py": SOURCES[name], CORE.name: CORE}
+    return {"model.py": SOURCES[name], **{path.name: path for path in SHARED}}
 
 
-def load_core():
-    """The core module under the name the model files import, as the stub finds it."""
-    module = sys.modules.get(CORE.stem)
-    if module is None or Path(getattr(module, "__file__", "")) != CORE:
-        spec = importlib.util.spec_from_file_location(CORE.stem, CORE)
+def load_core(path: Path = CORE):
+    """A shared module (the core by default) under the name the model files import, as the
+    stub finds it."""
+    module = sys.modules.get(path.stem)
+    if module is None or Path(getattr(module, "__file__", "")) != path:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
         if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import {CORE} as a module")
+            raise ImportError(f"cannot import {path} as a module")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[CORE.stem] = module
+        sys.modules[path.stem] = module
         spec.loader.exec_module(module)
     return module
 
 
+def load_store():
+    """The store module (FileStore, RedisStore, open_store) as the lookups import it."""
+    return load_core(STORE)
+
+
 def load_python_model(name: str):
     """Import a python-backend model's file (the one the server runs) to call its numpy core."""
-    load_core()
+    for path in SHARED:
+        load_core(path)
     spec = importlib.util.spec_from_file_location(f"recdeploy_triton_{name}", SOURCES[name])
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {SOURCES[name]} as a module")

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from recdeploy.export.triton_python import CORE, SOURCES, load_core, load_python_model, python_model_files
+from recdeploy.export.triton_python import CORE, SOURCES, STORE, load_core, load_python_model, python_model_files
 
 core = load_core()
 INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
@@ -58,24 +58,31 @@ def pb(monkeypatch):
 # ---------------------------------------------------------------- packaging
 
 def test_every_model_ships_with_the_core_and_the_core_is_no_model():
-    assert CORE.stem not in SOURCES and set(SOURCES) >= {
+    assert CORE.stem not in SOURCES and STORE.stem not in SOURCES and set(SOURCES) >= {
         "topk", "retrieve_topn", "rank_topk", "feature_lookup", "history_lookup", "ranking_features"}
     for name in SOURCES:
-        assert python_model_files(name) == {"model.py": SOURCES[name], CORE.name: CORE}
+        assert python_model_files(name) == {"model.py": SOURCES[name], CORE.name: CORE, STORE.name: STORE}
     with pytest.raises(KeyError, match=r"no python model 'recdeploy_triton_core'; known: "):
         python_model_files(CORE.stem)
 
 
+def _imports(nodes):
+    imported = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    return imported
+
+
 def test_the_models_import_only_numpy_the_core_and_the_backend():
-    """What the stock NGC container's python backend offers: nothing of recdeploy, no torch."""
-    allowed = {"json", "os", "numpy", CORE.stem, "triton_python_backend_utils"}
-    for path in [*SOURCES.values(), CORE]:
-        imported = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                imported.add(node.module.split(".")[0])
+    """What the stock NGC container's python backend offers: nothing of recdeploy, no torch,
+    no redis-py (the store speaks RESP over a socket: the 2.51 stub cannot import ssl)."""
+    allowed = {"json", "os", "socket", "sys", "time", "urllib", "numpy", CORE.stem, STORE.stem,
+               "triton_python_backend_utils"}
+    for path in [*SOURCES.values(), CORE, STORE]:
+        imported = _imports(ast.walk(ast.parse(path.read_text())))
         assert imported <= allowed, f"{path.name} imports {sorted(imported - allowed)}"
 
 
