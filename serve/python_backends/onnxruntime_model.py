@@ -189,6 +189,18 @@ def scripted_value_error(torch):
     return message()
 
 
+def hide_redis_without_ssl():
+    """The 2.51 stub's embedded Python has no ``ssl``; there redis-py fails to import with an
+    AttributeError (not ImportError), which torch._inductor's optional ``import redis`` (its
+    remote cache) does not catch, so loading an AOTInductor package fails wherever redis-py
+    is installed. Without ssl, mark redis absent first (the stub never needs redis-py)."""
+    import sys
+    try:
+        import ssl  # noqa: F401
+    except ImportError:
+        sys.modules.setdefault("redis", None)
+
+
 class TorchScriptRunner:
     """TorchScript ``model.pt`` (or an AOTInductor ``model.pt2``) on the instance's device
     (``KIND_GPU`` -> cuda:<device id>)."""
@@ -203,6 +215,7 @@ class TorchScriptRunner:
         if threads and not gpu:
             torch.set_num_threads(threads)
         if path.endswith(".pt2"):  # torch.export + AOTInductor, compiled for this device kind
+            hide_redis_without_ssl()
             from torch._inductor import aoti_load_package
             self.module = aoti_load_package(path, device_index=self.device.index if gpu else -1)
         else:
