@@ -124,24 +124,25 @@ def build_index(items: np.ndarray, config: AnnConfig, seed: int = 0) -> faiss.In
     [u, 0], |q - x|^2 = |u|^2 + R^2 - 2 u.v, the same order as u.v (Bachrach et al., 2014).
     The searcher pads queries with zeros to the index's width, so this column needs nothing
     at query time."""
-    items = np.ascontiguousarray(items, dtype=np.float32)
-    norms = np.einsum("id,id->i", items, items)
-    items = np.c_[items, np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0))].astype(np.float32)
     n, width = items.shape
-    if config.kind == "hnsw":
-        hnsw = faiss.IndexHNSWFlat(width, config.m, faiss.METRIC_L2)
-        hnsw.hnsw.efConstruction = config.ef_construction
-        hnsw.add(items)
-        return hnsw
-    padded = -(-width // config.pq_m) * config.pq_m
+    # the L2 column, then IVF-PQ's zero padding to a multiple of its sub-quantizers: one copy
+    padded = width + 1 if config.kind == "hnsw" else -(-(width + 1) // config.pq_m) * config.pq_m
     data = np.zeros((n, padded), np.float32)
     data[:, :width] = items
+    norms = np.einsum("id,id->i", data, data)
+    data[:, width] = np.sqrt(np.maximum(norms.max(initial=0.0) - norms, 0.0))
+    del norms
+    if config.kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(padded, config.m, faiss.METRIC_L2)
+        hnsw.hnsw.efConstruction = config.ef_construction
+        hnsw.add(data)
+        return hnsw
     nlist = config.nlist or default_nlist(n)
     quantizer = faiss.IndexFlatL2(padded)
     index = faiss.IndexIVFPQ(quantizer, padded, nlist, config.pq_m, config.pq_bits, faiss.METRIC_L2)
     index.cp.seed = seed
-    # k-means over a sample: 64 points per list is plenty, and keeps 10^7 items trainable
-    sample = data[np.random.default_rng(seed).choice(n, size=min(n, max(64 * nlist, 2 ** config.pq_bits * 64)),
+    # k-means over a sample: 40 points per list (faiss's floor is 39) keeps 10^7 items trainable
+    sample = data[np.random.default_rng(seed).choice(n, size=min(n, max(40 * nlist, 2 ** config.pq_bits * 40)),
                                                      replace=False)]
     index.train(sample)
     index.add(data)
@@ -233,7 +234,7 @@ def write_ann_model(repo: Path, config: AnnConfig, users: np.ndarray, items: np.
         "item_ids.npy": npy_bytes(features.item_ids), "popularity.npy": npy_bytes(features.popularity),
         "ann.json": json.dumps({**info, "overfetch": max(config.overfetch, 0.0)}).encode()}
     folder = write_model(repo, build_model_config(model), files) / "1"
-    searcher = ann_module.AnnSearcher(str(folder), threads)
+    searcher = ann_module.AnnSearcher.load(str(folder), threads)
     rows = np.sort(np.random.default_rng(seed).choice(len(users), size=min(check_users, len(users)),
                                                       replace=False))
     seen = seen_rows(features, rows)
@@ -267,7 +268,7 @@ class InProcessAnn:
         lookup = load_python_model("feature_lookup")
         self.lookup = lookup.lookup_users
         self.table = lookup.UserTable.load(str(lookup_folder))
-        self.searcher = ann_module.AnnSearcher(str(ann_folder), threads)
+        self.searcher = ann_module.AnnSearcher.load(str(ann_folder), threads)
 
     def recommend(self, user_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index, seen, known = self.lookup(np.asarray(user_ids, dtype=np.int64), self.table)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recommend": ("recdeploy.clients.cli", "ask the served ensemble for a user's top-K (gRPC/HTTP)"),
     "perf": ("recdeploy.perf.cli", "benchmark served entries with perf_analyzer (--lab: vs in-process)"),
     "bench": ("recdeploy.perf.bench", "every scenario served vs in-process + catalogue scale (make bench)"),
+    "ann-bench": ("recdeploy.perf.ann_report", "ANN (FAISS) recall vs speed against exact search by catalogue size"),
     "soak": ("recdeploy.perf.soak_cli", "soak and hot-swap benchmark of a served entry (minutes)"),
     "demo": ("recdeploy.demo", "the whole loop on MovieLens-100k: train, export, serve, query, perf"),
 }

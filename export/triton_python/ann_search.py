@@ -78,21 +78,32 @@ def rank_candidates(candidates, users, catalogue, seen, k):
 
 
 class AnnSearcher:
-    """The index, the vectors and the settings of one ANN step (read once, from its folder)."""
+    """The index, the vectors and the settings of one ANN step.
 
-    def __init__(self, folder, threads=1):
-        self.index = faiss.read_index(os.path.join(folder, "index.faiss"))
-        self.users = load_npy(folder, "user_vectors").astype(np.float32)
-        self.catalogue = load_npy(folder, "catalogue").astype(np.float32)
-        self.item_ids = load_npy(folder, "item_ids").astype(np.int64)
-        self.popularity = load_npy(folder, "popularity").astype(np.float32)
-        with open(os.path.join(folder, "ann.json")) as handle:
-            self.settings = json.load(handle)
+    ``AnnSearcher.load(folder)`` reads a version folder (once, in initialize()); benchmarks
+    build one from arrays in memory. users: [U, D] vectors addressed by USER_INDEX.
+    """
+
+    def __init__(self, index, users, catalogue, item_ids, popularity, settings, threads=1):
+        self.index = index
+        self.users = np.asarray(users, dtype=np.float32)
+        self.catalogue = np.ascontiguousarray(catalogue, dtype=np.float32)
+        self.item_ids = np.asarray(item_ids, dtype=np.int64)
+        self.popularity = np.asarray(popularity, dtype=np.float32)
+        self.settings = dict(settings)
         if self.catalogue.shape != (len(self.item_ids), self.users.shape[1]):
-            raise ValueError(f"{folder}: catalogue.npy {list(self.catalogue.shape)} does not match "
+            raise ValueError(f"catalogue {list(self.catalogue.shape)} does not match "
                              f"{len(self.item_ids)} items of width {self.users.shape[1]}")
         faiss.omp_set_num_threads(int(threads))
         self.fallbacks = 0            # rows answered by exact search (a counter for reports)
+
+    @classmethod
+    def load(cls, folder, threads=1):
+        with open(os.path.join(folder, "ann.json")) as handle:
+            settings = json.load(handle)
+        return cls(faiss.read_index(os.path.join(folder, "index.faiss")), load_npy(folder, "user_vectors"),
+                   load_npy(folder, "catalogue"), load_npy(folder, "item_ids"), load_npy(folder, "popularity"),
+                   settings, threads)
 
     def search(self, vectors, fetch):
         """-> internal indices [B, k_factor * fetch] (-1 where the index found fewer)."""
@@ -143,7 +154,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         threads = (config.get("parameters") or {}).get("threads", {}).get("string_value", "1")
-        self.searcher = AnnSearcher(version_folder(args), int(threads) if threads.isdigit() else 1)
+        self.searcher = AnnSearcher.load(version_folder(args), int(threads) if threads.isdigit() else 1)
 
     def execute(self, requests):
         return execute_requests("ann_search", requests, self.answer)

@@ -92,7 +92,7 @@ def test_written_index_finds_the_exact_unseen_top_10(tmp_path, kind):
     if kind == "hnsw":   # IVF-PQ asks k_factor (4) times the fetch size of its index anyway
         assert fallbacks[0] > 0.5
     assert info["recall_at_k"] >= 0.95
-    searcher = ann.AnnSearcher(str(tmp_path / f"ann_{kind}" / "1"))
+    searcher = ann.AnnSearcher.load(str(tmp_path / f"ann_{kind}" / "1"))
     rows = np.arange(len(users))
     from recdeploy.export.ann import seen_rows
     seen = seen_rows(features, rows)
@@ -105,7 +105,7 @@ def test_written_index_finds_the_exact_unseen_top_10(tmp_path, kind):
 def test_too_few_survivors_fall_back_to_the_exact_answer(tmp_path):
     users, items, features = synthetic(n_items=500, n_users=8)
     write_ann_model(tmp_path, AnnConfig("hnsw", overfetch=0.0), users, items, features, check_users=8)
-    searcher = ann.AnnSearcher(str(tmp_path / "ann_hnsw" / "1"))
+    searcher = ann.AnnSearcher.load(str(tmp_path / "ann_hnsw" / "1"))
     from recdeploy.export.ann import seen_rows
     rows = np.arange(8)
     seen, known = seen_rows(features, rows), np.array([[True]] * 7 + [[False]])
