@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from recdeploy.compress.deploy import servable_variants
-from recdeploy.export.ann import parse_ann
+from recdeploy.export.ann_index import parse_ann
 from recdeploy.export.scenarios import ExportJob, ExportReport, scenario_for, scenario_named
 from recdeploy.train.checkpoint import load_checkpoint
 from recdeploy.train.data import load_dataset
@@ -33,13 +33,14 @@ def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_
                n_candidates: int = 100, scenario: str | None = None, variants: str | None = None,
                compress_dir: Path | None = None, ann: str = "") -> ExportReport:
     """The library call behind the command (the demo uses it too). ann: ``--ann``'s value."""
+    ann_configs = parse_ann(ann) if ann else ()   # a typo fails before any training data is read
     runs = {"run": load_checkpoint(run_dir)}
     if ranker_run is not None:
         runs["ranker"] = load_checkpoint(ranker_run)
     models = {role: checkpoint.config.model for role, checkpoint in runs.items()}
     chosen = scenario_named(scenario) if scenario else scenario_for(models)
     dataset = load_dataset(runs["run"].config.dataset, path=data_path)
-    options = {"candidates": n_candidates, **({"ann": parse_ann(ann)} if ann else {})}
+    options = {"candidates": n_candidates, **({"ann": ann_configs} if ann_configs else {})}
     report = chosen.export(ExportJob(Path(repo), runs, dataset, options))
     if variants:
         # a variant is a compressed copy of --run's model: served by that model's own scenario

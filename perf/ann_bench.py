@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from recdeploy.export.ann import (
+from recdeploy.export.ann_index import (
     AnnConfig,
     build_index,
     choose_overfetch,
@@ -29,8 +29,8 @@ from recdeploy.export.ann import (
     recall_at_k,
     seen_rows,
 )
-from recdeploy.export.ann import ann_module as ann_search
-from recdeploy.export.ann import topk_module as topk_core
+from recdeploy.export.ann_index import ann_module as ann_search
+from recdeploy.export.ann_index import topk_module as topk_core
 
 K = 10
 HNSW_EF = (16, 32, 64, 128, 256)
@@ -189,34 +189,52 @@ def chosen_overfetch(searcher, catalogue: Catalogue) -> float:
     return choose_overfetch(searcher, rows, catalogue.seen[rows], catalogue.truth[rows], K)[0]
 
 
+def index_plan(n_items: int, methods=("hnsw", "ivfpq"), hnsw_ef=HNSW_EF, codes=IVFPQ_CODES,
+               nprobes=IVFPQ_NPROBE, max_nlist: int = 4096) -> list[tuple[AnnConfig, list[tuple[str, int, str]]]]:
+    """(index config, [(search setting, value, label)]) per index to build for this size."""
+    plan = []
+    if "hnsw" in methods:
+        plan.append((AnnConfig("hnsw"), [("ef_search", ef, f"efSearch {ef}") for ef in hnsw_ef]))
+    if "ivfpq" in methods:
+        nlist = min(max_nlist, int(4 * np.sqrt(n_items)), n_items // 39)
+        plan += [(AnnConfig("ivfpq", nlist=nlist, pq_m=m, k_factor=4.0),
+                  [("nprobe", p, f"PQ{m} nprobe {p}") for p in nprobes]) for m in codes]
+    return plan
+
+
+def exact_row(catalogue: Catalogue, b1_calls: int, b64_calls: int) -> BenchRow:
+    calls = min(b1_calls, 50 if catalogue.n_items <= 1_000_000 else 10)
+    timing, ids = time_calls(exact_answer(catalogue), catalogue, calls, b64_calls)
+    return BenchRow(catalogue.name, catalogue.n_items, "exact", "FP32 GEMM + top-K", recall_at_k(ids, catalogue.truth),
+                    **asdict(timing), index_mib=0.0, flat_mib=catalogue.items.nbytes / 2 ** 20)
+
+
+def sweep_index(index, config: AnnConfig, settings, catalogue: Catalogue, exact: BenchRow, build_s: float,
+                threads: int = 2, b1_calls: int = 200, b64_calls: int = 4) -> list[BenchRow]:
+    """Every search setting of one built index, timed through the served step's searcher."""
+    searcher = searcher_for(index, catalogue, {**config.settings(), "overfetch": 0.0}, threads)
+    searcher.settings["overfetch"] = chosen_overfetch(searcher, catalogue)
+    rows = []
+    for key, value, label in tqdm(settings, desc=f"{catalogue.name} {config.kind}", leave=False):
+        searcher.settings[key] = value
+        rows.append(measure_setting(searcher, catalogue, config.kind, label, index_bytes(index) / 2 ** 20,
+                                    build_s, b1_calls, b64_calls))
+        print(f"ann-bench {catalogue.name} {config.kind} {label}: recall@{K} {rows[-1].recall:.3f}, "
+              f"{rows[-1].b1_recs_per_s:,.0f}/s at batch 1 ({rows[-1].b1_recs_per_s / exact.b1_recs_per_s:.1f}x "
+              f"exact), {rows[-1].b64_recs_per_s:,.0f}/s at batch 64", flush=True)
+    return rows
+
+
 def bench_catalogue(catalogue: Catalogue, threads: int = 2, b1_calls: int = 200, b64_calls: int = 4,
                     methods=("hnsw", "ivfpq"), hnsw_ef=HNSW_EF, codes=IVFPQ_CODES, nprobes=IVFPQ_NPROBE,
                     max_nlist: int = 4096) -> list[BenchRow]:
     """Exact, then every index setting on one catalogue (ground truth computed here)."""
     with_truth(catalogue)
-    flat_mib = catalogue.items.nbytes / 2 ** 20
-    timing, ids = time_calls(exact_answer(catalogue), catalogue, min(b1_calls, 50), b64_calls)
-    rows = [BenchRow(catalogue.name, catalogue.n_items, "exact", "FP32 GEMM + top-K", recall_at_k(ids, catalogue.truth),
-                     **asdict(timing), index_mib=0.0, flat_mib=flat_mib)]
-    plan = []
-    if "hnsw" in methods:
-        plan.append((AnnConfig("hnsw"), [("ef_search", ef, f"efSearch {ef}") for ef in hnsw_ef]))
-    if "ivfpq" in methods:
-        nlist = min(max_nlist, int(4 * np.sqrt(catalogue.n_items)))
-        plan += [(AnnConfig("ivfpq", nlist=min(nlist, catalogue.n_items // 39), pq_m=m, k_factor=4.0),
-                  [("nprobe", p, f"PQ{m} nprobe {p}") for p in nprobes]) for m in codes]
-    for config, settings in plan:
+    rows = [exact_row(catalogue, b1_calls, b64_calls)]
+    for config, settings in index_plan(catalogue.n_items, methods, hnsw_ef, codes, nprobes, max_nlist):
         started = time.perf_counter()
         index = build_index(catalogue.items, config)
-        build_s = time.perf_counter() - started
-        searcher = searcher_for(index, catalogue, {**config.settings(), "overfetch": 0.0}, threads)
-        searcher.settings["overfetch"] = chosen_overfetch(searcher, catalogue)
-        for key, value, label in tqdm(settings, desc=f"{catalogue.name} {config.kind}", leave=False):
-            searcher.settings[key] = value
-            rows.append(measure_setting(searcher, catalogue, config.kind, label, index_bytes(index) / 2 ** 20,
-                                        build_s, b1_calls, b64_calls))
-            print(f"ann-bench {catalogue.name} {config.kind} {label}: recall@{K} {rows[-1].recall:.3f}, "
-                  f"{rows[-1].b1_recs_per_s:,.0f}/s at batch 1 ({rows[-1].b1_recs_per_s / rows[0].b1_recs_per_s:.1f}x "
-                  f"exact), {rows[-1].b64_recs_per_s:,.0f}/s at batch 64", flush=True)
-        del index, searcher
+        rows += sweep_index(index, config, settings, catalogue, rows[0], time.perf_counter() - started,
+                            threads, b1_calls, b64_calls)
+        del index
     return rows

@@ -117,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic catalogue sizes (default 100000,1000000; 10^7 needs ~8 GB and IVF-PQ only)")
     parser.add_argument("--methods", default="hnsw,ivfpq", help="index kinds (default hnsw,ivfpq)")
     parser.add_argument("--hnsw-max-items", type=int, default=2_000_000,
-                        help="skip HNSW above this many items (its build is long on 2 cores)")
+                        help="skip HNSW above this many items, in the sweep and the cost curve (its build "
+                             "is long on 2 cores)")
     parser.add_argument("--ivfpq-codes", type=_ints, default=IVFPQ_CODES,
                         help="IVF-PQ code sizes in bytes per vector (default 16,32)")
+    parser.add_argument("--max-nlist", type=int, default=4096,
+                        help="IVF lists at most (default 4096; fewer build faster: k-means and assignment "
+                             "cost grow with it)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--b1-calls", type=int, default=200, help="batch-1 calls timed per setting")
     parser.add_argument("--out", type=Path, default=Path("reports/ann"))
@@ -152,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(items) not in done:
         rows += bench_catalogue(real_catalogue(f"{dataset.name} ({len(items):,})", users, items,
                                                build_feature_arrays(dataset)), args.threads, args.b1_calls,
-                                methods=methods, codes=args.ivfpq_codes)
+                                methods=methods, codes=args.ivfpq_codes, max_nlist=args.max_nlist)
         save()
     for size in (s for s in args.sizes if s not in done):
         chosen = tuple(m for m in methods if m != "hnsw" or size <= args.hnsw_max_items)
         rows += bench_catalogue(tower_shaped(size, users, items), args.threads, args.b1_calls, methods=chosen,
-                                codes=args.ivfpq_codes)
+                                codes=args.ivfpq_codes, max_nlist=args.max_nlist)
         save()
     load = [round(x, 1) for x in os.getloadavg()]
     note = (f"Measured by `recdeploy ann-bench` on {time.strftime('%Y-%m-%d')}, in-process, {args.threads} threads, "
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     costs_file = args.out / "ann_costs.json"
     costs = [CostRow(**r) for r in json.loads(costs_file.read_text())] if args.keep and costs_file.is_file() else []
     for size in (s for s in args.costs if s not in {r.items for r in costs}):
-        costs += run_costs([size], users, items, args.threads)
+        costs += run_costs([size], users, items, args.threads, args.hnsw_max_items, args.max_nlist)
         costs_file.write_text(json.dumps([r.to_dict() for r in costs], indent=2))
     if costs:
         costs.sort(key=lambda r: r.items)

@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=_int_list, default=(1, 4, 16, 32, 64))
     parser.add_argument("--scale", type=_int_list, default=(100_000, 1_000_000),
                         help="catalogue sizes of the in-process scale sweep ('' for none)")
-    parser.add_argument("--costs", type=_int_list, default=(10_000, 100_000, 1_000_000),
+    parser.add_argument("--costs", type=_int_list, default=(),
                         help="catalogue sizes of the cost curve: exact FP32 / FP16 / INT8 vs ANN, synthetic "
-                             "catalogues shaped like the retrieval run's item tower ('' for none; docs/ann.md)")
+                             "catalogues shaped like the retrieval run's item tower (default none: make bench runs"
+                             " it through make bench-ann, docs/ann.md)")
     parser.add_argument("--docs", type=Path, default=None,
                         help="rewrite the generated section of this Markdown file")
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from recdeploy.compress.rowwise import RowwiseTable
-from recdeploy.export.ann import AnnConfig, build_index, default_nlist, index_bytes, recall_at_k
+from recdeploy.export.ann_index import AnnConfig, build_index, default_nlist, index_bytes, recall_at_k
 from recdeploy.export.fused import dot_product_parts, export_fused_onnx, onnx_runner
 from recdeploy.perf.ann_bench import (
     EXACT_CHUNK_SCORES,
@@ -147,9 +147,11 @@ class CompressedCatalogue:
     def __init__(self, items: np.ndarray, kind: str):
         if kind == "fp16":
             self.codes, self.scale = items.astype(np.float16), None
-        elif kind == "int8":
-            table = RowwiseTable.quantize(torch.from_numpy(items), bits=8)
-            self.codes, self.scale = table.codes.numpy(), table.scale.float().numpy()
+        elif kind == "int8":   # block by block: quantizing 10^7 rows at once takes several copies
+            tables = [RowwiseTable.quantize(torch.from_numpy(items[s:s + self.BLOCK]), bits=8)
+                      for s in range(0, len(items), self.BLOCK)]
+            self.codes = np.concatenate([t.codes.numpy() for t in tables])
+            self.scale = np.concatenate([t.scale.float().numpy() for t in tables])
         else:
             raise ValueError(f"unknown catalogue compression {kind!r}; valid: fp16, int8")
 
@@ -167,7 +169,7 @@ class CompressedCatalogue:
         return out
 
 
-def cost_methods(catalogue: Catalogue, hnsw_max_items: int, threads: int):
+def cost_methods(catalogue: Catalogue, hnsw_max_items: int, threads: int, max_nlist: int = 4096):
     """(name, answer(rows, seen) -> ids, resident bytes) for every method at this size."""
     known = np.ones((64, 1), bool)
     chunk = max(1, int(EXACT_CHUNK_SCORES // catalogue.n_items))
@@ -185,7 +187,7 @@ def cost_methods(catalogue: Catalogue, hnsw_max_items: int, threads: int):
         yield f"exact {kind.upper()}", exact_over(compressed.scores), compressed.nbytes
         del compressed
     configs = [AnnConfig("hnsw", ef_search=64)] if catalogue.n_items <= hnsw_max_items else []
-    configs.append(AnnConfig("ivfpq", nlist=min(4096, default_nlist(catalogue.n_items)), pq_m=16, nprobe=16,
+    configs.append(AnnConfig("ivfpq", nlist=min(max_nlist, default_nlist(catalogue.n_items)), pq_m=16, nprobe=16,
                              k_factor=4.0))
     for config in configs:
         index = build_index(catalogue.items, config)
@@ -197,13 +199,14 @@ def cost_methods(catalogue: Catalogue, hnsw_max_items: int, threads: int):
 
 
 def measure_costs(items: int, users: np.ndarray, item_table: np.ndarray, threads: int = 2,
-                  hnsw_max_items: int = 2_000_000, queries: int = 128, calls: int = 0) -> list[CostRow]:
+                  hnsw_max_items: int = 2_000_000, queries: int = 128, calls: int = 0,
+                  max_nlist: int = 4096) -> list[CostRow]:
     """Every method on one tower-shaped synthetic catalogue of ``items`` items; ``calls``
     batch-1 calls per method (0: fewer as the catalogue grows)."""
     catalogue = with_truth(tower_shaped(items, users, item_table, queries=queries))
     calls = calls or (100 if items <= 100_000 else 30 if items <= 1_000_000 else 8)
     rows = []
-    for name, answer, resident in cost_methods(catalogue, hnsw_max_items, threads):
+    for name, answer, resident in cost_methods(catalogue, hnsw_max_items, threads, max_nlist):
         timing, ids = time_calls(answer, catalogue, calls, 2)
         rows.append(CostRow(items, name, timing.b1_recs_per_s, timing.b1_p99_ms, timing.b64_recs_per_s,
                             resident / 2 ** 20, recall_at_k(ids, catalogue.truth), calls))
@@ -213,8 +216,10 @@ def measure_costs(items: int, users: np.ndarray, item_table: np.ndarray, threads
     return rows
 
 
-def run_costs(sizes, users: np.ndarray, item_table: np.ndarray, threads: int = 2) -> list[CostRow]:
-    return [row for items in sizes for row in measure_costs(int(items), users, item_table, threads)]
+def run_costs(sizes, users: np.ndarray, item_table: np.ndarray, threads: int = 2,
+              hnsw_max_items: int = 2_000_000, max_nlist: int = 4096) -> list[CostRow]:
+    return [row for items in sizes
+            for row in measure_costs(int(items), users, item_table, threads, hnsw_max_items, max_nlist=max_nlist)]
 
 
 def render_costs_markdown(rows: list[CostRow]) -> str:

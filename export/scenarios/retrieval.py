@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 import torch
 
-from recdeploy.export.ann import AnnConfig, InProcessAnn, write_ann_model
+from recdeploy.export.ann import InProcessAnn, write_ann_model
+from recdeploy.export.ann_index import AnnConfig
 from recdeploy.export.fused import (
     dot_product_parts,
     fused_from_repository,

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from recdeploy.export.ann import (
+from recdeploy.export.ann import write_ann_model
+from recdeploy.export.ann_index import (
     AnnConfig,
     AnnConfigError,
     build_index,
@@ -16,7 +17,7 @@ from recdeploy.export.ann import (
     index_bytes,
     parse_ann,
     recall_at_k,
-    write_ann_model,
+    seen_rows,
 )
 from recdeploy.export.retrieval_specs import ann_ensemble_spec
 from recdeploy.export.scenarios import entries_of, scenario_named
@@ -43,6 +44,13 @@ def test_parse_ann_reads_presets_and_settings():
 def test_bad_ann_settings_say_what_is_valid(text, message):
     with pytest.raises(AnnConfigError, match=message):
         parse_ann(text)
+
+
+def test_export_cli_refuses_a_bad_ann_flag_before_reading_the_run(tmp_path, capsys):
+    from recdeploy.export.cli import main
+
+    assert main(["--run", str(tmp_path / "nowhere"), "--ann", "hnsw,lsh"]) == 2
+    assert "unknown ANN index 'lsh'; valid: hnsw, ivfpq" in capsys.readouterr().err
 
 
 def test_fold_bias_makes_the_inner_product_the_biased_score():
@@ -94,7 +102,6 @@ def test_written_index_finds_the_exact_unseen_top_10(tmp_path, kind):
     assert info["recall_at_k"] >= 0.95
     searcher = ann.AnnSearcher.load(str(tmp_path / f"ann_{kind}" / "1"))
     rows = np.arange(len(users))
-    from recdeploy.export.ann import seen_rows
     seen = seen_rows(features, rows)
     ids, scores = searcher.top_k(rows, seen, np.ones((len(rows), 1), bool), 10)
     assert recall_at_k(ids, exact_top(users, items, seen, 10, features.item_ids)) >= 0.95
@@ -106,7 +113,6 @@ def test_too_few_survivors_fall_back_to_the_exact_answer(tmp_path):
     users, items, features = synthetic(n_items=500, n_users=8)
     write_ann_model(tmp_path, AnnConfig("hnsw", overfetch=0.0), users, items, features, check_users=8)
     searcher = ann.AnnSearcher.load(str(tmp_path / "ann_hnsw" / "1"))
-    from recdeploy.export.ann import seen_rows
     rows = np.arange(8)
     seen, known = seen_rows(features, rows), np.array([[True]] * 7 + [[False]])
     ids, scores = searcher.top_k(rows, seen, known, 10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recdeploy.clients.triton_client import RecommendClient
-from recdeploy.export.ann import parse_ann, recall_at_k
+from recdeploy.export.ann_index import parse_ann, recall_at_k
 from recdeploy.export.compare import compare_answers
 from recdeploy.export.fused import dot_product_parts
 from recdeploy.export.scenarios import entries_of, scenario_named
