@@ -21,7 +21,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from recdeploy.export.ann_index import AnnConfig, build_index
+from recdeploy.export.ann_index import PRESETS, AnnConfig, build_index
 from recdeploy.perf.ann_bench import (
     Catalogue,
     exact_row,
@@ -34,7 +34,8 @@ from recdeploy.perf.ann_bench import (
 ARRAYS = ("users", "items", "seen", "item_ids", "popularity", "truth")
 
 
-def build(tables: Path, sizes, work: Path, methods, codes, hnsw_max_items: int, label: str) -> None:
+def build(tables: Path, sizes, work: Path, methods, codes, hnsw_max_items: int, label: str,
+          hnsw: AnnConfig = PRESETS["hnsw"], max_nlist: int = 4096) -> None:
     work.mkdir(parents=True, exist_ok=True)
     reference = np.load(tables)
     for size in sizes:
@@ -43,7 +44,8 @@ def build(tables: Path, sizes, work: Path, methods, codes, hnsw_max_items: int, 
         catalogue = with_truth(tower_shaped(size, reference["users"], reference["items"]))
         np.savez(work / f"catalogue_{size}.npz", **{name: getattr(catalogue, name) for name in ARRAYS})
         built = []
-        for number, (config, settings) in enumerate(index_plan(size, chosen, codes=codes)):
+        for number, (config, settings) in enumerate(index_plan(size, chosen, codes=codes, max_nlist=max_nlist,
+                                                               hnsw=hnsw)):
             t0 = time.perf_counter()
             faiss.write_index(build_index(catalogue.items, config), str(work / f"index_{size}_{number}.faiss"))
             built.append({"config": asdict(config), "settings": settings, "build_s": time.perf_counter() - t0,
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="hnsw,ivfpq")
     parser.add_argument("--codes", default="16,32", help="IVF-PQ bytes per vector")
     parser.add_argument("--hnsw-max-items", type=int, default=2_000_000)
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--hnsw-ef-construction", type=int, default=80)
+    parser.add_argument("--max-nlist", type=int, default=4096)
     parser.add_argument("--label", default="", help="appended to each catalogue's name (where it was measured)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ann-device"))
     parser.add_argument("--out", type=Path, default=Path("reports/ann-device"))
@@ -90,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "build":
         build(args.tables, [int(float(s)) for s in args.sizes.split(",")], args.work,
               tuple(args.methods.split(",")), tuple(int(c) for c in args.codes.split(",")),
-              args.hnsw_max_items, args.label)
+              args.hnsw_max_items, args.label,
+              AnnConfig("hnsw", m=args.hnsw_m, ef_construction=args.hnsw_ef_construction), args.max_nlist)
     else:
         measure(args.work, args.out, args.threads, args.b1_calls)
     return 0
