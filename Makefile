@@ -37,7 +37,7 @@ bench: setup   # every scenario's entries served vs in-process over HTTP (trains
 bench: bench-ann
 
 bench-ann: setup   # ANN vs exact: 10^5, 10^6 items + the real model; cost curve 10^4..10^6 (~1 h on 2 cores)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/recdeploy ann-bench --out reports/ann --sizes 100000,1000000 \
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/recdeploy ann-bench --out reports/ann --sizes 100000,1000000 --max-nlist 1024 \
 		--costs 10000,100000,1000000 --docs docs/ann.md
 
 bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of minutes on 2 cores)
