@@ -86,3 +86,20 @@ def test_best_at_recall_says_when_nothing_reached_it():
     row = BenchRow("c", 10, "exact", "x", 1.0, 10.0, 1.0, 10.0, 0.0, 1.0)
     low = BenchRow("c", 10, "hnsw", "ef 8", 0.5, 100.0, 1.0, 100.0, 1.0, 1.0)
     assert best_at_recall([row, low]) == ["- c: no setting reached recall@10 0.95"]
+
+
+def test_synthetic_served_repository_holds_exact_and_ann_entries(tmp_path, tables):
+    from recdeploy.export.scenarios import entries_of, scenario_named
+    from recdeploy.perf.ann_served import write_synthetic_repository
+
+    users, items = tables
+    np.savez(tmp_path / "tables.npz", users=users, items=items)
+    repo = tmp_path / "repo"
+    write_synthetic_repository(repo, 3_000, "ivfpq:nlist=32:nprobe=16:overfetch=0.25", n_users=300,
+                               tables=tmp_path / "tables.npz")
+    entries = entries_of(repo)
+    assert list(entries) == ["recommend_fused", "recommend_ann_ivfpq"]
+    scenario = scenario_named("retrieval")
+    ann = entries["recommend_ann_ivfpq"]
+    quality = scenario.quality(repo, ann, scenario.reference(repo, ann))
+    assert quality["overlap@10"] >= 0.9
