@@ -4,6 +4,7 @@
 #   make bench  performance benchmarks of every scenario (not part of the test suite)
 #   make bench-large  the same on MovieLens-1M
 #   make bench-criteo  large CTR: Criteo-format data, DLRM, compressed tables, per-variant memory
+#   make bench-ann  ANN (FAISS) recall vs speed and the cost curve by catalogue size (docs/ann.md)
 #   make soak   reliability soak against the demo's repository (not part of the test suite)
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 export RECDEPLOY_CACHE ?= $(CURDIR)/.cache/recdeploy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench bench-large bench-ddp bench-loop soak clean
+.PHONY: setup demo test bench bench-large bench-ddp bench-loop bench-ann soak clean
 
 setup: $(STAMP)
 	@sh serve/gateway_deps.sh   # nginx + openssl for `recdeploy gateway` (installs as root)
@@ -37,6 +38,12 @@ bench: setup   # every scenario's entries served vs in-process over HTTP (trains
 
 bench-ddp: setup   # recdeploy train on 1 process vs 2, interleaved rounds (minutes; docs/distributed-training.md)
 	$(BIN)/python -m recdeploy.train.ddp_bench --model two_tower --epochs 1 --nproc 2 --rounds 2
+
+bench: bench-ann
+
+bench-ann: setup   # ANN vs exact: 10^5, 10^6 items + the real model; cost curve 10^4..10^6 (~1 h on 2 cores)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/recdeploy ann-bench --out reports/ann --sizes 100000,1000000 --max-nlist 1024 \
+		--costs 10000,100000,1000000 --docs docs/ann.md
 
 bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of minutes on 2 cores)
 	$(BIN)/recdeploy bench --dataset ml-1m --out reports/bench-ml1m

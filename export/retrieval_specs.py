@@ -81,3 +81,38 @@ def retrieval_pipeline(n_items: int, variant: str = "", max_batch: int = MAX_BAT
                                  ensemble=ensemble_spec(variant, max_batch))
     check_ensemble(pipeline.ensemble, {m.name: m for m in pipeline.models})
     return pipeline
+
+
+# ------------------------------------------------------------------ ANN entries
+# feature_lookup -> ann_<kind> (python: FAISS search, seen filter, exact re-rank / fallback)
+
+def ann_model_name(kind: str) -> str:
+    return f"ann_{kind}"
+
+
+def ann_spec(kind: str, max_batch: int = MAX_BATCH, threads: int = 1) -> ModelSpec:
+    return ModelSpec(
+        name=ann_model_name(kind), backend="python", max_batch_size=max_batch,
+        inputs=(TensorSpec("USER_INDEX", "INT64", (1,)), TensorSpec("SEEN_ITEMS", "INT64", (-1,)),
+                TensorSpec("IS_KNOWN", "BOOL", (1,)), TensorSpec("K", "INT32", (1,))),
+        outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("TOP_SCORES", "FP32", (-1,))),
+        parameters=(("threads", str(threads)),))
+
+
+def ann_ensemble_spec(kind: str, max_batch: int = MAX_BATCH) -> EnsembleSpec:
+    """recommend_ann_<kind>: the recommend contract, two steps."""
+    model = ann_spec(kind, max_batch)
+    spec = EnsembleSpec(
+        name=f"recommend_{model.name}", max_batch_size=max_batch,
+        inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),
+        outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("SCORES", "FP32", (-1,))),
+        steps=(
+            EnsembleStep("feature_lookup", {"USER_ID": "USER_ID"},
+                         {"USER_INDEX": "user_index", "SEEN_ITEMS": "seen_items",
+                          "IS_KNOWN": "is_known"}),
+            EnsembleStep(model.name, {"USER_INDEX": "user_index", "SEEN_ITEMS": "seen_items",
+                                      "IS_KNOWN": "is_known", "K": "K"},
+                         {"ITEM_IDS": "ITEM_IDS", "TOP_SCORES": "SCORES"}),
+        ))
+    check_ensemble(spec, {"feature_lookup": lookup_spec(max_batch), model.name: model})
+    return spec

@@ -28,7 +28,7 @@ from recdeploy.export.cli import run_export
 from recdeploy.export.scenarios import SCENARIOS, entries_of, scenario_named
 from recdeploy.perf.lab import LabConfig, run_lab
 from recdeploy.perf.lab_report import lab_records, render_lab_markdown, write_lab_report
-from recdeploy.perf.scale import render_scale_markdown, run_scale
+from recdeploy.perf.scale import render_costs_markdown, render_scale_markdown, run_costs, run_scale, tower_tables
 from recdeploy.train.checkpoint import CheckpointError, load_checkpoint
 from recdeploy.train.cli import run_training
 from recdeploy.train.config import TrainConfig
@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=_int_list, default=(1, 4, 16, 32, 64))
     parser.add_argument("--scale", type=_int_list, default=(100_000, 1_000_000),
                         help="catalogue sizes of the in-process scale sweep ('' for none)")
+    parser.add_argument("--costs", type=_int_list, default=(),
+                        help="catalogue sizes of the cost curve: exact FP32 / FP16 / INT8 vs ANN, synthetic "
+                             "catalogues shaped like the retrieval run's item tower (default none: make bench runs"
+                             " it through make bench-ann, docs/ann.md)")
     parser.add_argument("--docs", type=Path, default=None,
                         help="rewrite the generated section of this Markdown file")
     args = parser.parse_args(argv)
@@ -102,14 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         scenario_named(name)  # a typo fails before hours of measuring
     rows = [row for name in names for row in bench_scenario(name, args)]
     scale = run_scale(args.scale, out) if args.scale else []
+    costs = run_costs(args.costs, *tower_tables(ensure_run(out / "runs" / "retrieval-run", "two_tower", args.dataset
+                                                           or "ml-100k", args.train_epochs, {}))) if args.costs else []
     generated = (f"Measured by `recdeploy bench` ({', '.join(names)}; {args.protocol.upper()}, "
                  f"concurrency {','.join(map(str, args.concurrency))}; "
                  f"{time.strftime('%Y-%m-%d')}).\n\n" + render_lab_markdown(rows)
-                 + ("\n" + render_scale_markdown(scale) if scale else ""))
+                 + ("\n" + render_scale_markdown(scale) if scale else "")
+                 + ("\n" + render_costs_markdown(costs) if costs else ""))
     (out / "bench.md").write_text(generated)
     (out / "bench.json").write_text(json.dumps({
         "scenarios": names, "dataset": args.dataset, "protocol": args.protocol, "rows": lab_records(rows),
-        "scale": [row.to_dict() for row in scale], "seconds": time.perf_counter() - started}, indent=2))
+        "scale": [row.to_dict() for row in scale], "costs": [row.to_dict() for row in costs],
+        "seconds": time.perf_counter() - started}, indent=2))
     if args.docs is not None:
         args.docs.write_text(replace_generated(args.docs.read_text() if args.docs.is_file() else "", generated))
         print(f"bench: rewrote the generated section of {args.docs}")

@@ -6,6 +6,11 @@ For each catalogue size a synthetic fused model (lookup -> score -> mask -> top-
 graph) is timed in-process at batch 64 next to the bare GEMM of the same shape in the same
 runtime and thread count: the machine's own matrix-multiply roofline. The ratio says how
 much the lookup, the mask and the top-K add on top of the unavoidable product.
+
+The cost curve (``run_costs``; ``recdeploy bench --costs``, ``recdeploy ann-bench --costs``)
+puts the methods side by side from 10^4 to 10^7 items: exact FP32, exact over an FP16 or
+INT8 row-wise catalogue, and ANN (HNSW, IVF-PQ) — throughput at batch 1 and 64, p99 at batch
+1, resident memory and recall — so a reader sees where each stops being enough.
 """
 from __future__ import annotations
 
@@ -13,11 +18,28 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
-from recdeploy.export.fused import export_fused_onnx, onnx_runner
+from recdeploy.compress.rowwise import RowwiseTable
+from recdeploy.export.ann_index import AnnConfig, build_index, default_nlist, index_bytes, recall_at_k
+from recdeploy.export.fused import dot_product_parts, export_fused_onnx, onnx_runner
+from recdeploy.perf.ann_bench import (
+    EXACT_CHUNK_SCORES,
+    SYNTHETIC_OVERFETCH,
+    Catalogue,
+    K,
+    exact_answer,
+    searcher_for,
+    time_calls,
+    topk_core,
+    tower_shaped,
+    with_truth,
+)
 from recdeploy.perf.synthetic_catalogue import synthetic_fused
+from recdeploy.train.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -94,3 +116,150 @@ def render_scale_markdown(rows: list[ScaleRow]) -> str:
     lines += [f"| {r.items:,} | {r.batch} | {r.fused_ms:.1f} | {r.gemm_ms:.1f} | {r.over_roofline:.2f}x | "
               f"{r.recs_per_s:,.0f} |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ the cost curve by method
+# recdeploy bench --costs 10000,100000,1000000 (and recdeploy ann-bench --costs ...): exact FP32,
+# exact over a compressed catalogue (FP16, INT8 row-wise) and ANN, side by side per catalogue size
+
+@dataclass(frozen=True)
+class CostRow:
+    items: int
+    method: str              # exact FP32 | exact FP16 | exact INT8 | ANN HNSW | ANN IVF-PQ
+    b1_recs_per_s: float
+    b1_p99_ms: float         # of ``calls`` batch-1 calls (few at 10^7: read it as a max)
+    b64_recs_per_s: float
+    memory_mib: float        # what the step keeps resident for scoring (ANN: index + FP32 re-rank catalogue)
+    recall: float            # recall@10 against exact FP32
+    calls: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CompressedCatalogue:
+    """Exact scores over a catalogue stored as FP16 or INT8 row-wise codes (compress/rowwise.py's
+    symmetric scheme), dequantized block by block inside the product: the memory (and the bytes
+    a scan reads) shrink 2x / 4x; CPU compute stays FP32, so each block pays a conversion."""
+
+    BLOCK = 1 << 18   # rows dequantized at once (~17 MB of FP32 at 65 columns)
+
+    def __init__(self, items: np.ndarray, kind: str):
+        if kind == "fp16":
+            self.codes, self.scale = items.astype(np.float16), None
+        elif kind == "int8":   # block by block: quantizing 10^7 rows at once takes several copies
+            tables = [RowwiseTable.quantize(torch.from_numpy(items[s:s + self.BLOCK]), bits=8)
+                      for s in range(0, len(items), self.BLOCK)]
+            self.codes = np.concatenate([t.codes.numpy() for t in tables])
+            self.scale = np.concatenate([t.scale.float().numpy() for t in tables])
+        else:
+            raise ValueError(f"unknown catalogue compression {kind!r}; valid: fp16, int8")
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.codes.nbytes + (self.scale.nbytes // 2 if self.scale is not None else 0))  # FP16 scales
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        out = np.empty((len(users), len(self.codes)), np.float32)
+        for start in range(0, len(self.codes), self.BLOCK):
+            block = self.codes[start:start + self.BLOCK].astype(np.float32)
+            out[:, start:start + len(block)] = users @ block.T
+            if self.scale is not None:
+                out[:, start:start + len(block)] *= self.scale[start:start + len(block)]
+        return out
+
+
+def cost_methods(catalogue: Catalogue, hnsw_max_items: int, threads: int, max_nlist: int = 4096):
+    """(name, answer(rows, seen) -> ids, resident bytes) for every method at this size."""
+    known = np.ones((64, 1), bool)
+    chunk = max(1, int(EXACT_CHUNK_SCORES // catalogue.n_items))
+
+    def exact_over(scores):
+        def answer(rows, seen):
+            return np.concatenate([topk_core.top_k(scores(catalogue.users[rows[s:s + chunk]]), seen[s:s + chunk],
+                                                   known[:len(rows[s:s + chunk])], K, catalogue.popularity,
+                                                   catalogue.item_ids)[0] for s in range(0, len(rows), chunk)])
+        return answer
+
+    yield "exact FP32", exact_answer(catalogue), catalogue.items.nbytes
+    for kind in ("fp16", "int8"):
+        compressed = CompressedCatalogue(catalogue.items, kind)
+        yield f"exact {kind.upper()}", exact_over(compressed.scores), compressed.nbytes
+        del compressed
+    configs = [AnnConfig("hnsw", ef_search=64)] if catalogue.n_items <= hnsw_max_items else []
+    configs.append(AnnConfig("ivfpq", nlist=min(max_nlist, default_nlist(catalogue.n_items)), pq_m=16, nprobe=16,
+                             k_factor=4.0))
+    for config in configs:
+        index = build_index(catalogue.items, config)
+        searcher = searcher_for(index, catalogue, {**config.settings(), "overfetch": SYNTHETIC_OVERFETCH}, threads)
+        yield (f"ANN {'HNSW' if config.kind == 'hnsw' else 'IVF-PQ'}",
+               lambda rows, seen, s=searcher: s.top_k(rows, seen, known[:len(rows)], K)[0],
+               index_bytes(index) + catalogue.items.nbytes)
+        del index, searcher
+
+
+def measure_costs(items: int, users: np.ndarray, item_table: np.ndarray, threads: int = 2,
+                  hnsw_max_items: int = 2_000_000, queries: int = 128, calls: int = 0,
+                  max_nlist: int = 4096) -> list[CostRow]:
+    """Every method on one tower-shaped synthetic catalogue of ``items`` items; ``calls``
+    batch-1 calls per method (0: fewer as the catalogue grows)."""
+    catalogue = with_truth(tower_shaped(items, users, item_table, queries=queries))
+    calls = calls or (100 if items <= 100_000 else 30 if items <= 1_000_000 else 8)
+    rows = []
+    for name, answer, resident in cost_methods(catalogue, hnsw_max_items, threads, max_nlist):
+        timing, ids = time_calls(answer, catalogue, calls, 2)
+        rows.append(CostRow(items, name, timing.b1_recs_per_s, timing.b1_p99_ms, timing.b64_recs_per_s,
+                            resident / 2 ** 20, recall_at_k(ids, catalogue.truth), calls))
+        print(f"costs {items:,} {name}: {timing.b1_recs_per_s:,.0f}/s b1 (p99 {timing.b1_p99_ms:.1f} ms), "
+              f"{timing.b64_recs_per_s:,.0f}/s b64, {rows[-1].memory_mib:,.0f} MiB, recall {rows[-1].recall:.3f}",
+              flush=True)
+    return rows
+
+
+def run_costs(sizes, users: np.ndarray, item_table: np.ndarray, threads: int = 2,
+              hnsw_max_items: int = 2_000_000, max_nlist: int = 4096) -> list[CostRow]:
+    return [row for items in sizes
+            for row in measure_costs(int(items), users, item_table, threads, hnsw_max_items, max_nlist=max_nlist)]
+
+
+def render_costs_markdown(rows: list[CostRow]) -> str:
+    lines = ["## Cost by catalogue size and method (in-process, k=10)", "",
+             "| items | method | recs/s b1 | p99 ms b1 | recs/s b64 | memory MiB | recall@10 vs exact |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.items:,} | {r.method} | {r.b1_recs_per_s:,.0f} | {r.b1_p99_ms:.1f} | {r.b64_recs_per_s:,.0f} | "
+              f"{r.memory_mib:,.1f} | {r.recall:.3f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_costs(rows: list[CostRow], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    panels = (("b1_recs_per_s", "recs/s, batch 1"), ("b64_recs_per_s", "recs/s, batch 64"),
+              ("b1_p99_ms", "p99 ms, batch 1"), ("memory_mib", "resident MiB"))
+    for ax, (attr, title) in zip(axes, panels):
+        for method in dict.fromkeys(r.method for r in rows):
+            mine = [r for r in rows if r.method == method]
+            ax.plot([r.items for r in mine], [getattr(r, attr) for r in mine], "o-", label=method, ms=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("catalogue items")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def tower_tables(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(users [U, D], items [I, D]) of a trained dot-product run, bias folded in: the shape
+    synthetic catalogues copy."""
+    model: Any = load_checkpoint(run).model
+    parts = dot_product_parts(model.retrieval_scorer().eval())
+    if parts is None:
+        raise ValueError(f"{run} is not a dot-product model (two_tower, biased_mf): no item tower to copy")
+    return parts[0], parts[1]

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-criteo": ("recdeploy.perf.criteo_bench", "large CTR (Criteo): train, compress, export, serve, measure"),
     "update": ("recdeploy.serve.update_cli", "warm-start the served SASRec on new clicks, gate, hot-swap (canary)"),
     "replay": ("recdeploy.perf.replay", "a dataset's tail day by day: feedback, daily update, frozen vs updated"),
+    "ann-bench": ("recdeploy.perf.ann_report", "ANN (FAISS) recall vs speed against exact search by catalogue size"),
     "soak": ("recdeploy.perf.soak_cli", "soak and hot-swap benchmark of a served entry (minutes)"),
     "demo": ("recdeploy.demo", "the whole loop on MovieLens-100k: train, export, serve, query, perf"),
 }

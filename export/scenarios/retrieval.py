@@ -11,7 +11,11 @@ SCORES FP32 [B,K]; the user's seen items removed; unknown users get the most pop
   ``fused_retrieval_libtorch`` (the same graph as TorchScript), ``recommend_fused_aoti`` and
   ``fused_retrieval_aoti`` (the graph as a torch.export + AOTInductor package, where a C++
   compiler is at hand) for dot-product scorers, each checked against the three-step numpy
-  path at export (see ``export/fused.py``, ``export/fused_aoti.py``).
+  path at export (see ``export/fused.py``, ``export/fused_aoti.py``);
+- ``recommend_ann_hnsw`` / ``recommend_ann_ivfpq`` (``recdeploy export --ann hnsw,ivfpq``):
+  feature_lookup -> ann_<kind> (python: a FAISS index over the same item matrix, seen items
+  filtered from an over-fetched candidate list, exact search where too few survive); an
+  approximation of ``recommend``, its recall measured at export (see ``export/ann.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import numpy as np
 import onnx
 import torch
 
+from recdeploy.export.ann import InProcessAnn, write_ann_model
+from recdeploy.export.ann_index import AnnConfig
 from recdeploy.export.feature_store import StoreSpec, store_files, write_redis_store
 from recdeploy.export.fused import (
     dot_product_parts,
@@ -80,6 +86,7 @@ topk_module = load_python_model("topk")
 # the protocols whose models score a user against the whole catalogue
 RETRIEVAL_TASKS = frozenset({"retrieval_loo", "retrieval_random", "rating", "rating_cv"})
 THREE_STEP = "steps"
+ANN = "ann"
 # reference kinds whose runtime (torch.topk) promises no order among equal scores
 TORCH_KINDS = frozenset({"torchscript", "aoti"})
 
@@ -144,13 +151,14 @@ def sample_user_indices(n_users: int, n: int = 64, seed: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n_users, size=min(n, n_users), replace=False)).astype(np.int64)
 
 
-def write_retrieval(model, ds: Dataset, repo: Path,
-                    store: StoreSpec | None = None) -> tuple[ParityReport, list[Entry], list[str]]:
+def write_retrieval(model, ds: Dataset, repo: Path, store: StoreSpec | None = None,
+                    ann: tuple[AnnConfig, ...] = ()) -> tuple[ParityReport, list[Entry], list[str]]:
     """Write the retrieval models into ``repo`` (not cleared); returns parity, entries and
     notes (a variant left out, and why).
 
     model: any model with ``retrieval_scorer()`` (USER_INDEX -> SCORES). store: read users'
-    seen items from this Redis store instead of the baked arrays."""
+    seen items from this Redis store instead of the baked arrays. ann: the ANN indexes to
+    build beside the exact entries (dot-product scorers only)."""
     scorer = model.retrieval_scorer().eval()
     users = sample_user_indices(ds.n_users).reshape(-1, 1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,10 +168,11 @@ def write_retrieval(model, ds: Dataset, repo: Path,
     features = build_feature_arrays(ds)
     write_python_models(repo, pipeline, features, store)
     entries, notes = [three_step_entry(pipeline)], []
+    parts = dot_product_parts(scorer)
     if store is not None:
-        notes.append("fused entries left out: they bake the seen items into the graph, the Redis "
-                     "store's live updates would not reach them")
-    elif dot_product_parts(scorer) is not None:  # a dot-product scorer folds into one graph
+        notes.append("fused and ANN entries left out: their references read the seen items baked at "
+                     "export, the Redis store's live updates would not reach them")
+    elif parts is not None:  # a dot-product scorer folds into one graph
         with torch.no_grad():
             all_scores = scorer(torch.arange(ds.n_users)[:, None]).numpy()
         check_users = ds.user_ids[users[:, 0]]
@@ -175,16 +184,36 @@ def write_retrieval(model, ds: Dataset, repo: Path,
             notes.append(f"recommend_fused_aoti left out: {why}")
         entries += [Entry(name, "retrieval", reference, exact_ties=reference["kind"] not in TORCH_KINDS)
                     for name, reference in fused.items()]
+        ann_entries, ann_notes = write_ann_entries(repo, parts, features, ann)
+        entries, notes = entries + ann_entries, notes + ann_notes
+    elif ann:
+        notes.append(f"ANN entries left out: {type(scorer).__name__} is not a dot-product scorer")
     return parity, entries, notes
 
 
+def write_ann_entries(repo: Path, parts, features: FeatureArrays, configs: tuple[AnnConfig, ...]
+                      ) -> tuple[list[Entry], list[str]]:
+    """ann_<kind> + recommend_ann_<kind> per config beside a written ``feature_lookup``; parts:
+    ``dot_product_parts`` of the scorer (its tables already hold the bias as a column)."""
+    entries, notes = [], []
+    for config in configs:
+        written = write_ann_model(repo, config, parts[0], parts[1], features)
+        info = written.info
+        entries.append(Entry(written.ensemble.name, "retrieval", {"kind": ANN, "model": written.model.name},
+                             variant_of="recommend"))
+        notes.append(f"{written.ensemble.name}: recall@{info['k']} vs exact {info['recall_at_k']:.3f} on "
+                     f"real users, over-fetch {info['overfetch']}, exact fallback {info['fallback_rate']:.1%}, "
+                     f"index {info['index_bytes'] / 2**20:.1f} MiB (flat {info['flat_bytes'] / 2**20:.1f} MiB)")
+    return entries, notes
+
+
 def export_retrieval(model, ds: Dataset, repo: Path, card: dict | None = None,
-                     store: StoreSpec | None = None) -> ParityReport:
+                     store: StoreSpec | None = None, ann: tuple[AnnConfig, ...] = ()) -> ParityReport:
     """A repository holding only the retrieval scenario (cleared first), with its manifest."""
     check_fingerprint(card, ds)
     repo = Path(repo)
     clear_repository(repo)
-    parity, entries, notes = write_retrieval(model, ds, repo, store)
+    parity, entries, notes = write_retrieval(model, ds, repo, store, ann)
     write_metadata(repo, "retrieval", ds, entries, n_users=ds.n_users, n_items=ds.n_items,
                    onnx_parity_max_abs_diff=parity.max_abs_diff, card=card or {}, notes=notes)
     return parity
@@ -246,11 +275,15 @@ class RetrievalScenario(Scenario):
                          "the same graph as an AOTInductor package (model.pt2; needs a C++ compiler "
                          "at export, recdeploy's native backend to serve); " + notes, SEEN_REMOVED),
                 Contract("fused_retrieval_aoti", spec.inputs, spec.outputs, (),
-                         "the AOTInductor package called directly (no ensemble); " + notes, SEEN_REMOVED))
+                         "the AOTInductor package called directly (no ensemble); " + notes, SEEN_REMOVED),
+                Contract("recommend_ann_<hnsw|ivfpq>", spec.inputs, spec.outputs, ("feature_lookup", "ann_<kind>"),
+                         "approximate (FAISS; export --ann); seen items filtered from an over-fetched list, "
+                         "exact search where too few survive; " + notes, SEEN_REMOVED))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()
-        parity = export_retrieval(run.model, job.dataset, job.repo, run.card, job.options.get("feature_store"))
+        parity = export_retrieval(run.model, job.dataset, job.repo, run.card, job.options.get("feature_store"),
+                                  tuple(job.options.get("ann", ())))
         meta = read_metadata(job.repo)
         return ExportReport(tuple(meta["ensembles"]),
                             {f"ONNX scorer vs PyTorch on {parity.n_rows} real users":
@@ -274,6 +307,9 @@ class RetrievalScenario(Scenario):
             recommender = InProcessRecommender(repo, entry.reference["scorer"], threads)
             return contract_pipeline(lambda users, k: recommender.recommend(users[:, 0], int(k[0, 0])))
         folder = latest_version_dir(repo, entry.reference.get("model", ""))
+        if kind == ANN:
+            ann = InProcessAnn(latest_version_dir(repo, "feature_lookup"), folder, threads)
+            return contract_pipeline(lambda users, k: ann.recommend(users[:, 0], int(k[0, 0])))
         if kind == "onnx":
             return contract_pipeline(onnx_runner(folder / "model.onnx", threads))
         if kind in TORCH_KINDS:
@@ -292,6 +328,6 @@ class RetrievalScenario(Scenario):
 
     def swappable_model(self, entry: Entry) -> str:
         if entry.reference.get("kind") != THREE_STEP:
-            raise ScenarioError(f"{entry.name} is one fused model: re-export instead of a swap")
+            raise ScenarioError(f"{entry.name} serves an index or one fused model: re-export instead of a swap")
         return entry.reference["scorer"]
 

@@ -1,0 +1,165 @@
+"""ann_search: the K best unseen items per user from an approximate (FAISS) index.
+
+Inputs  USER_INDEX INT64 [B, 1]  internal user index (feature_lookup's output)
+        SEEN_ITEMS INT64 [B, L]  internal indices to exclude, -1 padded
+        IS_KNOWN   BOOL  [B, 1]  False -> rank by popularity (cold start)
+        K          INT32 [B, 1]  how many items (the same K for every row of a request)
+Outputs ITEM_IDS   INT64 [B, K]  raw item ids, best first (-1 where fewer than K remain)
+        TOP_SCORES FP32  [B, K]  exact inner products of the returned items
+
+Artifacts beside this file: index.faiss (HNSW or IVF-PQ over the catalogue; inner
+products turned into L2 distances by one extra column, see export/ann.py),
+user_vectors.npy ([U, D]: the user tower's output, the constant 1 that meets the item bias
+included), catalogue.npy ([I, D] FP32: exact re-ranking and the exact fallback),
+item_ids.npy, popularity.npy, ann.json (search settings) and recdeploy_triton_core.py.
+
+How a row is answered (the same for every row, whatever else shares its batch, so served
+and in-process answers agree however Triton batches):
+1. fetch F = k + ceil(overfetch * L) candidates (L: that user's seen count), rounded up to a
+   power of two; ``k_factor * F`` are asked of the index (IVF-PQ's codes are coarse);
+2. candidates are re-scored exactly against catalogue.npy, seen ones dropped, ties by the
+   lower item index (the exact ``topk`` model's rule);
+3. a row left with fewer than K candidates is answered by exact search (the same answer the
+   exact ensemble gives). ``overfetch`` is chosen at export from measurement (docs/ann.md).
+
+Unlike the other python models this one needs ``faiss`` (``pip install faiss-cpu``) in the
+stub's environment as well as numpy.
+"""
+import json
+import os
+
+import faiss
+import numpy as np
+from recdeploy_triton_core import (
+    PipelineFault,
+    execute_requests,
+    load_npy,
+    parse_k,
+    top_k,
+    version_folder,
+)
+
+__all__ = ["AnnSearcher", "TritonPythonModel", "fetch_sizes", "rank_candidates"]
+
+
+def fetch_sizes(k, seen_counts, overfetch, n_items):
+    """Candidates fetched per row: k + ceil(overfetch * L), to the next power of two, <= n_items."""
+    want = k + np.ceil(overfetch * np.asarray(seen_counts, dtype=np.float64)).astype(np.int64)
+    rounded = 2 ** np.ceil(np.log2(np.maximum(want, 1))).astype(np.int64)
+    return np.minimum(rounded, n_items)
+
+
+def rank_candidates(candidates, users, catalogue, seen, k):
+    """candidates [B, F] internal indices (-1: none) -> (best [B, k], scores [B, k], survivors [B]).
+
+    Exact scores of the candidates, seen and missing ones -inf, best first with ties by the
+    lower index; survivors: how many finite candidates each row had.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    valid = candidates >= 0
+    safe = np.where(valid, candidates, 0)
+    scores = np.einsum("bfd,bd->bf", catalogue[safe], users).astype(np.float32)
+    if seen.shape[1]:
+        rows = np.arange(len(candidates))[:, None]
+        n = len(catalogue) + 1
+        seen_keys = np.unique((rows * n + seen)[seen >= 0])
+        valid &= ~np.isin(rows * n + safe, seen_keys)
+    # one candidate can come back twice (IVF probes): keep its first copy
+    order = np.argsort(safe, axis=1, kind="stable")
+    ordered = np.take_along_axis(safe, order, axis=1)
+    repeat = np.zeros_like(valid)
+    np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
+    valid &= ~repeat
+    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    order = np.lexsort((safe, -scores), axis=1)[:, :k]
+    best = np.take_along_axis(safe, order, axis=1)
+    best_scores = np.take_along_axis(scores, order, axis=1)
+    return best, best_scores, valid.sum(axis=1)
+
+
+class AnnSearcher:
+    """The index, the vectors and the settings of one ANN step.
+
+    ``AnnSearcher.load(folder)`` reads a version folder (once, in initialize()); benchmarks
+    build one from arrays in memory. users: [U, D] vectors addressed by USER_INDEX.
+    """
+
+    def __init__(self, index, users, catalogue, item_ids, popularity, settings, threads=1):
+        self.index = index
+        self.users = np.asarray(users, dtype=np.float32)
+        self.catalogue = np.ascontiguousarray(catalogue, dtype=np.float32)
+        self.item_ids = np.asarray(item_ids, dtype=np.int64)
+        self.popularity = np.asarray(popularity, dtype=np.float32)
+        self.settings = dict(settings)
+        if self.catalogue.shape != (len(self.item_ids), self.users.shape[1]):
+            raise ValueError(f"catalogue {list(self.catalogue.shape)} does not match "
+                             f"{len(self.item_ids)} items of width {self.users.shape[1]}")
+        faiss.omp_set_num_threads(int(threads))
+        self.fallbacks = 0            # rows answered by exact search (a counter for reports)
+
+    @classmethod
+    def load(cls, folder, threads=1):
+        with open(os.path.join(folder, "ann.json")) as handle:
+            settings = json.load(handle)
+        return cls(faiss.read_index(os.path.join(folder, "index.faiss")), load_npy(folder, "user_vectors"),
+                   load_npy(folder, "catalogue"), load_npy(folder, "item_ids"), load_npy(folder, "popularity"),
+                   settings, threads)
+
+    def search(self, vectors, fetch):
+        """-> internal indices [B, k_factor * fetch] (-1 where the index found fewer)."""
+        width = self.index.d
+        queries = np.zeros((len(vectors), width), np.float32)
+        # the index's extra columns (the inner-product-to-L2 column, IVF-PQ's padding) are 0 in a query
+        queries[:, :vectors.shape[1]] = vectors
+        ask = min(len(self.item_ids), int(np.ceil(self.settings.get("k_factor", 1) * fetch)))
+        kind = self.settings["kind"]
+        if kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(int(self.settings["ef_search"]), ask))
+        elif kind == "ivfpq":
+            params = faiss.SearchParametersIVF(nprobe=int(self.settings["nprobe"]))
+        else:
+            raise PipelineFault(f"ann.json names an unknown index kind {kind!r}")
+        return self.index.search(queries, ask, params=params)[1]
+
+    def top_k(self, user_index, seen, is_known, k):
+        """-> (raw item ids [B, k], exact scores [B, k]), the exact ``topk`` model's contract."""
+        index = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        known = np.asarray(is_known).reshape(-1).astype(bool)
+        seen = np.asarray(seen, dtype=np.int64).reshape(len(index), -1)
+        if len(known) != len(index) or (len(index) and index.max(initial=0) >= len(self.users)):
+            raise PipelineFault(f"USER_INDEX {list(index.shape)} / IS_KNOWN {list(known.shape)} "
+                                f"disagree with {len(self.users)} user vectors")
+        best = np.zeros((len(index), k), np.int64)
+        scores = np.full((len(index), k), -np.inf, np.float32)
+        exact = ~known
+        fetch = fetch_sizes(k, (seen >= 0).sum(axis=1), float(self.settings["overfetch"]), len(self.item_ids))
+        for size in np.unique(fetch[known]):
+            rows = np.flatnonzero(known & (fetch == size))
+            candidates = self.search(self.users[index[rows]], int(size))
+            found, found_scores, left = rank_candidates(candidates, self.users[index[rows]],
+                                                        self.catalogue, seen[rows], k)
+            best[rows], scores[rows] = found, found_scores
+            exact[rows[left < k]] = True
+        self.fallbacks += int(exact[known].sum())
+        ids = np.where(np.isfinite(scores), self.item_ids[best], -1)
+        if exact.any():   # cold starts and rows the index left short: the exact answer
+            rows = np.flatnonzero(exact)
+            all_scores = self.users[index[rows]] @ self.catalogue.T
+            ids[rows], scores[rows] = top_k(all_scores, seen[rows], known[rows], k, self.popularity,
+                                            self.item_ids)
+        return ids.astype(np.int64), scores.astype(np.float32)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        threads = (config.get("parameters") or {}).get("threads", {}).get("string_value", "1")
+        self.searcher = AnnSearcher.load(version_folder(args), int(threads) if threads.isdigit() else 1)
+
+    def execute(self, requests):
+        return execute_requests("ann_search", requests, self.answer)
+
+    def answer(self, get):
+        k = parse_k(get("K"), len(self.searcher.item_ids))
+        ids, best = self.searcher.top_k(get("USER_INDEX"), get("SEEN_ITEMS"), get("IS_KNOWN"), k)
+        return {"ITEM_IDS": ids, "TOP_SCORES": best}

@@ -1,0 +1,86 @@
+"""A retrieval repository at any catalogue size, exact and ANN side by side, for served numbers.
+
+    python -m recdeploy.perf.ann_served --items 1000000 --repository reports/ann/repo1m
+    recdeploy perf --lab reports/ann/repo1m --batch-size 1,64 --concurrency 1,4 --out reports/ann/served1m
+
+Writes feature_lookup, the exact fused model (``recommend_fused``: lookup, scores, seen mask
+and top-K in one ONNX graph, the fastest exact entry served here) and ``recommend_ann_ivfpq``
+over a synthetic catalogue, plus the ``recdeploy.json`` the lab reads. With ``--tables``
+(a trained model's ``users`` / ``items``, bias folded in, as perf/ann_device.py takes them)
+the vectors are drawn shaped like that model's towers, so the served ANN entry's recall is
+the realistic one; without, isotropic random vectors (the same work, a much lower recall).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from recdeploy.export.ann import write_ann_model
+from recdeploy.export.ann_index import fold_bias, parse_ann
+from recdeploy.export.fused import FusedRetrieval, export_fused_onnx, fused_ensemble_spec, fused_model_spec
+from recdeploy.export.repository import clear_repository, npy_bytes, write_manifest, write_model
+from recdeploy.export.retrieval_specs import lookup_spec
+from recdeploy.export.scenarios.base import METADATA, Entry
+from recdeploy.export.triton_config import build_ensemble_config, build_model_config
+from recdeploy.export.triton_python import python_model_files
+from recdeploy.perf.ann_bench import gaussian_like
+from recdeploy.perf.synthetic_catalogue import synthetic_features
+
+
+def write_synthetic_repository(repo: Path, n_items: int, ann: str = "ivfpq:nlist=1024:nprobe=16:overfetch=0.25",
+                               n_users: int = 10_000, tables: Path | None = None) -> list[Entry]:
+    repo = Path(repo)
+    clear_repository(repo)
+    features = synthetic_features(n_items, n_users)
+    if tables is not None:
+        reference, rng = np.load(tables), np.random.default_rng(1)
+        items = gaussian_like(reference["items"], n_items, rng)
+        features = replace(features, item_vectors=np.ascontiguousarray(items[:, :-1]), item_bias=items[:, -1].copy(),
+                           user_vectors=gaussian_like(reference["users"][:, :-1], n_users, rng))
+    write_model(repo, build_model_config(lookup_spec()), {
+        **python_model_files("feature_lookup"), "user_ids.npy": npy_bytes(features.user_ids),
+        "seen_indptr.npy": npy_bytes(features.seen_indptr), "seen_items.npy": npy_bytes(features.seen_items)})
+    fused = FusedRetrieval(features.user_vectors, features.item_vectors, features.item_bias, features.popularity,
+                           features.user_ids, features.seen_indptr, features.seen_items, features.item_ids)
+    spec = fused_model_spec(n_items=n_items)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_model(repo, build_model_config(spec),
+                    {"model.onnx": export_fused_onnx(fused, Path(tmp) / "model.onnx", features.user_ids[:8])})
+    ensemble = fused_ensemble_spec(spec)
+    write_model(repo, build_ensemble_config(ensemble), {})
+    entries = [Entry(ensemble.name, "retrieval", {"kind": "onnx", "model": spec.name})]
+    users, items = fold_bias(features.user_vectors, features.item_vectors, features.item_bias)
+    for config in parse_ann(ann):
+        written = write_ann_model(repo, replace(config), users, items, features)
+        entries.append(Entry(written.ensemble.name, "retrieval", {"kind": "ann", "model": written.model.name},
+                             variant_of=ensemble.name))
+        print(f"{written.ensemble.name}: recall@10 {written.info['recall_at_k']:.3f} on synthetic users, "
+              f"index {written.info['index_bytes'] / 2 ** 20:.0f} MiB")
+    (repo / METADATA).write_text(json.dumps({
+        "scenario": "retrieval", "dataset": f"synthetic-{n_items}", "ensembles": [e.name for e in entries],
+        "entries": {e.name: e.to_dict() for e in entries}, "n_items": n_items, "n_users": n_users}, indent=2))
+    write_manifest(repo)
+    return entries
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recdeploy.perf.ann_served", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--repository", type=Path, default=Path("reports/ann/repo1m"))
+    parser.add_argument("--ann", default="ivfpq:nlist=1024:nprobe=16:overfetch=0.25")
+    parser.add_argument("--tables", type=Path, default=None, help="npz of a trained model's users / items")
+    args = parser.parse_args(argv)
+    entries = write_synthetic_repository(args.repository, args.items, args.ann, tables=args.tables)
+    print(f"{args.repository}: {', '.join(e.name for e in entries)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

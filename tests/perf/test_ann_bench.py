@@ -1,0 +1,105 @@
+"""ANN bench and the cost curve: tower-shaped catalogues, compressed exact scoring, the tables."""
+import numpy as np
+import pytest
+
+from recdeploy.perf.ann_bench import (
+    BenchRow,
+    bench_catalogue,
+    exact_answer,
+    gaussian_like,
+    tower_shaped,
+    with_truth,
+)
+from recdeploy.perf.ann_report import best_at_recall, render_markdown
+from recdeploy.perf.scale import CompressedCatalogue, measure_costs, render_costs_markdown
+
+
+@pytest.fixture(scope="module")
+def tables():
+    """A small 'trained' model: a decaying spectrum, users ending in 1, items in a bias."""
+    rng = np.random.default_rng(3)
+    scale = 1.0 / np.arange(1, 9)
+    users = np.c_[rng.normal(size=(300, 8)) * scale, np.ones(300)].astype(np.float32)
+    items = np.c_[rng.normal(size=(500, 8)) * scale + 0.2, rng.normal(size=500) * 0.1].astype(np.float32)
+    return users, items
+
+
+def test_synthetic_catalogue_copies_the_towers_mean_and_covariance(tables):
+    users, items = tables
+    drawn = gaussian_like(items, 200_000, np.random.default_rng(0))
+    assert np.allclose(drawn.mean(axis=0), items.mean(axis=0), atol=0.01)
+    assert np.allclose(np.cov(drawn, rowvar=False), np.cov(items, rowvar=False), atol=0.01)
+    catalogue = tower_shaped(2_000, users, items, queries=16)
+    assert catalogue.items.shape == (2_000, 9) and np.all(catalogue.users[:, -1] == 1.0)
+    assert catalogue.seen.shape == (16, 20) and catalogue.item_ids[0] == 1
+
+
+@pytest.mark.parametrize("kind, max_error, ratio", [("fp16", 1e-2, 2), ("int8", 5e-2, 3)])
+def test_compressed_catalogue_scores_near_fp32_in_less_memory(tables, kind, max_error, ratio):
+    users, items = tables
+    compressed = CompressedCatalogue(items, kind)
+    compressed.BLOCK = 128            # several blocks: the block seams must not show
+    exact = users[:32] @ items.T
+    assert np.max(np.abs(compressed.scores(users[:32]) - exact)) < max_error * np.abs(exact).max()
+    assert compressed.nbytes <= items.nbytes / ratio * 1.1
+
+
+def test_unknown_compression_says_what_is_valid(tables):
+    with pytest.raises(ValueError, match="valid: fp16, int8"):
+        CompressedCatalogue(tables[1], "int4")
+
+
+def test_bench_rows_have_exact_first_and_recall_against_it(tables):
+    users, items = tables
+    rows = bench_catalogue(tower_shaped(3_000, users, items, queries=70), threads=1, b1_calls=5, b64_calls=1,
+                           hnsw_ef=(64,), codes=(4,), nprobes=(64,))
+    assert [r.method for r in rows] == ["exact", "hnsw", "ivfpq"] and rows[0].recall == 1.0
+    assert all(r.recall >= 0.9 for r in rows) and rows[2].index_mib < rows[1].index_mib
+    text = render_markdown(rows, "note")
+    assert text.count("\n| synthetic 3,000 |") == 3 and "recall@10" in text
+    assert best_at_recall(rows)[0].startswith("- synthetic 3,000: ")
+
+
+def test_exact_answer_is_the_same_in_chunks(tables):
+    users, items = tables
+    catalogue = with_truth(tower_shaped(1_000, users, items, queries=40))
+    import recdeploy.perf.ann_bench as bench
+    before, bench.EXACT_CHUNK_SCORES = bench.EXACT_CHUNK_SCORES, 3_000    # 3 rows a chunk
+    try:
+        chunked = exact_answer(catalogue)(np.arange(40), catalogue.seen)
+    finally:
+        bench.EXACT_CHUNK_SCORES = before
+    assert np.array_equal(chunked, catalogue.truth)
+
+
+def test_cost_rows_cover_every_method_with_memory_in_order(tables):
+    users, items = tables
+    rows = measure_costs(3_000, users, items, threads=1, queries=64, calls=5)
+    assert [r.method for r in rows] == ["exact FP32", "exact FP16", "exact INT8", "ANN HNSW", "ANN IVF-PQ"]
+    memory = {r.method: r.memory_mib for r in rows}
+    assert memory["exact INT8"] < memory["exact FP16"] < memory["exact FP32"]
+    assert rows[0].recall == 1.0 and all(r.recall >= 0.8 for r in rows)
+    assert render_costs_markdown(rows).count("| 3,000 |") == 5
+
+
+def test_best_at_recall_says_when_nothing_reached_it():
+    row = BenchRow("c", 10, "exact", "x", 1.0, 10.0, 1.0, 10.0, 0.0, 1.0)
+    low = BenchRow("c", 10, "hnsw", "ef 8", 0.5, 100.0, 1.0, 100.0, 1.0, 1.0)
+    assert best_at_recall([row, low]) == ["- c: no setting reached recall@10 0.95"]
+
+
+def test_synthetic_served_repository_holds_exact_and_ann_entries(tmp_path, tables):
+    from recdeploy.export.scenarios import entries_of, scenario_named
+    from recdeploy.perf.ann_served import write_synthetic_repository
+
+    users, items = tables
+    np.savez(tmp_path / "tables.npz", users=users, items=items)
+    repo = tmp_path / "repo"
+    write_synthetic_repository(repo, 3_000, "ivfpq:nlist=32:nprobe=16:overfetch=0.25", n_users=300,
+                               tables=tmp_path / "tables.npz")
+    entries = entries_of(repo)
+    assert list(entries) == ["recommend_fused", "recommend_ann_ivfpq"]
+    scenario = scenario_named("retrieval")
+    ann = entries["recommend_ann_ivfpq"]
+    quality = scenario.quality(repo, ann, scenario.reference(repo, ann))
+    assert quality["overlap@10"] >= 0.9
