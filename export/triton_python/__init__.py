@@ -3,7 +3,8 @@ with the shared core ``recdeploy_triton_core.py`` beside it.
 
 They import nothing but numpy, the core (found beside ``model.py``: the stub puts the version
 folder on ``sys.path``) and the backend's own ``triton_python_backend_utils``, so the
-repository also loads in the stock NGC Triton container. The numpy functions are tested
+repository also loads in the stock NGC Triton container; the one exception is ``ann_search``
+(the ``recommend_ann_*`` entries), which needs ``faiss-cpu`` in the stub's environment. The numpy functions are tested
 directly; the ``TritonPythonModel`` classes are thin adapters over them.
 """
 import importlib.util
