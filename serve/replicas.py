@@ -75,23 +75,14 @@ class ReplicaSet:
         return self
 
     def _watch(self) -> None:
-        suspect: dict[int, float] = {}  # replica -> when a stub first looked dead
         while not self._halt.wait(self.poll_s):
             for i in range(self.count):
                 with self._lock:
                     server = self.servers[i]
-                    failure = None if server is None else server.failure()
-                if failure is None or server is None:
-                    suspect.pop(i, None)
-                    continue
-                # a stub that Triton stops while it loads a new version (a rolling update) is
-                # a zombie until Triton reaps it, an instant later: a dead stub must stay dead
-                # for STUB_GRACE_S; a dead tritonserver is restarted at once
-                if server.returncode is None and time.monotonic() - suspect.setdefault(i, time.monotonic()) < \
-                        STUB_GRACE_S:
-                    continue
-                suspect.pop(i, None)
-                if not self._halt.is_set():
+                    # a stub Triton stops while it loads a new version (a rolling update) looks
+                    # dead for an instant: it counts after STUB_GRACE_S; an exited server at once
+                    failure = None if server is None else server.failure(stub_grace_s=STUB_GRACE_S)
+                if failure is not None and not self._halt.is_set():
                     self._restart(i, failure)
 
     def _restart(self, index: int, failure: str) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from recdeploy.export.compare import compare_answers, list_agreement
 from recdeploy.export.repository import write_manifest
-from recdeploy.export.triton_config import TensorSpec
+from recdeploy.export.triton_config import EnsembleSpec, TensorSpec
 from recdeploy.train.checkpoint import Checkpoint
 from recdeploy.train.data import Dataset
 
@@ -83,6 +83,14 @@ class Contract:
     notes: str = ""
     # the seen-item policy, a setting of each scenario's contract (SEEN_POLICIES)
     seen_items: str = ""
+
+    @classmethod
+    def of(cls, spec: EnsembleSpec, notes: str = "", seen_items: str = "", entry: str = "",
+           steps: tuple[str, ...] = ()) -> Contract:
+        """The contract of an ensemble spec (its name, tensors and steps); ``entry`` / ``steps``
+        name a variant's stand-ins (``rank_<variant>`` through ``ranker_<variant>``); no steps = the spec's."""
+        return cls(entry or spec.name, spec.inputs, spec.outputs,
+                   steps or tuple(step.model_name for step in spec.steps), notes, seen_items)
 
     def __post_init__(self):
         if self.seen_items not in SEEN_POLICIES:

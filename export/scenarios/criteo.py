@@ -251,11 +251,9 @@ class CriteoScenario(Scenario):
         notes = ("DENSE: raw counts, NaN = missing; CATEGORICAL: the 8-hex-digit ids as integers, "
                  "-1 = missing, unseen ids use the out-of-vocabulary row; padding (-1) or repeated "
                  "candidates come last with id -1; SCORES are logits")
-        steps = tuple(step.model_name for step in spec.steps)
-        return (Contract("criteo_rank", spec.inputs, spec.outputs, steps, notes),
-                Contract("criteo_rank_<variant>", spec.inputs, spec.outputs,
-                         ("criteo_features", "criteo_ranker_<variant>", "rank_topk"),
-                         "compressed tables; " + notes))
+        return (Contract.of(spec, notes, entry="criteo_rank"),
+                Contract.of(spec, "compressed tables; " + notes, entry="criteo_rank_<variant>",
+                            steps=("criteo_features", "criteo_ranker_<variant>", "rank_topk")))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()

@@ -215,10 +215,10 @@ class GroceryScenario(Scenario):
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = recommend_basket_spec()
-        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
-                         "every purchase from the feature store; bought items are kept (repeat purchases); "
-                         "an unknown user (no orders) gets the most popular products; a K outside "
-                         "1..catalogue is INVALID_ARGUMENT", SEEN_KEPT),)
+        return (Contract.of(spec,
+                            "every purchase from the feature store; bought items are kept (repeat purchases); "
+                            "an unknown user (no orders) gets the most popular products; a K outside "
+                            "1..catalogue is INVALID_ARGUMENT", SEEN_KEPT, entry=ENSEMBLE),)
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()

@@ -186,9 +186,9 @@ class MultiStageScenario(Scenario):
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = multistage_ensemble_spec()
-        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
-                         "the ranker orders the retriever's N unseen candidates; K <= N; unknown "
-                         "users: popular candidates; the repository also serves recommend and rank", SEEN_REMOVED),)
+        return (Contract.of(spec, "the ranker orders the retriever's N unseen candidates; K <= N; unknown "
+                            "users: popular candidates; the repository also serves recommend and rank",
+                            SEEN_REMOVED, entry=ENSEMBLE),)
 
     def export(self, job: ExportJob) -> ExportReport:
         run, ranker = job.run("run"), job.run("ranker")

@@ -277,9 +277,9 @@ class AdsScenario(Scenario):
         notes = ("CONTEXT: the four hashed user features as int64 (first 15 hex digits); SCORES are "
                  f"logits with every ad at slot {SERVED_POSITION}; an unseen context value reads the "
                  "'unknown' row; unknown, repeated or no candidates and K outside 1..N are INVALID_ARGUMENT")
-        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps), notes),
-                Contract(f"{ENSEMBLE}_<variant>", spec.inputs, spec.outputs,
-                         (FEATURES, f"{RANKER}_<variant>", "rank_topk"), "a compressed ranker; " + notes))
+        return (Contract.of(spec, notes, entry=ENSEMBLE),
+                Contract.of(spec, "a compressed ranker; " + notes, entry=f"{ENSEMBLE}_<variant>",
+                            steps=(FEATURES, f"{RANKER}_<variant>", "rank_topk")))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()

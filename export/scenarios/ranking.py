@@ -325,10 +325,9 @@ class RankingScenario(Scenario):
         notes = ("SCORES are the ranker's logits (sigmoid: pCTR); unknown or repeated candidates "
                  "come last with id -1; unknown users use the ranker's unknown-user row; "
                  "K beyond the candidates is INVALID_ARGUMENT")
-        steps = tuple(step.model_name for step in spec.steps)
-        return (Contract("rank", spec.inputs, spec.outputs, steps, notes),
-                Contract("rank_<variant>", spec.inputs, spec.outputs,
-                         ("ranking_features", "ranker_<variant>", "rank_topk"), "a compressed ranker; " + notes))
+        return (Contract.of(spec, notes, entry="rank"),
+                Contract.of(spec, "a compressed ranker; " + notes, entry="rank_<variant>",
+                            steps=("ranking_features", "ranker_<variant>", "rank_topk")))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()

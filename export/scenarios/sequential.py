@@ -315,9 +315,9 @@ class SequentialScenario(Scenario):
 
     def contracts(self) -> tuple[Contract, ...]:
         spec = recommend_next_spec()
-        return (Contract(ENSEMBLE, spec.inputs, spec.outputs, tuple(s.model_name for s in spec.steps),
-                         "history from the feature store; seen items removed; unknown users get "
-                         f"the most popular items; {SCORER} also takes an explicit HISTORY", SEEN_REMOVED),)
+        return (Contract.of(spec, "history from the feature store; seen items removed; unknown users get "
+                            f"the most popular items; {SCORER} also takes an explicit HISTORY", SEEN_REMOVED,
+                            entry=ENSEMBLE),)
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()

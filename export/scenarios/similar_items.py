@@ -202,8 +202,7 @@ class SimilarItemsScenario(Scenario):
         contracts = []
         for method in METHODS:
             spec = similar_items_spec(method)
-            contracts.append(Contract(spec.name, spec.inputs, spec.outputs,
-                                      tuple(s.model_name for s in spec.steps), f"{what[method]}; {notes}"))
+            contracts.append(Contract.of(spec, f"{what[method]}; {notes}"))
         return tuple(contracts)
 
     def export(self, job: ExportJob) -> ExportReport:
