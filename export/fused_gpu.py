@@ -53,10 +53,8 @@ class GpuRetrieval(nn.Module):
     seen_items: torch.Tensor
 
     def __init__(self, user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr,
-                 seen_items, item_ids, chunk: int = 0, margin: int = 32, groups: int = 0, select: str = "topk"):
+                 seen_items, item_ids, chunk: int = 0, margin: int = 32, groups: int = 0):
         super().__init__()
-        if select not in ("topk", "sort"):
-            raise FusedExportError(f"select must be 'topk' or 'sort', got {select!r}")
         user_ids = np.asarray(user_ids, np.int64)
         if len(user_ids) and (user_ids.min() < 0 or user_ids.max() >= MAX_DENSE_ID):
             raise FusedExportError(f"user ids must lie in [0, {MAX_DENSE_ID}) for the dense id table")
@@ -100,7 +98,6 @@ class GpuRetrieval(nn.Module):
         self.history = int(np.diff(indptr).max(initial=0))      # L: every history fits
         self.margin = int(margin)
         self.chunk, self.groups = int(chunk), int(groups)
-        self.sort = select == "sort"     # the top-W stages by a full sort of each (short) row
         blocks = padded // (chunk * groups) if chunk else n_items    # the shortest row a top-W runs over
         self.max_k = n_items if not chunk else max(0, min(n_items, blocks - self.history - margin))
         if chunk and self.max_k < 1:
@@ -109,10 +106,9 @@ class GpuRetrieval(nn.Module):
 
     @classmethod
     def from_fused_parts(cls, user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr,
-                         seen_items, item_ids, chunk: int = 0, margin: int = 32, groups: int = 0,
-                         select: str = "topk") -> "GpuRetrieval":
+                         seen_items, item_ids, chunk: int = 0, margin: int = 32, groups: int = 0) -> "GpuRetrieval":
         return cls(user_vectors, item_vectors, item_bias, popularity, user_ids, seen_indptr, seen_items,
-                   item_ids, chunk=chunk, margin=margin, groups=groups, select=select)
+                   item_ids, chunk=chunk, margin=margin, groups=groups)
 
     def forward(self, user_id: torch.Tensor, k: torch.Tensor):
         k = k[:, 0].to(torch.int64)
@@ -160,32 +156,30 @@ class GpuRetrieval(nn.Module):
     def _candidates(self, scores: torch.Tensor, wide):
         """Item indices [B, W] of each row's W best FP16 scores (in no particular order)."""
         if self.chunk == 0:
-            return top_indices(scores, wide, self.sort)
-        chunks = best_chunks(scores.view(scores.shape[0], -1, self.chunk).amax(dim=2), wide, self.groups, self.sort)
-        return best_of_groups(scores, chunks, self.chunk, wide, self.sort)
+            return top_indices(scores, wide)
+        chunks = best_chunks(scores.view(scores.shape[0], -1, self.chunk).amax(dim=2), wide, self.groups)
+        return best_of_groups(scores, chunks, self.chunk, wide)
 
 
-def top_indices(values: torch.Tensor, wide, sort: bool = False):
-    """Indices [B, W] of each row's W largest values, in no promised order: torch.topk, or with
-    ``sort`` the first W of a full sort (on a GPU a row of <= 4096 values sorts in one block)."""
-    if sort:
-        return torch.narrow(torch.sort(values, dim=1, descending=True)[1], 1, 0, wide)
+def top_indices(values: torch.Tensor, wide):
+    """Indices [B, W] of each row's W largest values, in no promised order (a full sort of short
+    rows instead was measured slower on an H200: docs/gpu_h200.md)."""
     return torch.topk(values, wide, dim=1, sorted=False)[1]
 
 
-def best_chunks(maxima: torch.Tensor, wide, groups: int, sort: bool = False):
+def best_chunks(maxima: torch.Tensor, wide, groups: int):
     """Indices [B, W] of the W largest chunk maxima [B, C], through groups of ``groups`` chunks
     when groups > 1 (C a multiple of groups)."""
     if groups <= 1:
-        return top_indices(maxima, wide, sort)
+        return top_indices(maxima, wide)
     grouped = maxima.view(maxima.shape[0], -1, groups)
-    return best_of_groups(maxima, top_indices(grouped.amax(dim=2), wide, sort), groups, wide, sort)
+    return best_of_groups(maxima, top_indices(grouped.amax(dim=2), wide), groups, wide)
 
 
-def best_of_groups(values: torch.Tensor, group_idx: torch.Tensor, group: int, wide, sort: bool = False):
+def best_of_groups(values: torch.Tensor, group_idx: torch.Tensor, group: int, wide):
     """Indices [B, W] of the W largest ``values`` [B, N], given ``group_idx`` [B, W]: the W groups
     of ``group`` consecutive entries with the largest maxima (they hold the W largest values)."""
     rows = values.shape[0]
     members = values.view(rows, -1, group).gather(1, group_idx[:, :, None].expand(-1, -1, group))
-    picks = top_indices(members.reshape(rows, -1), wide, sort)
+    picks = top_indices(members.reshape(rows, -1), wide)
     return group_idx.gather(1, torch.div(picks, group, rounding_mode="floor")) * group + torch.remainder(picks, group)

@@ -81,15 +81,11 @@ class Bench:
         self.models["graph_fp32"] = FusedRetrieval(*parts).eval().to(self.device)
         self.models["graph_fp16"] = FusedRetrieval(*parts, half=True).eval().to(self.device)
         self.models["gpu_fp16"] = GpuRetrieval(*parts).eval().to(self.device)
-        for name, chunk, groups, select in (
-                ("gpu_fp16_chunk", a.chunk, 0, "topk"), ("gpu_fp16_cascade", a.chunk, a.groups, "topk"),
-                ("gpu_fp16_cascade_sort", a.sort_chunk, a.sort_groups, "sort"),
-                ("triton_base", a.triton_chunk, a.triton_groups, "topk"),
-                ("triton_sort_base", a.triton_chunk, a.triton_sort_groups, "sort")):
+        for name, chunk, groups in (("gpu_fp16_chunk", a.chunk, 0), ("gpu_fp16_cascade", a.chunk, a.groups),
+                                    ("triton_base", a.triton_chunk, a.triton_groups)):
             try:   # a chunked top-K needs enough chunks for K + L + margin; without, it is left out
-                if chunk and (not name.startswith("gpu_fp16_cascade") or groups > 1):
-                    self.models[name] = GpuRetrieval(*parts, chunk=chunk, groups=groups,
-                                                     select=select).eval().to(self.device)
+                if chunk and (name != "gpu_fp16_cascade" or groups > 1):
+                    self.models[name] = GpuRetrieval(*parts, chunk=chunk, groups=groups).eval().to(self.device)
             except FusedExportError as why:
                 self.report.note(f"{name} left out: {why}")
         self.report.data["settings"] |= {"history": self.models["gpu_fp16"].history}
@@ -137,7 +133,7 @@ class Bench:
         self._end_to_end()
 
     def _add_triton(self, variants) -> None:
-        for base, name in (("triton_base", "triton_chunkmax"), ("triton_sort_base", "triton_sort")):
+        for base, name in (("triton_base", "triton_chunkmax"),):
             if base not in self.models:
                 continue
             try:

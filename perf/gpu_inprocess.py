@@ -133,7 +133,7 @@ def compiled(model: GpuRetrieval, k: int, mode: str) -> Callable[[int], Call]:
 
 
 # the GpuRetrieval models timed, by the name gpu_bench builds them under
-GPU_SHAPED = ("gpu_fp16", "gpu_fp16_chunk", "gpu_fp16_cascade", "gpu_fp16_cascade_sort")
+GPU_SHAPED = ("gpu_fp16", "gpu_fp16_chunk", "gpu_fp16_cascade")
 
 
 def build_variants(models: Mapping[str, Any], device: torch.device, k: int,
@@ -153,7 +153,6 @@ def build_variants(models: Mapping[str, Any], device: torch.device, k: int,
             if model.chunk:
                 stages = f"in two stages (chunks of {model.chunk})" if model.groups <= 1 else \
                     f"in three stages (chunks of {model.chunk}, groups of {model.groups} chunks)"
-                stages += ", by sorting short rows" if model.sort else ""
             what = f"GpuRetrieval: FP16 scores, top-(K+L+margin) {stages}, FP32 rescore"
             variants[name] = Variant(name, what + ", eager", eager(model))
             if with_graphs and device.type == "cuda":

@@ -22,9 +22,6 @@ def parse_args(argv: list[str] | None, description: str = "") -> argparse.Namesp
                         help="chunks per group of the three-stage top-K (gpu_fp16_cascade; 0: off)")
     parser.add_argument("--triton-chunk", type=int, default=8, help="items per chunk of the Triton kernel (0: off)")
     parser.add_argument("--triton-groups", type=int, default=64, help="chunks per group after the Triton kernel")
-    parser.add_argument("--sort-chunk", type=int, default=16, help="chunk of the sort-selected variants")
-    parser.add_argument("--sort-groups", type=int, default=16, help="groups of the sort-selected GpuRetrieval")
-    parser.add_argument("--triton-sort-groups", type=int, default=32, help="groups of the sort-selected Triton form")
     parser.add_argument("--profile", default="graph_fp32,graph_fp16",
                         help="variants profiled at the served batch (and the fastest eager GPU-shaped one)")
     parser.add_argument("--aoti-budget-s", type=float, default=80, help="the AOTInductor part [%(default)s]")

@@ -83,7 +83,7 @@ class TritonChunkRank:
         row = torch.where(known, row, torch.full_like(row, model.n_users))
         users = model.users_half[row][:, :self.dim].contiguous()
         wide = min(kmax + model.history + model.margin, model.padded_items // (self.chunk * model.groups))
-        chunks = best_chunks(self.chunk_maxima(users), wide, model.groups, model.sort)                    # B x W
+        chunks = best_chunks(self.chunk_maxima(users), wide, model.groups)                    # B x W
         members = (chunks[:, :, None] * self.chunk
                    + torch.arange(self.chunk, device=uid.device)).reshape(len(uid), -1)    # B x W*CH
         exact = torch.bmm(model.items_full[members], model.users_full[row][:, :, None])[:, :, 0]
@@ -105,7 +105,7 @@ def triton_variants(base: GpuRetrieval, chunk: int, k: int, device: torch.device
     selection): eager, and as a CUDA graph on a GPU."""
     rank = TritonChunkRank(base, chunk)
     what = (f"Triton kernel: scores in registers, max per {chunk} items stored, W best chunks "
-            f"(through groups of {base.groups} chunks, {'sort' if base.sort else 'topk'}) rescored in FP32")
+            f"(through groups of {base.groups} chunks) rescored in FP32")
     variants = {name: inproc.Variant(name, what, lambda batch: (lambda users, _k: rank(users[:, 0], k)))}
     if device.type == "cuda":
         variants[name + "_graph"] = inproc.Variant(name + "_graph", what + ", CUDA graph (fixed B, K)",

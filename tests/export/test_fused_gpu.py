@@ -24,11 +24,10 @@ def ask(model, users, k):
     return ids.numpy(), scores.numpy()
 
 
-@pytest.mark.parametrize(("chunk", "groups", "select"), [(0, 0, "topk"), (16, 0, "topk"), (4, 4, "topk"),
-                                                         (4, 4, "sort"), (0, 0, "sort")])
-def test_equals_the_fp32_graph_for_known_and_unknown_users(parts, chunk, groups, select):
+@pytest.mark.parametrize(("chunk", "groups"), [(0, 0), (16, 0), (4, 4)])
+def test_equals_the_fp32_graph_for_known_and_unknown_users(parts, chunk, groups):
     reference = FusedRetrieval(*parts)
-    model = GpuRetrieval(*parts, chunk=chunk, groups=groups, select=select)
+    model = GpuRetrieval(*parts, chunk=chunk, groups=groups)
     users = np.r_[parts[4][::7], [-1, 0, 10 ** 12]]
     for k in (1, 10, min(100, model.max_k)):       # chunks of 16: K up to 125 chunks - L - margin
         ids, scores = ask(model, users, k)
@@ -65,9 +64,9 @@ def test_a_row_that_runs_out_of_unseen_items_is_padded():
     assert ids.tolist() == [[13, -1, -1, -1]] and np.isneginf(scores[0, 1:]).all()
 
 
-@pytest.mark.parametrize(("groups", "select"), [(0, "topk"), (4, "topk"), (4, "sort")])
-def test_scripted_and_static_forms_answer_the_same(parts, tmp_path, groups, select):
-    model = GpuRetrieval(*parts, chunk=16 if not groups else 4, groups=groups, select=select)
+@pytest.mark.parametrize("groups", [0, 4])
+def test_scripted_and_static_forms_answer_the_same(parts, tmp_path, groups):
+    model = GpuRetrieval(*parts, chunk=16 if not groups else 4, groups=groups)
     scripted = torch.jit.load(str(export_fused_torchscript(model, tmp_path / "m.pt")))
     users = parts[4][:20]
     ids, scores = ask(model, users, 50)
@@ -82,8 +81,6 @@ def test_chunks_that_leave_no_room_for_a_top_k_are_refused(parts):
         GpuRetrieval(*parts, chunk=512)
     with pytest.raises(FusedExportError, match="chunk, margin and groups must be >= 0"):
         GpuRetrieval(*parts, chunk=-1)
-    with pytest.raises(FusedExportError, match="select must be 'topk' or 'sort'"):
-        GpuRetrieval(*parts, select="heap")
     with pytest.raises(FusedExportError, match="groups of chunks need chunk > 0"):
         GpuRetrieval(*parts, groups=4)
     with pytest.raises(FusedExportError, match="32 blocks of 64 items leave no room"):
