@@ -10,6 +10,8 @@ learned), at top-100, each part within its budget and the whole before ``--deadl
   plus the Triton chunk-max kernel where triton runs) timed with CUDA events at every batch
   size, against the bandwidth floor (one read of the FP16 catalogue), answers checked against FP32;
 - ``profile``: torch.profiler's kernel table of the served graph and of the fastest variant;
+- ``aoti_triton``: the three-kernel Triton form (export/fused_triton.py) as an AOTInductor
+  package, its kernels compiled in (served as gpu_triton_aoti by the native backend);
 - ``aoti``: the GPU-shaped model as a torch.export + AOTInductor package compiled on the device;
 - ``served``: tritonserver with the native libtorch backend (built here, linking libtorch_cuda)
   and the python-based one on KIND_GPU, the native one on KIND_CPU for the GPU/CPU ratio,
@@ -63,6 +65,7 @@ class Bench:
         self.users = np.empty(0, np.int64)
         self.best = "gpu_fp16"
         self.aoti_path: Path | None = None
+        self.triton_aoti_path: Path | None = None
         self.work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
         self.native: dict = {}
         self.variants: dict[str, inproc.Variant] = {}
@@ -175,32 +178,53 @@ class Bench:
         started = time.monotonic()
         path = export_fused_aoti(model, model.max_k, self.work / "aoti" / "model.pt2", self.users[:8],
                                  device=str(self.device))
-        info = self.report.data.setdefault("aoti", {})
-        info |= {"model": self.best, "compile_s": round(time.monotonic() - started, 1),
-                 "package_mb": round(path.stat().st_size / 1e6, 1)}
         self.aoti_path = path
+        self._check_package(path, "aoti", "aoti_package", f"{self.best} as an AOTInductor package",
+                            module_runner(model, self.device), time.monotonic() - started, self.best)
+
+    def aoti_triton(self) -> None:
+        """The three-kernel form (export/fused_triton.py) as an AOTInductor package: its Triton
+        kernels compiled into the package, so the native backend serves them with no Python."""
+        from recdeploy.export.fused_triton import TritonFusedRank, TritonRetrieval, export_triton_program
+        module = TritonRetrieval(TritonFusedRank(self.models["triton_base"]), self.args.k)
+        path = self.work / "aoti_triton" / "model.pt2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with torch.no_grad():
+            program = export_triton_program(module, torch.as_tensor(self.users[:8], device=self.device))
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+        self.triton_aoti_path = path
+        self._check_package(path, "aoti_triton", "triton_aoti_package", "triton_fused as an AOTInductor package",
+                            module_runner(module, self.device), time.monotonic() - started, "triton_fused")
+
+    def _check_package(self, path: Path, part: str, variant_name: str, what: str, eager, compile_s: float,
+                       model_name: str) -> None:
+        """A compiled package's answers against eager and the FP32 graph, its time with host copies
+        (batch 1 and the served batch), then timed like the other variants (CUDA events)."""
+        info = self.report.data.setdefault(part, {})
+        info |= {"model": model_name, "compile_s": round(compile_s, 1),
+                 "package_mb": round(path.stat().st_size / 1e6, 1)}
         run = aoti_runner(path, str(self.device))
         users = self.users[:self.args.served_batch].reshape(-1, 1)
         ks = np.full_like(users, self.args.k, dtype=np.int32)
-        want = module_runner(model, self.device)(users, ks)
-        info["parity_vs_eager"] = inproc.parity(*run(users, ks), *want)
+        got = run(users, ks)
+        info["parity_vs_eager"] = inproc.parity(*got, *eager(users, ks))
+        info["parity_vs_graph_fp32"] = inproc.parity(*got, *module_runner(self.models["graph_fp32"], self.device)(users, ks))
         for batch in (1, self.args.served_batch):
             timing = inproc.time_call(_fixed(run, users[:batch], ks[:batch]), torch.device("cpu"),
                                       iters=self.args.iters)
             info[f"end_to_end_b{batch}_us"] = round(timing["us"], 1)
         self.report.write()
-        # and like the other variants: inputs on the device, CUDA events
         package = load_aoti(path, str(self.device))
-        variant = inproc.Variant("aoti_package", f"{self.best} as an AOTInductor package",
-                                 lambda batch: (lambda users_t, k_t: package(users_t, k_t)))
-        self.report.data.setdefault("variants", {})["aoti_package"] = variant.what
+        variant = inproc.Variant(variant_name, what, lambda batch: (lambda users_t, k_t: package(users_t, k_t)))
+        self.report.data.setdefault("variants", {})[variant_name] = variant.what
         rows = self.report.data.setdefault("inprocess", [])
 
         def keep(row: dict) -> None:
             rows.append(row)
             self.report.write()
         with torch.inference_mode():
-            inproc.time_variants({"aoti_package": variant}, self.users, sorted({1, self.args.served_batch,
+            inproc.time_variants({variant_name: variant}, self.users, sorted({1, self.args.served_batch,
                                  max(self.args.batches)}), self.args.k, self.device, self.args.iters, keep)
 
     def served(self) -> None:
@@ -231,6 +255,9 @@ class Bench:
                        ServedModel("gpu_graph_fp16", files["graph_fp16"], self.kind, reference=graph),
                        ServedModel("cpu_fp32", files["cpu_fp32"], "KIND_CPU", threads=self.args.cpu_threads,
                                    reference=module_runner(self.models["cpu_fp32"], "cpu"))]
+            if self.triton_aoti_path is not None:
+                models.append(ServedModel("gpu_triton_aoti", self.triton_aoti_path, self.kind, max_k=self.args.k,
+                                          reference=aoti_runner(self.triton_aoti_path, str(self.device))))
             if self.aoti_path is not None:
                 models.append(ServedModel("gpu_aoti", self.aoti_path, self.kind, max_k=max_k,
                                           reference=aoti_runner(self.aoti_path, str(self.device))))
@@ -318,7 +345,8 @@ class Bench:
     def _plan(self) -> list[tuple[str, int]]:
         """perf_analyzer runs, most telling first (a run out of time drops the tail)."""
         b = self.args.served_batch
-        return [("gpu_fast", b), ("cpu_fp32", b), ("recommend_gpu_graph_fp16_py", b), ("gpu_graph_fp16", b),
+        return [("gpu_triton_aoti", b), ("gpu_fast", b), ("cpu_fp32", b), ("gpu_triton_aoti", 1),
+                ("gpu_triton_aoti", max(self.args.batches)), ("recommend_gpu_graph_fp16_py", b), ("gpu_graph_fp16", b),
                 ("gpu_aoti", b), ("gpu_fast", 1), ("gpu_fast_py", b), ("gpu_fast_py", 1),
                 ("recommend_gpu_fast", b), ("gpu_fast", max(self.args.batches))]
 
@@ -347,13 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.start_native_build()      # compiles on one core while the GPU parts run
     budgets = [("setup", 60, bench.setup), ("availability", 20, bench.availability),
                ("bandwidth", 15, bench.bandwidth), ("inprocess", 70, bench.inprocess),
-               ("profile", 25, bench.profile), ("aoti", args.aoti_budget_s, bench.aoti), ("served", 130, bench.served),
+               ("profile", 25, bench.profile), ("aoti_triton", 90, bench.aoti_triton), ("aoti", args.aoti_budget_s, bench.aoti),
+               ("served", 130, bench.served),
                ("compile", 45, bench.compile)]
     skip_part(report, "sasrec", "not in this run: SASRec's long ML-1M schedule takes minutes of GPU time and the "
               "ML-1M wheel would have to be carried (docs/gpu_h200.md has the earlier card)")
     for name, budget, body in budgets:
         if name in args.skip:
             skip_part(report, name, "--skip")
+        elif name == "aoti_triton" and args.no_gpu:
+            skip_part(report, name, "its Triton kernels compile for a CUDA device only")
         elif name != "setup" and report.data["parts"].get("setup", {}).get("status") != "ok":
             skip_part(report, name, "setup failed")
         else:

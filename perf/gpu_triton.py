@@ -15,9 +15,13 @@ and a CUDA device, or ``TRITON_INTERPRET=1`` on a CPU to check it on a small cat
 """
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 
 from recdeploy.export.fused_gpu import GpuRetrieval, best_chunks
+from recdeploy.export.fused_triton import TritonFusedRank
 from recdeploy.perf import gpu_inprocess as inproc
 
 
@@ -104,10 +108,20 @@ def triton_variants(base: GpuRetrieval, chunk: int, k: int, device: torch.device
     """The benchmark's Triton variants over ``base`` (built with ``chunk``, its groups and its
     selection): eager, and as a CUDA graph on a GPU."""
     rank = TritonChunkRank(base, chunk)
-    what = (f"Triton kernel: scores in registers, max per {chunk} items stored, W best chunks "
-            f"(through groups of {base.groups} chunks) rescored in FP32")
-    variants = {name: inproc.Variant(name, what, lambda batch: (lambda users, _k: rank(users[:, 0], k)))}
-    if device.type == "cuda":
-        variants[name + "_graph"] = inproc.Variant(name + "_graph", what + ", CUDA graph (fixed B, K)",
-                                                   inproc.cuda_graph(lambda uid: rank(uid, k), device))
+    forms: dict[str, tuple[Any, str]] = {name: (rank, f"Triton kernel: scores in registers, max per {chunk} items stored, W best chunks "
+                          f"(through groups of {base.groups} chunks) rescored in FP32")}
+    if base.groups > 1:
+        forms["triton_fused"] = (TritonFusedRank(base), "three Triton kernels (export/fused_triton.py): scan "
+                                 f"with chunk and group maxima, W-th best chunk by radix select, FP32 rescore "
+                                 f"of the W best chunks' items and top-K in one kernel")
+    variants = {}
+    for form, (ranker, what) in forms.items():
+        variants[form] = inproc.Variant(form, what, _eager(ranker, k))
+        if device.type == "cuda":
+            variants[form + "_graph"] = inproc.Variant(form + "_graph", what + ", CUDA graph (fixed B, K)",
+                                                       inproc.cuda_graph(functools.partial(ranker, kmax=k), device))
     return variants
+
+
+def _eager(ranker, k: int):
+    return lambda batch: (lambda users, _k: ranker(users[:, 0], k))
