@@ -51,7 +51,8 @@ TABLES = ("id_to_row", "users_half", "items_t", "bias", "users_full", "items_ful
 
 def fused_rank(launch, uid: torch.Tensor, k: torch.Tensor, tables: list[torch.Tensor], n_users: int, dim: int,
                chunk: int, groups: int, wide: int, cap: int, kmax: int, block_m: int, block_n: int,
-               warps: int, stages: int) -> tuple[torch.Tensor, torch.Tensor]:
+               warps: int, stages: int, select_warps: int, group_batch: int,
+               rescore_warps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The three launches: uid [B] int64, k [B] int32 -> ids [B, kmax] int64, scores [B, kmax]
     fp32. ``tables`` in TABLES' order; ``launch(kernel)`` returns what to index with a grid (the
     kernel itself, or torch.library.wrap_triton(kernel) inside a custom op)."""
@@ -72,15 +73,15 @@ def fused_rank(launch, uid: torch.Tensor, k: torch.Tensor, tables: list[torch.Te
     count = torch.empty((rows,), dtype=torch.int32, device=device)
     launch(kernels.select)[(rows,)](
         group_max, chunk_max, picked, cand, count, n_groups, wide, group_max.stride(0), chunk_max.stride(0),
-        picked.stride(0), cand.stride(0), GP=_pow2(n_groups), GROUP=groups, GB=max(1, 1024 // groups), CAP=cap,
-        num_warps=4)
+        picked.stride(0), cand.stride(0), GP=_pow2(n_groups), GROUP=groups, GB=group_batch, CAP=cap,
+        num_warps=select_warps)
     ids = torch.empty((rows, kmax), dtype=torch.int64, device=device)
     scores = torch.empty((rows, kmax), dtype=torch.float32, device=device)
     launch(kernels.rescore)[(rows,)](
         uid, id_to_row, id_to_row.shape[0], n_users, users_full, items_full, item_ids, seen_indptr, seen_items,
         cold_ids, cold_scores, cand, count, k, ids, scores, kmax, users_full.stride(0), items_full.stride(0),
         cand.stride(0), ids.stride(0), WIDTH=users_full.shape[1], DB=8, CAP=cap, CH=chunk, KP=_pow2(kmax),
-        num_warps=8)
+        num_warps=rescore_warps)
     return ids, scores
 
 
@@ -89,10 +90,13 @@ def triton_cdiv(a, b):
 
 
 class TritonFusedRank:
-    """GpuRetrieval's answers in three kernel launches; ``config`` = (BN, warps, stages) of the
-    scan (its tile is BN items, a group ``chunk * groups`` items, so TILES = group / BN)."""
+    """GpuRetrieval's answers in three kernel launches. ``config`` = (BN, warps, stages) of the
+    scan (its tile is BN items, a group ``chunk * groups`` items, so TILES = group / BN);
+    ``select`` = (warps, chunk maxima read per step, a multiple of ``groups``) of the selection;
+    ``rescore_warps`` the last kernel's; ``margin_cap``: room for ties above W."""
 
-    def __init__(self, model: GpuRetrieval, config: tuple[int, int, int] = (128, 4, 3), margin_cap: int = 64):
+    def __init__(self, model: GpuRetrieval, config: tuple[int, int, int] = (128, 4, 3),
+                 select: tuple[int, int] = (4, 1024), rescore_warps: int = 8, margin_cap: int = 64):
         if model.chunk < 1 or model.groups < 2:
             raise ValueError("build the GpuRetrieval with chunk > 0 and groups > 1 (the scan's group "
                              f"padding), not chunk={model.chunk}, groups={model.groups}")
@@ -101,7 +105,7 @@ class TritonFusedRank:
         if group_items % block_n or block_n % model.chunk:
             raise ValueError(f"a group of {group_items} items must be a whole number of {block_n}-item tiles, "
                              f"each a whole number of {model.chunk}-item chunks")
-        self.model, self.config = model, config
+        self.model, self.config, self.select, self.rescore_warps = model, config, select, rescore_warps
         self.n_groups = model.padded_items // group_items
         self.margin_cap = margin_cap
         # the scan reads the plain vectors (transposed, FP16) and adds the bias from its own FP32 row
@@ -123,7 +127,9 @@ class TritonFusedRank:
         block_n, warps, stages = self.config
         m = self.model
         return {"n_users": m.n_users, "dim": m.dim, "chunk": m.chunk, "groups": m.groups, "wide": wide, "cap": cap,
-                "kmax": kmax, "block_m": block_m, "block_n": block_n, "warps": warps, "stages": stages}
+                "kmax": kmax, "block_m": block_m, "block_n": block_n, "warps": warps, "stages": stages,
+                "select_warps": self.select[0], "group_batch": max(1, self.select[1] // m.groups),
+                "rescore_warps": self.rescore_warps}
 
     def __call__(self, uid: torch.Tensor, kmax: int, k: torch.Tensor | None = None):
         """uid [B] int64 -> ids [B, kmax] int64, scores [B, kmax] fp32; ``k`` [B] int32 per row
@@ -143,9 +149,10 @@ def custom_op():
     @triton_op("recdeploy::triton_fused_rank", mutates_args={})
     def triton_fused_rank(uid: torch.Tensor, k: torch.Tensor, tables: list[torch.Tensor], n_users: int, dim: int,
                           chunk: int, groups: int, wide: int, cap: int, kmax: int, block_m: int, block_n: int,
-                          warps: int, stages: int) -> tuple[torch.Tensor, torch.Tensor]:
+                          warps: int, stages: int, select_warps: int, group_batch: int,
+                          rescore_warps: int) -> tuple[torch.Tensor, torch.Tensor]:
         return fused_rank(wrap_triton, uid, k, tables, n_users, dim, chunk, groups, wide, cap, kmax, block_m,
-                          block_n, warps, stages)
+                          block_n, warps, stages, select_warps, group_batch, rescore_warps)
     return triton_fused_rank
 
 

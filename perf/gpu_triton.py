@@ -110,10 +110,12 @@ def triton_variants(base: GpuRetrieval, chunk: int, k: int, device: torch.device
     rank = TritonChunkRank(base, chunk)
     forms: dict[str, tuple[Any, str]] = {name: (rank, f"Triton kernel: scores in registers, max per {chunk} items stored, W best chunks "
                           f"(through groups of {base.groups} chunks) rescored in FP32")}
-    if base.groups > 1:
-        forms["triton_fused"] = (TritonFusedRank(base), "three Triton kernels (export/fused_triton.py): scan "
-                                 f"with chunk and group maxima, W-th best chunk by radix select, FP32 rescore "
-                                 f"of the W best chunks' items and top-K in one kernel")
+    fused = ("three Triton kernels (export/fused_triton.py): scan with chunk and group maxima, W-th best chunk "
+             "by radix select, FP32 rescore of the W best chunks' items and top-K in one kernel")
+    if base.groups > 1:    # the default settings, and one with more warps on the two per-row kernels
+        forms["triton_fused"] = (TritonFusedRank(base), fused)
+        forms["triton_fused_w8"] = (TritonFusedRank(base, select=(8, 2048), rescore_warps=16),
+                                    fused + " (select: 8 warps, 2048 maxima a step; rescore: 16 warps)")
     variants = {}
     for form, (ranker, what) in forms.items():
         variants[form] = inproc.Variant(form, what, _eager(ranker, k))
