@@ -79,3 +79,28 @@ def test_errors_name_the_setting_to_change(interpreted):
         interpreted.TritonFusedRank(model, (32, 4, 2))
     with pytest.raises(ValueError, match=f"must lie in 1..{model.max_k}"):
         interpreted.TritonFusedRank(model, (16, 4, 2)).widths(model.max_k + 1)
+
+
+def test_the_kernels_compile_for_a_hopper_gpu(monkeypatch):
+    """The interpreter runs what the compiler may refuse (a loop-carried variable changing shape,
+    say): compile each kernel for sm_90 here, as the device run will (no GPU needed)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from recdeploy.export import fused_triton_kernels as kernels
+    ints = {"table_size", "n_users", "rows", "n_items", "n_groups", "wide", "kmax"}
+    types = {"users": "*fp16", "items_t": "*fp16", "chunk_max": "*fp16", "group_max": "*fp16", "bias": "*fp32",
+             "users_full": "*fp32", "items_full": "*fp32", "cold_scores": "*fp32", "out_scores": "*fp32",
+             "picked_groups": "*i32", "cand": "*i32", "count": "*i32", "k": "*i32"}
+    settings = {kernels.scan: ({"D": 64, "BLOCK_D": 64, "BM": 32, "BN": 128, "CH": 8, "TILES": 4}, 4),
+                kernels.select: ({"GP": 2048, "GROUP": 64, "GB": 16, "CAP": 256}, 4),
+                kernels.rescore: ({"WIDTH": 72, "DB": 8, "CAP": 256, "CH": 8, "KP": 128}, 8)}
+    for kernel, (constants, warps) in settings.items():
+        signature = {name: "constexpr" if name in constants else
+                     "i32" if name in ints or name.startswith("stride") else types.get(name, "*i64")
+                     for name in kernel.arg_names}
+        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
+                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        assert ".entry" in compiled.asm["ptx"] and compiled.asm["cubin"]
