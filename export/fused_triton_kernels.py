@@ -27,7 +27,7 @@ def scan(uid, id_to_row, table_size, n_users, users, items_t, bias, chunk_max, g
          CH: tl.constexpr, TILES: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    rm = pid_m * BM + tl.arange(0, BM)
+    rm = (pid_m * BM + tl.arange(0, BM)).to(tl.int64)   # row offsets past 2^31 at 10^7 items x large B
     row, _known = user_rows(uid + rm, id_to_row, table_size, n_users, rm < rows)
     rd = tl.arange(0, BLOCK_D)
     u = tl.load(users + row[:, None] * stride_u + rd[None, :],
@@ -59,7 +59,7 @@ def bucket(hist, need):
 def select(group_max, chunk_max, picked_groups, cand, count, n_groups, wide,
            stride_g, stride_c, stride_p, stride_cand,
            GP: tl.constexpr, GROUP: tl.constexpr, GB: tl.constexpr, CAP: tl.constexpr):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, GP)
     g = tl.load(group_max + b * stride_g + offs, mask=offs < n_groups, other=float("-inf")).to(tl.float32)
     t = tl.sum(tl.where(offs == wide - 1, tl.sort(g, descending=True), 0.0), axis=0)
@@ -118,7 +118,7 @@ def rescore(uid, id_to_row, table_size, n_users, users_full, items_full, item_id
             seen_items, cold_ids, cold_scores, cand, count, k, out_ids, out_scores, kmax,
             stride_u, stride_i, stride_cand, stride_o,
             WIDTH: tl.constexpr, DB: tl.constexpr, CAP: tl.constexpr, CH: tl.constexpr, KP: tl.constexpr):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)
     row, known = user_rows(uid + b, id_to_row, table_size, n_users, True)
     n = tl.load(count + b)
     p = tl.arange(0, CAP * CH)

@@ -1,6 +1,12 @@
 """The three-kernel Triton form of the fused retrieval contract, run by Triton's interpreter on a
 CPU where triton is installed (it is not a dependency: ``pip install triton`` runs these here;
 the GPU run measures it, docs/gpu_h200.md). Small catalogues: the interpreter is slow."""
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,12 +15,22 @@ from recdeploy.export.fused_gpu import GpuRetrieval
 from recdeploy.perf.synthetic_catalogue import synthetic_features
 
 
+def _kernels_loaded(monkeypatch, interpret: bool):
+    """Triton reads TRITON_INTERPRET when a kernel is defined: set it, then (re)load the kernels."""
+    if interpret:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    else:
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    pytest.importorskip("triton")
+    from recdeploy.export import fused_triton, fused_triton_kernels
+    importlib.reload(fused_triton_kernels)
+    fused_triton._kernels.cache_clear()
+    return fused_triton, fused_triton_kernels
+
+
 @pytest.fixture
 def interpreted(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    pytest.importorskip("triton")
-    from recdeploy.export import fused_triton
-    return fused_triton
+    return _kernels_loaded(monkeypatch, interpret=True)[0]
 
 
 def _model(features, **kwargs):
@@ -81,26 +97,36 @@ def test_errors_name_the_setting_to_change(interpreted):
         interpreted.TritonFusedRank(model, (16, 4, 2)).widths(model.max_k + 1)
 
 
-def test_the_kernels_compile_for_a_hopper_gpu(monkeypatch):
+def test_the_kernels_compile_for_a_hopper_gpu():
     """The interpreter runs what the compiler may refuse (a loop-carried variable changing shape,
-    say): compile each kernel for sm_90 here, as the device run will (no GPU needed)."""
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    triton = pytest.importorskip("triton")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    say): compile each kernel for sm_90 here, as the device run will (no GPU needed). In a fresh
+    process: the interpreter leaves triton.language patched in this one."""
+    pytest.importorskip("triton")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", COMPILE], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).parents[2], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["scan", "select", "rescore"]
 
-    from recdeploy.export import fused_triton_kernels as kernels
-    ints = {"table_size", "n_users", "rows", "n_items", "n_groups", "wide", "kmax"}
-    types = {"users": "*fp16", "items_t": "*fp16", "chunk_max": "*fp16", "group_max": "*fp16", "bias": "*fp32",
-             "users_full": "*fp32", "items_full": "*fp32", "cold_scores": "*fp32", "out_scores": "*fp32",
-             "picked_groups": "*i32", "cand": "*i32", "count": "*i32", "k": "*i32"}
-    settings = {kernels.scan: ({"D": 64, "BLOCK_D": 64, "BM": 32, "BN": 128, "CH": 8, "TILES": 4}, 4),
-                kernels.select: ({"GP": 2048, "GROUP": 64, "GB": 16, "CAP": 256}, 4),
-                kernels.rescore: ({"WIDTH": 72, "DB": 8, "CAP": 256, "CH": 8, "KP": 128}, 8)}
-    for kernel, (constants, warps) in settings.items():
-        signature = {name: "constexpr" if name in constants else
-                     "i32" if name in ints or name.startswith("stride") else types.get(name, "*i64")
-                     for name in kernel.arg_names}
-        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
-                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-        assert ".entry" in compiled.asm["ptx"] and compiled.asm["cubin"]
+
+COMPILE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from recdeploy.export import fused_triton_kernels as kernels
+ints = {"table_size", "n_users", "rows", "n_items", "n_groups", "wide", "kmax"}
+types = {"users": "*fp16", "items_t": "*fp16", "chunk_max": "*fp16", "group_max": "*fp16", "bias": "*fp32",
+         "users_full": "*fp32", "items_full": "*fp32", "cold_scores": "*fp32", "out_scores": "*fp32",
+         "picked_groups": "*i32", "cand": "*i32", "count": "*i32", "k": "*i32"}
+settings = {kernels.scan: ({"D": 64, "BLOCK_D": 64, "BM": 32, "BN": 128, "CH": 8, "TILES": 4}, 4),
+            kernels.select: ({"GP": 2048, "GROUP": 64, "GB": 16, "CAP": 256}, 4),
+            kernels.rescore: ({"WIDTH": 72, "DB": 8, "CAP": 256, "CH": 8, "KP": 128}, 8)}
+for kernel, (constants, warps) in settings.items():
+    signature = {name: "constexpr" if name in constants else
+                 "i32" if name in ints or name.startswith("stride") else types.get(name, "*i64")
+                 for name in kernel.arg_names}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    assert ".entry" in compiled.asm["ptx"] and compiled.asm["cubin"]
+    print(kernel.__name__)
+"""
