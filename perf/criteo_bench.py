@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-only", action="store_true",
                         help="the full-size tables without the full-size data (see perf/criteo_scale.py)")
     parser.add_argument("--cache-only", action="store_true",
-                        help="the memory-mapped table + LRU cache prototype at the full row count")
+                        help="the memory-mapped table + CLOCK row cache at the full row count")
     parser.add_argument("--quick-grid", action="store_true",
                         help="one mixed-precision candidate (2 %% hot, prune unseen) instead of six")
     parser.add_argument("--out", type=Path, default=None)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     if args.cache_only:
-        print("== cached table prototype", flush=True)
+        print("== cached table", flush=True)
         cache = run_cache(out / "cache")
         (out / "cache.json").write_text(json.dumps(cache, indent=2))
         (out / "cache.md").write_text(render_cache(cache))
