@@ -1,5 +1,6 @@
 """Sources of the python-backend models. Each file is copied as ``<model>/<version>/model.py``,
-with the shared core ``recdeploy_triton_core.py`` beside it.
+with the shared core ``recdeploy_triton_core.py`` beside it (and the store module; criteo_features
+also gets the row cache ``recdeploy_cache.py``, see ``EXTRAS``).
 
 They import nothing but numpy, the core (found beside ``model.py``: the stub puts the version
 folder on ``sys.path``) and the backend's own ``triton_python_backend_utils``, so the
