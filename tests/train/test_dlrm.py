@@ -49,6 +49,15 @@ def test_models_take_any_leading_shape(name):
     torch.testing.assert_close(out[1], model(dense[1], sparse[1]))
 
 
+@pytest.mark.parametrize("name", ["dlrm", "dcn_v2_criteo"])
+def test_score_fields_is_the_model_given_its_table_rows(name):
+    """What a ranker behind cached tables computes: the same logits from the looked-up rows."""
+    model = build_model(name, rows_per_field=ROWS, dim=4).eval()
+    dense, sparse = torch.rand(6, 13), torch.randint(0, 3, (6, 26))
+    rows = model.sparse_arch.tables.weight[sparse + model.sparse_arch.offsets]
+    assert torch.equal(model.score_fields(dense, rows), model(dense, sparse))
+
+
 def test_wrong_field_count_is_refused():
     with pytest.raises(ValueError, match="one size per categorical field"):
         build_model("dlrm", rows_per_field=(3,) * 25)

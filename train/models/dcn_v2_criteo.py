@@ -39,9 +39,12 @@ class CriteoDCN(nn.Module):
         lead = dense.shape[:-1]
         dense = dense.reshape(-1, N_DENSE)
         sparse = sparse.reshape(-1, N_SPARSE)
-        fields = torch.cat([self.sparse_arch(sparse), self.dense_arch(dense).unsqueeze(1)], dim=1)
-        x = self.cross_net(fields.flatten(1))
-        return self.over_arch(self.deep_arch(x)).reshape(lead)
+        return self.score_fields(dense, self.sparse_arch(sparse)).reshape(lead)
+
+    def score_fields(self, dense: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
+        """dense N x 13, fields N x 26 x D (the tables' rows) -> N logits (see DLRM's)."""
+        fields = torch.cat([fields, self.dense_arch(dense).unsqueeze(1)], dim=1)
+        return self.over_arch(self.deep_arch(self.cross_net(fields.flatten(1))))
 
 
 @register_model("dcn_v2_criteo", task="criteo_ctr", defaults={"dim": 16, "lr": 0.05, "batch_size": 2048,

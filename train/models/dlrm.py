@@ -137,8 +137,12 @@ class DLRM(nn.Module):
         lead = dense.shape[:-1]
         dense = dense.reshape(-1, N_DENSE)
         sparse = sparse.reshape(-1, N_SPARSE)
-        x = self.interaction(self.dense_arch(dense), self.sparse_arch(sparse))
-        return self.over_arch(x).reshape(lead)
+        return self.score_fields(dense, self.sparse_arch(sparse)).reshape(lead)
+
+    def score_fields(self, dense: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
+        """dense N x 13, fields N x 26 x D (the tables' rows) -> N logits: the model without
+        its tables, as a ranker behind cached tables serves it."""
+        return self.over_arch(self.interaction(self.dense_arch(dense), fields))
 
 
 @register_model("dlrm", task="criteo_ctr", defaults={"dim": 16, "lr": 0.05, "batch_size": 2048,
