@@ -14,6 +14,9 @@ import torch
 from recdeploy.export.fused_gpu import GpuRetrieval
 from recdeploy.perf.synthetic_catalogue import synthetic_features
 
+# the interpreter's own numpy use, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
+
 
 def _kernels_loaded(monkeypatch, interpret: bool):
     """Triton reads TRITON_INTERPRET when a kernel is defined: set it, then (re)load the kernels."""
