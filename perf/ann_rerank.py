@@ -26,7 +26,7 @@ import numpy as np
 
 from recdeploy.compress.rowwise import int8_rows
 from recdeploy.export.ann_index import ann_module, build_index, index_bytes, parse_ann, recall_at_k
-from recdeploy.perf.ann_bench import K, Catalogue, time_calls, topk_core, tower_shaped, with_truth
+from recdeploy.perf.ann_bench import Catalogue, K, time_calls, topk_core, tower_shaped, with_truth
 
 DEFAULT_ANN = "ivfpq:nlist=1024:pq_m=16:nprobe=16:k_factor=4:overfetch=0.25"
 
