@@ -3,6 +3,7 @@
     table = RowwiseTable.quantize(weight, bits=4)     # R x D float -> packed codes + per-row scale
     vectors = table.rows(index)                       # B -> B x D float (gather, then dequantize)
     table.dequantize()                                # R x D float: a constant ONNX Runtime folds
+    codes, scale = int8_rows(matrix)                  # numpy R x D -> int8 codes, FP16 scale (catalogues)
 
 INT8 is symmetric (scale = max|row| / 127). INT4 is asymmetric (per-row min and step, the
 scheme of Guan et al. 2019) with two codes packed per byte: columns [0, D/2) in the low
@@ -13,6 +14,7 @@ of a whole table at load time, so compute stays FP32 (the saving is file size an
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,6 +77,18 @@ class RowwiseTable(nn.Module):
         """The whole table, R x D float. No row index: exported, an arange index would be a
         constant of 8 bytes a row, twice the int4 codes it gathers."""
         return self._dequantize(self.codes, self.scale, self.offset)
+
+
+def int8_rows(matrix: np.ndarray, block: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """matrix R x D float -> (codes R x D int8, scale R float16), value = code * scale: the INT8
+    scheme of ``RowwiseTable``, for numpy catalogues (the ANN step's re-rank copy, the cost
+    curve's exact INT8). Block by block: quantizing 10^7 rows at once takes several copies."""
+    tables = [RowwiseTable.quantize(torch.from_numpy(np.ascontiguousarray(matrix[s:s + block], np.float32)), bits=8)
+              for s in range(0, len(matrix), block)]
+    if not tables:
+        return np.zeros((0, matrix.shape[1]), np.int8), np.zeros(0, np.float16)
+    return (np.concatenate([t.codes.numpy() for t in tables]),
+            np.concatenate([t.scale.numpy() for t in tables]))
 
 
 @register_method(RowwiseConfig)

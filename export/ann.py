@@ -7,9 +7,10 @@ ANN index (HNSW: a navigable graph; IVF-PQ: inverted lists of product-quantized 
 at a small part of it. The index is built over the served scorer's item matrix, whose last
 column already holds the item bias against a constant 1 in every user vector, so the
 index's inner product is the model's exact score. ``ann_search.py`` (the python model) holds
-the serving code; this module builds its folder: the index, the vectors, and the settings,
-among them the over-fetch factor measured here (``choose_overfetch``, in ann_index.py with
-the index building itself).
+the serving code; this module builds its folder: the index, the vectors (the re-rank
+catalogue FP32, or row-wise INT8 with ``rerank=int8``), and the settings, among them the
+over-fetch factor measured here (``choose_overfetch``, in ann_index.py with the index
+building itself).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from recdeploy.compress.rowwise import int8_rows
 from recdeploy.export.ann_index import (
     OVERFETCH_CANDIDATES,
     AnnConfig,
@@ -62,8 +64,7 @@ def write_ann_model(repo: Path, config: AnnConfig, users: np.ndarray, items: np.
             "index_bytes": index_bytes(index), "flat_bytes": int(items.nbytes), "n_items": len(items)}
     files: Mapping[str, Path | bytes] = {
         **python_model_files("ann_search"), "index.faiss": faiss.serialize_index(index).tobytes(),
-        "user_vectors.npy": npy_bytes(users.astype(np.float32)),
-        "catalogue.npy": npy_bytes(items.astype(np.float32)),
+        "user_vectors.npy": npy_bytes(users.astype(np.float32)), **rerank_files(items, config.rerank),
         "item_ids.npy": npy_bytes(features.item_ids), "popularity.npy": npy_bytes(features.popularity),
         "ann.json": json.dumps({**info, "overfetch": max(config.overfetch, 0.0)}).encode()}
     folder = write_model(repo, build_model_config(model), files) / "1"
@@ -76,11 +77,21 @@ def write_ann_model(repo: Path, config: AnnConfig, users: np.ndarray, items: np.
     candidates = OVERFETCH_CANDIDATES if config.overfetch < 0 else (config.overfetch,)
     chosen, trials = choose_overfetch(searcher, rows, seen, exact, min(k, len(items)), candidates)
     trial = next(t for t in trials if t.overfetch == chosen)
-    info.update(overfetch=chosen, recall_at_k=trial.recall, fallback_rate=trial.fallback_rate, k=k,
-                overfetch_trials=[asdict(t) for t in trials])
+    # rerank_bytes: the re-rank catalogue as the searcher holds it (index_bytes + this = resident)
+    info.update(rerank_bytes=searcher.catalogue.nbytes, overfetch=chosen, recall_at_k=trial.recall,
+                fallback_rate=trial.fallback_rate, k=k, overfetch_trials=[asdict(t) for t in trials])
     (folder / "ann.json").write_text(json.dumps(info, indent=2))
     write_model(repo, build_ensemble_config(ensemble), {})
     return AnnExport(model, ensemble, info)
+
+
+def rerank_files(items: np.ndarray, rerank: str) -> dict[str, bytes]:
+    """The re-rank catalogue's files for ``ann_search.load_catalogue``: FP32 rows, or the
+    row-wise INT8 codes and FP16 scales of compress/rowwise.py (quantized here, once)."""
+    if rerank == "int8":
+        codes, scale = int8_rows(items)
+        return {"catalogue_codes.npy": npy_bytes(codes), "catalogue_scale.npy": npy_bytes(scale)}
+    return {"catalogue.npy": npy_bytes(items.astype(np.float32))}
 
 
 class InProcessAnn:

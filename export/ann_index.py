@@ -44,6 +44,9 @@ class AnnConfig:
     per vector (the width is zero-padded to a multiple of it), k_factor: how many times the
     fetch size the index returns before the exact re-rank (PQ scores are coarse).
     overfetch: measured at export unless set (< 0 = measure).
+    rerank: how the catalogue for the candidates' re-rank and the exact fallback is held:
+    fp32 (exact scores), or int8 (compress/rowwise.py's row-wise codes: about a quarter of the
+    resident bytes; scores, fallback included, carry the quantization error, docs/ann.md).
     """
     kind: str
     m: int = 32
@@ -55,6 +58,7 @@ class AnnConfig:
     pq_bits: int = 8
     k_factor: float = 1.0
     overfetch: float = -1.0
+    rerank: str = "fp32"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -65,17 +69,20 @@ class AnnConfig:
                                  f"k_factor >= 1 (got {asdict(self)})")
         if self.pq_bits not in (4, 6, 8):
             raise AnnConfigError(f"{self.kind}: pq_bits must be 4, 6 or 8, got {self.pq_bits}")
+        if self.rerank not in ann_module.RERANKS:
+            raise AnnConfigError(f"{self.kind}: rerank must be one of {', '.join(ann_module.RERANKS)}, "
+                                 f"got {self.rerank!r}")
 
     def settings(self) -> dict:
         return {"kind": self.kind, "ef_search": self.ef_search, "nprobe": self.nprobe,
-                "k_factor": self.k_factor, "overfetch": self.overfetch}
+                "k_factor": self.k_factor, "overfetch": self.overfetch, "rerank": self.rerank}
 
 
 PRESETS = {"hnsw": AnnConfig("hnsw"), "ivfpq": AnnConfig("ivfpq", nprobe=32, pq_m=16, k_factor=4.0)}
 
 
 def parse_ann(text: str) -> tuple[AnnConfig, ...]:
-    """``hnsw,ivfpq`` or ``hnsw:ef_search=128,ivfpq:nprobe=8:pq_m=32`` -> configs."""
+    """``hnsw,ivfpq`` or ``hnsw:ef_search=128,ivfpq:nprobe=8:pq_m=32:rerank=int8`` -> configs."""
     configs = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, *assignments = part.split(":")
@@ -87,11 +94,21 @@ def parse_ann(text: str) -> tuple[AnnConfig, ...]:
             if key not in AnnConfig.__dataclass_fields__ or key == "kind" or not value:
                 raise AnnConfigError(f"{part!r}: {assignment!r} is not KEY=VALUE of "
                                      f"{', '.join(f for f in AnnConfig.__dataclass_fields__ if f != 'kind')}")
-            fields[key] = float(value) if key in ("k_factor", "overfetch") else int(value)
+            fields[key] = _field_value(part, key, value)
         configs.append(replace(PRESETS[name], **fields))
     if len({c.kind for c in configs}) != len(configs):
         raise AnnConfigError(f"{text!r} names an index kind twice")
     return tuple(configs)
+
+
+def _field_value(part: str, key: str, value: str) -> float | int | str:
+    if key == "rerank":
+        return value
+    try:
+        return float(value) if key in ("k_factor", "overfetch") else int(value)
+    except ValueError:
+        kind = "a number" if key in ("k_factor", "overfetch") else "an integer"
+        raise AnnConfigError(f"{part!r}: {key} must be {kind}, got {value!r}") from None
 
 
 def fold_bias(user_vectors: np.ndarray, item_vectors: np.ndarray, item_bias: np.ndarray):

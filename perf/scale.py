@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from recdeploy.compress.rowwise import RowwiseTable
-from recdeploy.export.ann_index import AnnConfig, build_index, default_nlist, index_bytes, recall_at_k
+from recdeploy.compress.rowwise import int8_rows
+from recdeploy.export.ann_index import AnnConfig, ann_module, build_index, default_nlist, index_bytes, recall_at_k
 from recdeploy.export.fused import dot_product_parts, export_fused_onnx, onnx_runner
 from recdeploy.perf.ann_bench import (
     EXACT_CHUNK_SCORES,
@@ -139,34 +138,26 @@ class CostRow:
 
 class CompressedCatalogue:
     """Exact scores over a catalogue stored as FP16 or INT8 row-wise codes (compress/rowwise.py's
-    symmetric scheme), dequantized block by block inside the product: the memory (and the bytes
-    a scan reads) shrink 2x / 4x; CPU compute stays FP32, so each block pays a conversion."""
+    symmetric scheme), converted block by block inside the product (the ANN step's
+    ``block_scores``): the memory (and the bytes a scan reads) shrink 2x / 4x; CPU compute
+    stays FP32, so each block pays a conversion."""
 
-    BLOCK = 1 << 18   # rows dequantized at once (~17 MB of FP32 at 65 columns)
+    BLOCK = 1 << 18   # rows converted at once (~17 MB of FP32 at 65 columns)
 
     def __init__(self, items: np.ndarray, kind: str):
         if kind == "fp16":
             self.codes, self.scale = items.astype(np.float16), None
-        elif kind == "int8":   # block by block: quantizing 10^7 rows at once takes several copies
-            tables = [RowwiseTable.quantize(torch.from_numpy(items[s:s + self.BLOCK]), bits=8)
-                      for s in range(0, len(items), self.BLOCK)]
-            self.codes = np.concatenate([t.codes.numpy() for t in tables])
-            self.scale = np.concatenate([t.scale.float().numpy() for t in tables])
+        elif kind == "int8":
+            self.codes, self.scale = int8_rows(items, self.BLOCK)
         else:
             raise ValueError(f"unknown catalogue compression {kind!r}; valid: fp16, int8")
 
     @property
     def nbytes(self) -> int:
-        return int(self.codes.nbytes + (self.scale.nbytes // 2 if self.scale is not None else 0))  # FP16 scales
+        return int(self.codes.nbytes + (self.scale.nbytes if self.scale is not None else 0))
 
     def scores(self, users: np.ndarray) -> np.ndarray:
-        out = np.empty((len(users), len(self.codes)), np.float32)
-        for start in range(0, len(self.codes), self.BLOCK):
-            block = self.codes[start:start + self.BLOCK].astype(np.float32)
-            out[:, start:start + len(block)] = users @ block.T
-            if self.scale is not None:
-                out[:, start:start + len(block)] *= self.scale[start:start + len(block)]
-        return out
+        return ann_module.block_scores(users, self.codes, self.scale, self.BLOCK)
 
 
 def cost_methods(catalogue: Catalogue, hnsw_max_items: int, threads: int, max_nlist: int = 4096):

@@ -203,7 +203,8 @@ def write_ann_entries(repo: Path, parts, features: FeatureArrays, configs: tuple
                              variant_of="recommend"))
         notes.append(f"{written.ensemble.name}: recall@{info['k']} vs exact {info['recall_at_k']:.3f} on "
                      f"real users, over-fetch {info['overfetch']}, exact fallback {info['fallback_rate']:.1%}, "
-                     f"index {info['index_bytes'] / 2**20:.1f} MiB (flat {info['flat_bytes'] / 2**20:.1f} MiB)")
+                     f"index {info['index_bytes'] / 2**20:.1f} MiB + {info['rerank'].upper()} re-rank catalogue "
+                     f"{info['rerank_bytes'] / 2**20:.1f} MiB (flat FP32 {info['flat_bytes'] / 2**20:.1f} MiB)")
     return entries, notes
 
 

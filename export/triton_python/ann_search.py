@@ -10,17 +10,22 @@ Outputs ITEM_IDS   INT64 [B, K]  raw item ids, best first (-1 where fewer than K
 Artifacts beside this file: index.faiss (HNSW or IVF-PQ over the catalogue; inner
 products turned into L2 distances by one extra column, see export/ann.py),
 user_vectors.npy ([U, D]: the user tower's output, the constant 1 that meets the item bias
-included), catalogue.npy ([I, D] FP32: exact re-ranking and the exact fallback),
-item_ids.npy, popularity.npy, ann.json (search settings) and recdeploy_triton_core.py.
+included), the re-rank catalogue — catalogue.npy ([I, D] FP32) or, with ``rerank: int8`` in
+ann.json, catalogue_codes.npy ([I, D] INT8) + catalogue_scale.npy ([I] FP16), compress/
+rowwise.py's symmetric row-wise scheme at about a quarter of the bytes — item_ids.npy,
+popularity.npy, ann.json (search settings) and recdeploy_triton_core.py.
 
 How a row is answered (the same for every row, whatever else shares its batch, so served
 and in-process answers agree however Triton batches):
 1. fetch F = k + ceil(overfetch * L) candidates (L: that user's seen count), rounded up to a
    power of two; ``k_factor * F`` are asked of the index (IVF-PQ's codes are coarse);
-2. candidates are re-scored exactly against catalogue.npy, seen ones dropped, ties by the
-   lower item index (the exact ``topk`` model's rule);
-3. a row left with fewer than K candidates is answered by exact search (the same answer the
-   exact ensemble gives). ``overfetch`` is chosen at export from measurement (docs/ann.md).
+2. candidates are re-scored against the re-rank catalogue (INT8: only the candidate rows
+   are dequantized), seen ones dropped, ties by the lower item index (the exact ``topk``
+   model's rule);
+3. a row left with fewer than K candidates is answered by a full scan of the same re-rank
+   catalogue: with FP32 the exact ensemble's answer; with INT8 the top-K of the INT8 scores
+   (the FP32 copy is not kept: keeping it for rare fallbacks would undo the saving).
+   ``overfetch`` is chosen at export from measurement (docs/ann.md).
 
 Unlike the other python models this one needs ``faiss`` (``pip install faiss-cpu``) in the
 stub's environment as well as numpy.
@@ -39,7 +44,85 @@ from recdeploy_triton_core import (
     version_folder,
 )
 
-__all__ = ["AnnSearcher", "TritonPythonModel", "fetch_sizes", "rank_candidates"]
+__all__ = ["RERANKS", "AnnSearcher", "Fp32Catalogue", "Int8Catalogue", "TritonPythonModel", "block_scores",
+           "fetch_sizes", "rank_candidates"]
+
+# how the catalogue for the re-rank and the exact fallback is held (ann.json's "rerank")
+RERANKS = ("fp32", "int8")
+# rows converted to FP32 at once by a full scan (~17 MB at 65 columns)
+SCAN_BLOCK = 1 << 18
+
+
+def block_scores(users, codes, scale=None, block=SCAN_BLOCK):
+    """users [B, D] FP32 x codes [I, D] (any float or int dtype) -> scores [B, I] FP32.
+
+    The codes are converted block by block (CPUs have no INT8 / FP16 GEMM here: compute stays
+    FP32, only the resident bytes shrink); scale [I], if given, multiplies each item's column
+    (row-wise INT8: value = code * scale)."""
+    out = np.empty((len(users), len(codes)), np.float32)
+    for start in range(0, len(codes), block):
+        part = out[:, start:start + block]
+        np.matmul(users, codes[start:start + block].astype(np.float32).T, out=part)
+        if scale is not None:
+            part *= scale[start:start + block].astype(np.float32)
+    return out
+
+
+class Fp32Catalogue:
+    """The re-rank catalogue as FP32 rows [I, D]: exact scores."""
+
+    rerank = "fp32"
+
+    def __init__(self, vectors):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.shape = self.vectors.shape
+
+    @property
+    def nbytes(self):
+        return int(self.vectors.nbytes)
+
+    def rows(self, index):
+        """index [...] -> FP32 rows [..., D]"""
+        return self.vectors[index]
+
+    def scores(self, users):
+        return users @ self.vectors.T
+
+
+class Int8Catalogue:
+    """The re-rank catalogue as compress/rowwise.py's symmetric row-wise INT8: codes [I, D]
+    int8 and an FP16 scale per row (value = code * scale), quantized at export. A quarter of
+    the FP32 bytes plus 2 a row; scores carry the quantization error (docs/ann.md)."""
+
+    rerank = "int8"
+
+    def __init__(self, codes, scale):
+        self.codes = np.ascontiguousarray(codes)
+        self.scale = np.ascontiguousarray(scale, dtype=np.float16).reshape(-1)
+        if self.codes.dtype != np.int8 or self.codes.ndim != 2 or len(self.scale) != len(self.codes):
+            raise ValueError(f"INT8 catalogue: codes {self.codes.dtype} {list(self.codes.shape)} and scale "
+                             f"{list(self.scale.shape)} are not int8 [I, D] and [I]")
+        self.shape = self.codes.shape
+
+    @property
+    def nbytes(self):
+        return int(self.codes.nbytes + self.scale.nbytes)
+
+    def rows(self, index):
+        """index [...] -> dequantized FP32 rows [..., D] (only these rows are converted)"""
+        return self.codes[index].astype(np.float32) * self.scale[index].astype(np.float32)[..., None]
+
+    def scores(self, users):
+        return block_scores(users, self.codes, self.scale)
+
+
+def load_catalogue(folder, rerank):
+    """The re-rank catalogue a version folder holds for ann.json's ``rerank``."""
+    if rerank == "fp32":
+        return Fp32Catalogue(load_npy(folder, "catalogue"))
+    if rerank == "int8":
+        return Int8Catalogue(load_npy(folder, "catalogue_codes"), load_npy(folder, "catalogue_scale"))
+    raise PipelineFault(f"ann.json names an unknown rerank {rerank!r}; valid: {', '.join(RERANKS)}")
 
 
 def fetch_sizes(k, seen_counts, overfetch, n_items):
@@ -52,16 +135,19 @@ def fetch_sizes(k, seen_counts, overfetch, n_items):
 def rank_candidates(candidates, users, catalogue, seen, k):
     """candidates [B, F] internal indices (-1: none) -> (best [B, k], scores [B, k], survivors [B]).
 
-    Exact scores of the candidates, seen and missing ones -inf, best first with ties by the
-    lower index; survivors: how many finite candidates each row had.
+    catalogue: an Fp32Catalogue / Int8Catalogue (or FP32 rows [I, D]). Scores of the candidates,
+    seen and missing ones -inf, best first with ties by the lower index; survivors: how many
+    finite candidates each row had.
     """
     candidates = np.asarray(candidates, dtype=np.int64)
     valid = candidates >= 0
     safe = np.where(valid, candidates, 0)
-    scores = np.einsum("bfd,bd->bf", catalogue[safe], users).astype(np.float32)
+    if isinstance(catalogue, np.ndarray):
+        catalogue = Fp32Catalogue(catalogue)
+    scores = np.einsum("bfd,bd->bf", catalogue.rows(safe), users).astype(np.float32)
     if seen.shape[1]:
         rows = np.arange(len(candidates))[:, None]
-        n = len(catalogue) + 1
+        n = catalogue.shape[0] + 1
         seen_keys = np.unique((rows * n + seen)[seen >= 0])
         valid &= ~np.isin(rows * n + safe, seen_keys)
     # one candidate can come back twice (IVF probes): keep its first copy
@@ -81,16 +167,18 @@ class AnnSearcher:
     """The index, the vectors and the settings of one ANN step.
 
     ``AnnSearcher.load(folder)`` reads a version folder (once, in initialize()); benchmarks
-    build one from arrays in memory. users: [U, D] vectors addressed by USER_INDEX.
+    build one from arrays in memory. users: [U, D] vectors addressed by USER_INDEX; catalogue:
+    an Fp32Catalogue, an Int8Catalogue or FP32 rows [I, D].
     """
 
     def __init__(self, index, users, catalogue, item_ids, popularity, settings, threads=1):
         self.index = index
         self.users = np.asarray(users, dtype=np.float32)
-        self.catalogue = np.ascontiguousarray(catalogue, dtype=np.float32)
+        self.catalogue = catalogue if isinstance(catalogue, (Fp32Catalogue, Int8Catalogue)) \
+            else Fp32Catalogue(catalogue)
         self.item_ids = np.asarray(item_ids, dtype=np.int64)
         self.popularity = np.asarray(popularity, dtype=np.float32)
-        self.settings = dict(settings)
+        self.settings = {**dict(settings), "rerank": self.catalogue.rerank}
         if self.catalogue.shape != (len(self.item_ids), self.users.shape[1]):
             raise ValueError(f"catalogue {list(self.catalogue.shape)} does not match "
                              f"{len(self.item_ids)} items of width {self.users.shape[1]}")
@@ -102,8 +190,8 @@ class AnnSearcher:
         with open(os.path.join(folder, "ann.json")) as handle:
             settings = json.load(handle)
         return cls(faiss.read_index(os.path.join(folder, "index.faiss")), load_npy(folder, "user_vectors"),
-                   load_npy(folder, "catalogue"), load_npy(folder, "item_ids"), load_npy(folder, "popularity"),
-                   settings, threads)
+                   load_catalogue(folder, settings.get("rerank", "fp32")), load_npy(folder, "item_ids"),
+                   load_npy(folder, "popularity"), settings, threads)
 
     def search(self, vectors, fetch):
         """-> internal indices [B, k_factor * fetch] (-1 where the index found fewer)."""
@@ -144,7 +232,7 @@ class AnnSearcher:
         ids = np.where(np.isfinite(scores), self.item_ids[best], -1)
         if exact.any():   # cold starts and rows the index left short: the exact answer
             rows = np.flatnonzero(exact)
-            all_scores = self.users[index[rows]] @ self.catalogue.T
+            all_scores = self.catalogue.scores(self.users[index[rows]])
             ids[rows], scores[rows] = top_k(all_scores, seen[rows], known[rows], k, self.popularity,
                                             self.item_ids)
         return ids.astype(np.int64), scores.astype(np.float32)

@@ -30,8 +30,9 @@ ann = load_python_model("ann_search")
 
 
 def test_parse_ann_reads_presets_and_settings():
-    hnsw, ivfpq = parse_ann("hnsw:ef_search=128,ivfpq:nprobe=8:pq_m=32:overfetch=0.5")
+    hnsw, ivfpq = parse_ann("hnsw:ef_search=128,ivfpq:nprobe=8:pq_m=32:overfetch=0.5:rerank=int8")
     assert (hnsw.kind, hnsw.ef_search, ivfpq.nprobe, ivfpq.pq_m, ivfpq.overfetch) == ("hnsw", 128, 8, 32, 0.5)
+    assert (hnsw.rerank, ivfpq.rerank, ivfpq.settings()["rerank"]) == ("fp32", "int8", "int8")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -40,6 +41,10 @@ def test_parse_ann_reads_presets_and_settings():
     ("hnsw,hnsw:m=8", "twice"),
     ("ivfpq:pq_bits=5", "pq_bits must be 4, 6 or 8"),
     ("hnsw:k_factor=0.5", "k_factor >= 1"),
+    ("hnsw:rerank=int4", "hnsw: rerank must be one of fp32, int8, got 'int4'"),
+    ("ivfpq:rerank=", "not KEY=VALUE"),
+    ("ivfpq:nprobe=many", "nprobe must be an integer, got 'many'"),
+    ("ivfpq:k_factor=x", "k_factor must be a number, got 'x'"),
 ])
 def test_bad_ann_settings_say_what_is_valid(text, message):
     with pytest.raises(AnnConfigError, match=message):
@@ -157,3 +162,87 @@ def test_ann_recall_against_exact_on_the_real_model(ann_repository, entry):
     assert quality["overlap@10"] >= 0.95
     info = json.loads((ann_repository / record.reference["model"] / "1" / "ann.json").read_text())
     assert info["recall_at_k"] >= 0.95 and info["fallback_rate"] <= 0.02
+
+
+@pytest.mark.parametrize("setting", ["hnsw", "ivfpq"])
+def test_int8_rerank_agrees_with_fp32_rerank_on_the_real_model(tmp_path, trained_run, ml100k, setting):
+    from recdeploy.export.fused import dot_product_parts
+
+    users, items, _ = dot_product_parts(load_checkpoint(trained_run[0]).model.retrieval_scorer().eval())
+    searchers, answers = int8_and_fp32(tmp_path, users, items, build_feature_arrays(ml100k), setting)
+    assert recall_at_k(answers["int8"][0], answers["fp32"][0]) >= 0.98
+    assert searchers["fp32"].catalogue.nbytes / searchers["int8"].catalogue.nbytes >= 3.7   # 33 columns
+
+
+# ------------------------------------------------------------------ the INT8 re-rank catalogue
+
+def int8_and_fp32(tmp_path, users, items, features, setting="ivfpq:nprobe=64:overfetch=0.5"):
+    """The same index settings written twice, FP32 and INT8 re-rank -> ({rerank: searcher},
+    {rerank: answers of every user}). A fixed over-fetch, so both fetch alike."""
+    kind = setting.split(":")[0]
+    searchers = {}
+    for rerank in ("fp32", "int8"):
+        write_ann_model(tmp_path / rerank, parse_ann(f"{setting}:rerank={rerank}")[0], users, items, features,
+                        check_users=16)
+        searchers[rerank] = ann.AnnSearcher.load(str(tmp_path / rerank / f"ann_{kind}" / "1"))
+    rows = np.arange(len(users))
+    seen, known = seen_rows(features, rows), np.ones((len(rows), 1), bool)
+    return searchers, {rerank: s.top_k(rows, seen, known, 10) for rerank, s in searchers.items()}
+
+
+def test_int8_rerank_keeps_the_fp32_rerank_answers_in_a_quarter_of_the_bytes(tmp_path):
+    users, items, features = synthetic(n_items=6000, n_users=64, dim=64)
+    searchers, answers = int8_and_fp32(tmp_path, users, items, features)
+    # a steep synthetic spectrum with each user's own top-30 seen: the hard case (0.94-0.97 over
+    # seeds; the trained model's floor is the test below)
+    assert recall_at_k(answers["int8"][0], answers["fp32"][0]) >= 0.93
+    exact = exact_top(users, items, seen_rows(features, np.arange(len(users))), 10, features.item_ids)
+    assert recall_at_k(answers["int8"][0], exact) >= recall_at_k(answers["fp32"][0], exact) - 0.05
+    # the scores are the INT8 catalogue's: near the exact ones, not equal
+    assert np.allclose(answers["int8"][1], answers["fp32"][1], atol=0.02 * np.abs(answers["fp32"][1]).max())
+    fp32, int8 = searchers["fp32"].catalogue, searchers["int8"].catalogue
+    assert isinstance(int8, ann.Int8Catalogue) and not hasattr(int8, "vectors")
+    assert int8.codes.dtype == np.int8 and int8.nbytes == items.shape[0] * (items.shape[1] + 2)
+    assert fp32.nbytes / int8.nbytes >= 3.8          # 65 columns: 260 bytes a row against 65 + 2
+    folder = tmp_path / "int8" / "ann_ivfpq" / "1"
+    info = json.loads((folder / "ann.json").read_text())
+    assert info["rerank"] == "int8" and info["rerank_bytes"] == int8.nbytes and not (folder / "catalogue.npy").exists()
+
+
+def test_int8_rerank_dequantizes_compress_rowwise_codes():
+    from recdeploy.compress.rowwise import RowwiseTable, int8_rows
+
+    torch = pytest.importorskip("torch")
+    items = np.random.default_rng(0).normal(size=(300, 9)).astype(np.float32)
+    codes, scale = int8_rows(items, block=128)     # block seams must not show
+    catalogue = ann.Int8Catalogue(codes, scale)
+    table = RowwiseTable.quantize(torch.from_numpy(items), bits=8)
+    rows = np.array([[0, 299], [128, 5]])
+    want = table.rows(torch.from_numpy(rows.reshape(-1))).numpy().reshape(2, 2, 9)
+    assert np.array_equal(catalogue.rows(rows), want)
+    assert np.abs(catalogue.rows(np.arange(300)) - items).max() <= np.abs(items).max() / 254 * 1.01
+    users = np.random.default_rng(1).normal(size=(4, 9)).astype(np.float32)
+    assert np.allclose(catalogue.scores(users), users @ table.dequantize().numpy().T, atol=1e-5)
+
+
+def test_int8_fallback_scans_the_int8_catalogue(tmp_path):
+    users, items, features = synthetic(n_items=500, n_users=8)
+    write_ann_model(tmp_path, AnnConfig("hnsw", overfetch=0.0, rerank="int8"), users, items, features, check_users=8)
+    searcher = ann.AnnSearcher.load(str(tmp_path / "ann_hnsw" / "1"))
+    rows = np.arange(8)
+    seen, known = seen_rows(features, rows), np.ones((8, 1), bool)
+    ids, scores = searcher.top_k(rows, seen, known, 10)
+    assert searcher.fallbacks == 8
+    topk = load_python_model("topk")
+    dequantized = searcher.catalogue.rows(np.arange(len(items)))
+    want_ids, want_scores = topk.top_k(users[rows] @ dequantized.T, seen, known, 10, features.popularity,
+                                       features.item_ids)
+    assert np.array_equal(ids, want_ids) and np.allclose(scores, want_scores, atol=1e-5)
+    assert recall_at_k(ids, exact_top(users, items, seen, 10, features.item_ids)) >= 0.9
+
+
+def test_an_unknown_rerank_in_ann_json_is_a_clear_fault(tmp_path):
+    with pytest.raises(ann.PipelineFault, match="unknown rerank 'int4'; valid: fp32, int8"):
+        ann.load_catalogue(str(tmp_path), "int4")
+    with pytest.raises(ValueError, match="are not int8"):
+        ann.Int8Catalogue(np.zeros((3, 2), np.float32), np.ones(3))

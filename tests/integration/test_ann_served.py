@@ -1,5 +1,7 @@
 """recommend_ann_* on the real tritonserver beside the exact ensemble: served == the same FAISS
-index in-process, recall against the served exact answer, seen items filtered, errors."""
+index in-process, recall against the served exact answer, seen items filtered, errors. HNSW
+re-ranks from the FP32 catalogue, IVF-PQ from the row-wise INT8 one: both stores served."""
+import json
 import shutil
 
 import numpy as np
@@ -18,6 +20,7 @@ from recdeploy.train.checkpoint import load_checkpoint
 pytestmark = pytest.mark.integration
 
 ANN_ENTRIES = ["recommend_ann_hnsw", "recommend_ann_ivfpq"]
+ANN_SETTINGS = "hnsw,ivfpq:rerank=int8"
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,7 @@ def ann_repository(tmp_path_factory, repository, trained_run, ml100k):
     shutil.copytree(repository, repo)
     scorer = load_checkpoint(trained_run[0]).model.retrieval_scorer().eval()
     entries, _ = write_ann_entries(repo, dot_product_parts(scorer), build_feature_arrays(ml100k),
-                                   parse_ann("hnsw,ivfpq"))
+                                   parse_ann(ANN_SETTINGS))
     add_entries(repo, entries)
     return repo
 
@@ -43,6 +46,14 @@ def ann_server(ann_repository):
 @pytest.fixture(scope="module")
 def real_users(ml100k):
     return np.sort(np.random.default_rng(11).choice(ml100k.user_ids, size=48, replace=False))
+
+
+def test_the_served_entries_hold_the_rerank_catalogue_they_were_given(ann_repository):
+    info = {kind: json.loads((ann_repository / f"ann_{kind}" / "1" / "ann.json").read_text())
+            for kind in ("hnsw", "ivfpq")}
+    assert (info["hnsw"]["rerank"], info["ivfpq"]["rerank"]) == ("fp32", "int8")
+    assert (ann_repository / "ann_ivfpq" / "1" / "catalogue_codes.npy").is_file()
+    assert not (ann_repository / "ann_ivfpq" / "1" / "catalogue.npy").exists()
 
 
 def test_the_canary_holds_ann_entries_to_their_in_process_index(ann_server, ann_repository):

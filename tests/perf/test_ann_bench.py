@@ -103,3 +103,16 @@ def test_synthetic_served_repository_holds_exact_and_ann_entries(tmp_path, table
     ann = entries["recommend_ann_ivfpq"]
     quality = scenario.quality(repo, ann, scenario.reference(repo, ann))
     assert quality["overlap@10"] >= 0.9
+
+
+def test_rerank_ab_measures_both_catalogues_over_one_index(tables):
+    from recdeploy.perf.ann_rerank import measure_rerank, render_markdown
+
+    users, items = tables
+    rows = measure_rerank(tower_shaped(3_000, users, items, queries=70), "ivfpq:nlist=32:pq_m=4:nprobe=16:k_factor=4",
+                          rounds=2, b1_calls=5, threads=1)
+    fp32, int8 = rows
+    assert (fp32.rerank, int8.rerank) == ("fp32", "int8") and fp32.overlap_fp32 == 1.0
+    assert int8.overlap_fp32 >= 0.95 and int8.recall >= fp32.recall - 0.05 and int8.scan_recall >= 0.95
+    assert fp32.index_mib == int8.index_mib and fp32.catalogue_mib / int8.catalogue_mib >= 3.2   # 9 columns + scale
+    assert render_markdown(rows, "note").count("\n| INT8 |") == 1
