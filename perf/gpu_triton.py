@@ -108,8 +108,9 @@ def triton_variants(base: GpuRetrieval, chunk: int, k: int, device: torch.device
     """The benchmark's Triton variants over ``base`` (built with ``chunk``, its groups and its
     selection): eager, and as a CUDA graph on a GPU."""
     rank = TritonChunkRank(base, chunk)
-    forms: dict[str, tuple[Any, str]] = {name: (rank, f"Triton kernel: scores in registers, max per {chunk} items stored, W best chunks "
-                          f"(through groups of {base.groups} chunks) rescored in FP32")}
+    chunkmax = (f"Triton kernel: scores in registers, max per {chunk} items stored, W best chunks "
+                f"(through groups of {base.groups} chunks) rescored in FP32")
+    forms: dict[str, tuple[Any, str]] = {name: (rank, chunkmax)}
     fused = ("three Triton kernels (export/fused_triton.py): scan with chunk and group maxima, W-th best chunk "
              "by radix select, FP32 rescore of the W best chunks' items and top-K in one kernel")
     if base.groups > 1:    # the default settings, and one with more warps on the two per-row kernels
