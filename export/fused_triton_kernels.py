@@ -56,6 +56,18 @@ def bucket(hist, need):
     return tl.sum(tl.where(hit, bins, 0), axis=0), tl.sum(tl.where(hit, above, 0), axis=0)
 
 @triton.jit
+def picked_keys(picked, maxima, start, n_picked, GB: tl.constexpr, GROUP: tl.constexpr):
+    """Keys (key16) of the chunk maxima of picked groups start .. start+GB (one row's), which of
+    them are real (past n_picked: not), and their chunk indices; each [GB * GROUP]."""
+    j = start + tl.arange(0, GB)
+    member = tl.arange(0, GROUP)
+    group = tl.load(picked + j, mask=j < n_picked, other=0)
+    valid = tl.reshape((j < n_picked)[:, None] & (member[None, :] >= 0), (GB * GROUP,))
+    chunk = tl.reshape(group[:, None] * GROUP + member[None, :], (GB * GROUP,))
+    return key16(tl.load(maxima + chunk, mask=valid, other=float("-inf"))), valid, chunk
+
+
+@triton.jit
 def select(group_max, chunk_max, picked_groups, cand, count, n_groups, wide,
            stride_g, stride_c, stride_p, stride_cand,
            GP: tl.constexpr, GROUP: tl.constexpr, GB: tl.constexpr, CAP: tl.constexpr):
@@ -72,25 +84,17 @@ def select(group_max, chunk_max, picked_groups, cand, count, n_groups, wide,
     tl.store(picked_groups + b * stride_p + slot, offs, mask=(above_t | at_t) & (slot < CAP))
     n_picked = tl.minimum(n_above + tl.sum(at_t.to(tl.int32), axis=0), CAP)
     tl.debug_barrier()
-    member = tl.arange(0, GROUP)
     # radix select of the wide-th largest chunk maximum: the high byte, then the low byte
     hist = tl.zeros((256,), tl.int32)
     for start in range(0, n_picked, GB):
-        j = start + tl.arange(0, GB)
-        gi = tl.load(picked_groups + b * stride_p + j, mask=j < n_picked, other=0)
-        valid = tl.reshape((j < n_picked)[:, None] & (member[None, :] >= 0), (GB * GROUP,))
-        v = tl.load(chunk_max + b * stride_c + tl.reshape(gi[:, None] * GROUP + member[None, :], (GB * GROUP,)),
-                    mask=valid, other=float("-inf"))
-        hist += tl.histogram(key16(v) >> 8, 256, mask=valid)
+        key, valid, _ = picked_keys(picked_groups + b * stride_p, chunk_max + b * stride_c, start, n_picked,
+                                    GB, GROUP)
+        hist += tl.histogram(key >> 8, 256, mask=valid)
     high, above_high = bucket(hist, wide)
     hist = tl.zeros((256,), tl.int32)
     for start in range(0, n_picked, GB):
-        j = start + tl.arange(0, GB)
-        gi = tl.load(picked_groups + b * stride_p + j, mask=j < n_picked, other=0)
-        valid = tl.reshape((j < n_picked)[:, None] & (member[None, :] >= 0), (GB * GROUP,))
-        v = tl.load(chunk_max + b * stride_c + tl.reshape(gi[:, None] * GROUP + member[None, :], (GB * GROUP,)),
-                    mask=valid, other=float("-inf"))
-        key = key16(v)
+        key, valid, _ = picked_keys(picked_groups + b * stride_p, chunk_max + b * stride_c, start, n_picked,
+                                    GB, GROUP)
         hist += tl.histogram(key & 0xFF, 256, mask=valid & ((key >> 8) == high))
     low, above_low = bucket(hist, wide - above_high)
     threshold = high * 256 + low
@@ -99,11 +103,8 @@ def select(group_max, chunk_max, picked_groups, cand, count, n_groups, wide,
     n_gt_run = tl.zeros((), tl.int32)
     n_eq_run = tl.zeros((), tl.int32)
     for start in range(0, n_picked, GB):
-        j = start + tl.arange(0, GB)
-        gi = tl.load(picked_groups + b * stride_p + j, mask=j < n_picked, other=0)
-        valid = tl.reshape((j < n_picked)[:, None] & (member[None, :] >= 0), (GB * GROUP,))
-        ci = tl.reshape(gi[:, None] * GROUP + member[None, :], (GB * GROUP,))
-        key = key16(tl.load(chunk_max + b * stride_c + ci, mask=valid, other=float("-inf")))
+        key, valid, ci = picked_keys(picked_groups + b * stride_p, chunk_max + b * stride_c, start, n_picked,
+                                     GB, GROUP)
         gt = valid & (key > threshold)
         eq = valid & (key == threshold)
         pos = tl.where(gt, n_gt_run + tl.cumsum(gt.to(tl.int32), axis=0),

@@ -5,6 +5,8 @@ MovieLens is fetched into $RECDEPLOY_CACHE (the Makefile points it at ./.cache/r
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,7 +114,6 @@ class OwnRedis:
 
     def __init__(self, folder: Path, appendfsync: str = "always"):
         import socket
-        import subprocess
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -174,3 +175,26 @@ def own_redis(start_redis):
     server = start_redis()
     yield server
     server.stop(kill=True)
+
+
+# Triton reads TRITON_INTERPRET when triton.language is first imported; an earlier test of the
+# session (torch checking for triton, say) may have imported it without: kernels are then run
+# by the interpreter only in a fresh process.
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.fixture
+def under_interpreter():
+    """run(test file) -> its output: the file's tests in a fresh pytest with TRITON_INTERPRET=1
+    (failing this test if any of them fails)."""
+    pytest.importorskip("triton")
+    if INTERPRETED:
+        pytest.skip("already the interpreter's process")
+
+    def run(path) -> str:
+        done = subprocess.run([sys.executable, "-m", "pytest", str(path), "-q", "-p", "no:cacheprovider"],
+                              env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=Path(__file__).parents[1],
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        return done.stdout
+    return run

@@ -1,8 +1,8 @@
 """The three-kernel Triton form of the fused retrieval contract, run by Triton's interpreter on a
 CPU where triton is installed (it is not a dependency: ``pip install triton`` runs these here;
 the GPU run measures it, docs/gpu_h200.md). Small catalogues: the interpreter is slow."""
-import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from recdeploy.export import fused_triton
 from recdeploy.export.fused_gpu import GpuRetrieval
 from recdeploy.perf.synthetic_catalogue import synthetic_features
 
@@ -18,22 +19,19 @@ from recdeploy.perf.synthetic_catalogue import synthetic_features
 pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")
 
 
-def _kernels_loaded(monkeypatch, interpret: bool):
-    """Triton reads TRITON_INTERPRET when a kernel is defined: set it, then (re)load the kernels."""
-    if interpret:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-    else:
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    pytest.importorskip("triton")
-    from recdeploy.export import fused_triton, fused_triton_kernels
-    importlib.reload(fused_triton_kernels)
-    fused_triton._kernels.cache_clear()
-    return fused_triton, fused_triton_kernels
+# the kernel tests run in a fresh TRITON_INTERPRET=1 process (conftest's under_interpreter)
+interpreted_only = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                      reason="run by test_the_kernels_under_the_interpreter")
+
+
+def test_the_kernels_under_the_interpreter(under_interpreter):
+    assert re.search(r"\b4 passed", under_interpreter(__file__))     # the 3 below and the errors' test
 
 
 @pytest.fixture
-def interpreted(monkeypatch):
-    return _kernels_loaded(monkeypatch, interpret=True)[0]
+def interpreted():
+    pytest.importorskip("triton")
+    return fused_triton
 
 
 def _model(features, **kwargs):
@@ -42,6 +40,7 @@ def _model(features, **kwargs):
                         f.seen_items, f.item_ids, chunk=8, margin=kwargs.pop("margin", 32), **kwargs)
 
 
+@interpreted_only
 def test_answers_equal_the_torch_form_for_known_unknown_users_and_per_row_k(interpreted):
     f = synthetic_features(n_items=3000, n_users=200, dim=64, seed=2)
     model = _model(f, groups=4)
@@ -60,6 +59,7 @@ def test_answers_equal_the_torch_form_for_known_unknown_users_and_per_row_k(inte
         assert (ids_k[row, own:] == -1).all() and torch.isinf(best_k[row, own:]).all()
 
 
+@interpreted_only
 def test_seen_items_never_come_back_and_tied_chunk_maxima_keep_the_best_scores(interpreted):
     f = synthetic_features(n_items=2000, n_users=50, dim=16, seed=5)
     # every item twice (ids differ, vectors and bias equal): chunk maxima tie in pairs
@@ -77,6 +77,7 @@ def test_seen_items_never_come_back_and_tied_chunk_maxima_keep_the_best_scores(i
         assert not seen & set(ids[row].tolist())
 
 
+@interpreted_only
 def test_the_served_form_exports_with_a_dynamic_batch_and_answers_like_the_eager_form(interpreted):
     f = synthetic_features(n_items=1500, n_users=40, dim=16, seed=3)
     model = _model(f, groups=2, margin=8)
@@ -89,17 +90,19 @@ def test_the_served_form_exports_with_a_dynamic_batch_and_answers_like_the_eager
     assert torch.equal(ids[2, :4], want_ids[2, :4]) and (ids[2, 4:] == -1).all()
 
 
-def test_errors_name_the_setting_to_change(interpreted):
+def test_errors_name_the_setting_to_change():
+    """(No triton needed: the settings are checked before any kernel is loaded.)"""
     f = synthetic_features(n_items=1500, n_users=40, dim=16, seed=3)
     with pytest.raises(ValueError, match="groups > 1"):
-        interpreted.TritonFusedRank(_model(f, groups=0))
+        fused_triton.TritonFusedRank(_model(f, groups=0))
     model = _model(f, groups=2, margin=8)
     with pytest.raises(ValueError, match="whole number of 32-item tiles"):
-        interpreted.TritonFusedRank(model, (32, 4, 2))
+        fused_triton.TritonFusedRank(model, (32, 4, 2))
     with pytest.raises(ValueError, match=f"must lie in 1..{model.max_k}"):
-        interpreted.TritonFusedRank(model, (16, 4, 2)).widths(model.max_k + 1)
+        fused_triton.TritonFusedRank(model, (16, 4, 2)).widths(model.max_k + 1)
 
 
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="the compiler's test, not the interpreter's")
 def test_the_kernels_compile_for_a_hopper_gpu():
     """The interpreter runs what the compiler may refuse (a loop-carried variable changing shape,
     say): compile each kernel for sm_90 here, as the device run will (no GPU needed). In a fresh

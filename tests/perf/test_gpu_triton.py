@@ -1,5 +1,8 @@
 """The Triton chunk-max kernel of the GPU benchmark, run by Triton's interpreter on a CPU (where
-triton is installed: it is not a dependency; ``pip install triton`` to run this here)."""
+triton is installed: the test extra has it), in a fresh TRITON_INTERPRET=1 process."""
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +11,13 @@ from recdeploy.export.fused_gpu import GpuRetrieval
 from recdeploy.perf.synthetic_catalogue import synthetic_features
 
 
+def test_the_kernel_under_the_interpreter(under_interpreter):
+    assert re.search(r"\b2 passed", under_interpreter(__file__))
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="run by test_the_kernel_under_the_interpreter")
 @pytest.mark.parametrize("groups", [0, 2])
-def test_the_kernel_keeps_each_chunks_best_score_and_the_answers_equal_the_torch_form(monkeypatch, groups):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def test_the_kernel_keeps_each_chunks_best_score_and_the_answers_equal_the_torch_form(groups):
     pytest.importorskip("triton")
     from recdeploy.perf.gpu_triton import TritonChunkRank
 
