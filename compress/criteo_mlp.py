@@ -62,8 +62,10 @@ def parse_ratios(text: str) -> tuple[float, ...]:
 
 
 def _freeze_tables_finetune(data: PreparedCriteo, rows: int, batch_size: int):
-    def finetune(model: DLRM, epochs: int, lr: float, seed: int = 0) -> DLRM:
-        """Adam on the MLPs over the first ``rows`` training rows per epoch; tables frozen."""
+    def finetune(model: DLRM, epochs: int, lr: float, seed: int = 0, teacher: DLRM | None = None,
+                 distill: float = 0.0) -> DLRM:
+        """Adam on the MLPs over the first ``rows`` training rows per epoch; tables frozen;
+        with a teacher (the unpruned model), towards its click probabilities by ``distill``."""
         tables, rest = table_parameters(model)
         for weight in tables:
             weight.requires_grad_(False)
@@ -73,7 +75,8 @@ def _freeze_tables_finetune(data: PreparedCriteo, rows: int, batch_size: int):
         try:
             for _ in range(epochs):
                 train_rows(model, data, lr, batch_size, rng, max_rows=rows, optimizers=optimizers,
-                           progress=False)
+                           progress=False, teacher=teacher.eval() if teacher is not None else None,
+                           distill=distill)
         finally:
             for weight in tables:
                 weight.requires_grad_(True)
@@ -124,13 +127,15 @@ def dlrm_task_data(ds, finetune_rows: int = FINETUNE_ROWS, batch_size: int = 204
         return nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels))
 
     return TaskData(finetune=_freeze_tables_finetune(ds, finetune_rows, batch_size), loss=loss,
-                    train_lr=DENSE_LR)
+                    train_lr=DENSE_LR, distills=True)
 
 
-def prune_mlps(model: DLRM, ratio: float, finetune_epochs: int = 0, data: TaskData | None = None) -> DLRM:
-    """A copy with ``ratio`` of every hidden neuron pruned (and fine-tuned with ``data``),
-    reading the same table object as ``model``."""
-    pruned = compress(model, PruneConfig(ratio=ratio, finetune_epochs=finetune_epochs), data=data)
+def prune_mlps(model: DLRM, ratio: float, data: TaskData | None = None, distill: float = 1.0) -> DLRM:
+    """A copy with ``ratio`` of every hidden neuron pruned, reading the same table object as
+    ``model``; with ``data``, fine-tuned one epoch of its rows towards ``model``'s click
+    probabilities (``distill``; 0: the labels only)."""
+    config = PruneConfig(ratio=ratio, finetune_epochs=1 if data else 0, distill=distill if data else 0.0)
+    pruned = compress(model, config, data=data)
     # pruning copies the whole model; the tables are unchanged (frozen in the fine-tune): share them
     sparse_arch(pruned).tables = sparse_arch(model).tables
     return pruned
@@ -139,8 +144,10 @@ def prune_mlps(model: DLRM, ratio: float, finetune_epochs: int = 0, data: TaskDa
 def mlp_candidates(model: nn.Module, data: PreparedCriteo, ratios: tuple[float, ...],
                    finetune_rows: int = 0) -> list[Candidate]:
     """Per ratio: ``mlpNN`` (pruned, FP32 tables) and ``mlpNN_int4`` (pruned, row-wise INT4
-    tables); with ``finetune_rows`` also ``mlpNN_ft`` and ``mlpNN_ft_int4``, fine-tuned one epoch
-    of that many rows."""
+    tables); with ``finetune_rows`` also ``mlpNN_kd`` and ``mlpNN_kd_int4``, fine-tuned on that
+    many rows by distillation from the unpruned model. Not on the labels: the tables have
+    memorised the rows they were trained on, so a second pass over them overfits (measured in
+    docs/large-models.md)."""
     if not isinstance(model, DLRM):
         raise CompressionConfigError(f"MLP pruning here is DLRM's (bottom and top MLP); "
                                      f"{type(model).__name__} is not supported: use the dlrm model")
@@ -149,9 +156,10 @@ def mlp_candidates(model: nn.Module, data: PreparedCriteo, ratios: tuple[float, 
     out = []
     for ratio in ratios:
         tag = f"mlp{round(ratio * 100)}"
-        for name, epochs in [(tag, 0)] + ([(f"{tag}_ft", 1)] if finetune_rows else []):
-            pruned = prune_mlps(model, ratio, epochs, task)
-            settings = {"mlp_ratio": ratio, "finetune_rows": finetune_rows * epochs, **hidden_widths(pruned)}
+        for name, tune in [(tag, None)] + ([(f"{tag}_kd", task)] if task else []):
+            pruned = prune_mlps(model, ratio, tune)
+            settings = {"mlp_ratio": ratio, "finetune_rows": finetune_rows if tune else 0,
+                        "distill": 1.0 if tune else 0.0, **hidden_widths(pruned)}
             out.append(Candidate(name, pruned, settings))
             out.append(Candidate(f"{name}_int4", with_tables(pruned, int4), {**settings, "bits": 4}))
     return out

@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also DLRM with this share of the MLPs' hidden neurons pruned, e.g. 0.25,0.5 "
                              "(each with FP32 and with INT4 tables)")
     parser.add_argument("--prune-finetune-rows", type=int, default=0,
-                        help="--prune-mlp: also each pruned model with its MLPs fine-tuned on this many rows")
+                        help="--prune-mlp: also each pruned model with its MLPs fine-tuned on this many "
+                             "rows, distilled from the unpruned model")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,8 @@
 """DLRM's MLPs pruned with torch-pruning: hidden widths shrink by the ratio, every shape the rest
 of the model depends on stays, the export keeps parity, the fine-tune trains the MLPs only, and
 bad ratios are refused."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from recdeploy.train.criteo.prepare import SyntheticSource, prepare
 from recdeploy.train.criteo.synthetic import SyntheticCriteo
 from recdeploy.train.models import build_model
 from recdeploy.train.onnx_io import check_parity, export_onnx
+from recdeploy.train.tasks.criteo_ctr import train_rows
 
 ROWS = (4000, 3000) + (50,) * 24
 
@@ -88,9 +91,10 @@ def test_candidates_and_finetune_train_the_mlps_only(data):
     model = build_model("dlrm", rows_per_field=data.rows_per_field, dim=8).eval()
     table = model.sparse_arch.tables.weight.detach().clone()
     pool = mlp_candidates(model, data, (0.5,), finetune_rows=2000)
-    assert [c.name for c in pool] == ["mlp50", "mlp50_int4", "mlp50_ft", "mlp50_ft_int4"]
+    assert [c.name for c in pool] == ["mlp50", "mlp50_int4", "mlp50_kd", "mlp50_kd_int4"]
     plain, int4, tuned = pool[0].module, pool[1].module, pool[2].module
-    assert pool[2].settings == {"mlp_ratio": 0.5, "finetune_rows": 2000, "bottom": (32,), "top": (128, 64)}
+    assert pool[2].settings == {"mlp_ratio": 0.5, "finetune_rows": 2000, "distill": 1.0, "bottom": (32,),
+                                "top": (128, 64)}
     assert torch.equal(model.sparse_arch.tables.weight, table)             # the tables are frozen
     assert tuned.sparse_arch.tables is model.sparse_arch.tables
     assert not torch.equal(tuned.over_arch.mlp[-1].weight, plain.over_arch.mlp[-1].weight)
@@ -101,3 +105,16 @@ def test_candidates_and_finetune_train_the_mlps_only(data):
 def test_task_data_refuses_other_datasets(model):
     with pytest.raises(CompressionConfigError, match="Criteo-format rows"):
         family_named("dlrm").task_data(model, object())
+
+
+def test_distilling_a_model_into_itself_changes_nothing(data):
+    """Targets = the teacher's probabilities: a student equal to its teacher has zero gradient."""
+    torch.manual_seed(0)
+    model = build_model("dlrm", rows_per_field=data.rows_per_field, dim=8).eval()
+    before = copy.deepcopy(model)
+    train_rows(model, data, 0.05, 512, np.random.default_rng(0), max_rows=2000, progress=False,
+               teacher=before, distill=1.0)
+    for (name, a), b in zip(model.named_parameters(), before.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    train_rows(model, data, 0.05, 512, np.random.default_rng(0), max_rows=2000, progress=False)
+    assert not torch.equal(model.over_arch.mlp[-1].weight, before.over_arch.mlp[-1].weight)   # labels do move it
