@@ -33,6 +33,8 @@ class PruneSpec:
     root_module_types: list | None = None     # None: torch-pruning's default (conv, linear, lstm)
     ignored_layers: list = field(default_factory=list)
     importance: object | None = None          # a tp.importance.Importance; None: torch-pruning's own
+    # (parameter, pruned dim) for parameters of modules torch-pruning does not know (EmbeddingBag)
+    unwrapped_parameters: list = field(default_factory=list)
 
 
 class ModelFamily:
@@ -74,7 +76,7 @@ def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
 
 
 def _load_families() -> None:
-    from recdeploy.compress import dcn_v2, dcn_v2_context, two_tower  # noqa: F401
+    from recdeploy.compress import criteo_mlp, dcn_v2, dcn_v2_context, two_tower  # noqa: F401
 
 
 def family_named(name: str) -> ModelFamily:

@@ -49,6 +49,8 @@ def prune(model: torch.nn.Module, config: PruneConfig, data: TaskData | None = N
     spec = family.prune_spec(model, config.importance)
     importance = spec.importance or torch_pruning_importance(config.importance)
     kwargs = {"root_module_types": spec.root_module_types} if spec.root_module_types else {}
+    if spec.unwrapped_parameters:
+        kwargs["unwrapped_parameters"] = spec.unwrapped_parameters
     pruner = tp.pruner.MetaPruner(model, spec.example_inputs, importance=importance,
                                   pruning_ratio=config.ratio, ignored_layers=spec.ignored_layers,
                                   customized_pruners=spec.customized_pruners, **kwargs)

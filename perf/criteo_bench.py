@@ -30,7 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recdeploy.compress.criteo_tables import candidates, choose_variant, evaluate, state_bytes, table_bytes
+from recdeploy.compress.config import CompressionConfigError
+from recdeploy.compress.criteo_mlp import mlp_candidates, mlp_parameters, parse_ratios
+from recdeploy.compress.criteo_tables import (
+    Candidate,
+    candidates,
+    choose_variant,
+    evaluate,
+    state_bytes,
+    table_bytes,
+)
 from recdeploy.export.repository import write_manifest, write_model
 from recdeploy.export.scenarios.criteo import (
     export_criteo,
@@ -88,21 +97,24 @@ def train_and_score(args, data: PreparedCriteo) -> tuple[torch.nn.Module, dict]:
     return model, training
 
 
-def score_variants(model, data: PreparedCriteo, budget: float, grid: dict) -> tuple[list[dict], dict, dict]:
-    """-> (scores of every candidate, the pick, the modules worth exporting by name)."""
+def score_variants(pool: list[Candidate], data: PreparedCriteo, budget: float) -> tuple[list[dict], dict, dict]:
+    """-> (scores of every candidate, the pick: the smallest model within the budget, the modules
+    worth exporting by name: FP32, INT8, INT4, the pick and every MLP-pruned candidate)."""
     scored, keep = [], {}
     labels = np.asarray(data.arrays("test")[0])
-    for candidate in candidates(model, data.row_counts(), **grid):
+    for candidate in pool:
         test = part_metrics(labels, predict_logits(candidate.module, data, "test"))
         scored.append({"name": candidate.name, "settings": candidate.settings,
                        "table_bytes": table_bytes(candidate.module), "model_bytes": state_bytes(candidate.module),
+                       "mlp_params": mlp_parameters(candidate.module),
                        "valid_auc": evaluate(candidate, data, "valid"), "test_auc": test["auc"],
                        "test_logloss": test["logloss"]})
         print(f"  {candidate.name:<16} tables {scored[-1]['table_bytes'] / 2**20:9.1f} MiB  "
+              f"MLP params {scored[-1]['mlp_params']:>9,}  "
               f"valid AUC {scored[-1]['valid_auc']:.4f}  test AUC {test['auc']:.4f}", flush=True)
         keep[candidate.name] = candidate.module
-    pick = choose_variant(scored, budget)
-    wanted = {"fp32", "int8", "int4", pick["name"]}
+    pick = choose_variant(scored, budget, key="model_bytes")
+    wanted = {"fp32", "int8", "int4", pick["name"]} | {c.name for c in pool if "mlp_ratio" in c.settings}
     return scored, pick, {name: module for name, module in keep.items() if name in wanted}
 
 
@@ -168,15 +180,18 @@ def render(report: dict) -> str:
              f"two uncontended cores give up to twice that per second)",
              f"- Bayes AUC (planted truth) on test: {report.get('bayes_auc_test', 'n/a')}",
              f"- pick within {report['budget']:g} AUC of FP32 (half of it on validation): **{report['pick']['name']}** "
-             f"({report['pick']['table_bytes'] / full['table_bytes']:.1%} of FP32 table memory, test AUC "
+             f"({report['pick']['table_bytes'] / full['table_bytes']:.1%} of FP32 table memory, "
+             f"{report['pick']['model_bytes'] / full['model_bytes']:.1%} of the FP32 model's bytes, test AUC "
              f"{report['pick']['test_auc'] - full['test_auc']:+.4f})", "",
-             "| variant | tables MiB | of FP32 | test AUC | ΔAUC | logloss | file MiB | load s | session RSS MB |"
-             + "".join(f" ms @{b} |" for b in report["batches"]) + " server RSS MB | ready s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(report["batches"]) + "---:|---:|"]
+             "| variant | tables MiB | of FP32 | MLP params | model MiB | test AUC | ΔAUC | logloss | file MiB "
+             "| load s | session RSS MB |" + "".join(f" ms @{b} |" for b in report["batches"])
+             + " server RSS MB | ready s |",
+             "|---|" + "---:|" * (10 + len(report["batches"])) + "---:|---:|"]
     for v in report["variants"]:
         e, s = v.get("export", {}), v.get("session", {})
         served = v.get("served", {})
         cells = [f"{v['table_bytes'] / 2**20:.1f}", f"{v['table_bytes'] / full['table_bytes']:.1%}",
+                 f"{v['mlp_params']:,}" if "mlp_params" in v else "", f"{v['model_bytes'] / 2**20:.1f}",
                  f"{v['test_auc']:.4f}", f"{v['test_auc'] - full['test_auc']:+.4f}", f"{v['test_logloss']:.4f}",
                  f"{e['file_bytes'] / 2**20:.1f}" if e else "", f"{s['load_s']:.2f}" if s else "",
                  f"{s['rss_mb']:.0f}" if s else ""]
@@ -214,8 +229,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="--cached-serve: the share of the table's rows the cache holds (default 0.01)")
     parser.add_argument("--quick-grid", action="store_true",
                         help="one mixed-precision candidate (2 %% hot, prune unseen) instead of six")
+    parser.add_argument("--prune-mlp", default="", metavar="RATIOS",
+                        help="also DLRM with this share of the MLPs' hidden neurons pruned, e.g. 0.25,0.5 "
+                             "(each with FP32 and with INT4 tables)")
+    parser.add_argument("--prune-finetune-rows", type=int, default=0,
+                        help="--prune-mlp: also each pruned model with its MLPs fine-tuned on this many "
+                             "rows, distilled from the unpruned model")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    try:
+        ratios = parse_ratios(args.prune_mlp) if args.prune_mlp else ()
+    except CompressionConfigError as error:
+        parser.error(str(error))
+    if args.prune_finetune_rows < 0 or (args.prune_finetune_rows and not ratios):
+        parser.error("--prune-finetune-rows takes rows >= 0 and needs --prune-mlp")
+    if ratios and args.model != "dlrm":
+        parser.error(f"--prune-mlp prunes DLRM's MLPs; not supported for --model {args.model}")
     preset = PRESETS[args.preset]
     preset = Preset(args.rows or preset.rows, preset.scale, preset.dim,
                     preset.max_vocab if args.max_vocab is None else args.max_vocab,
@@ -257,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("== compress (scored on held-out rows)", flush=True)
     grid = {"hot_shares": (0.02,), "prune": (1,)} if args.quick_grid else {}
-    scored, pick, modules = score_variants(model, data, args.budget, grid)
+    pool = candidates(model, data.row_counts(), **grid)
+    if ratios:
+        pool += mlp_candidates(model, data, ratios, args.prune_finetune_rows)
+    scored, pick, modules = score_variants(pool, data, args.budget)
     print("== export + measure", flush=True)
     exported = export_variants(modules, data, out)
     for row in scored:

@@ -108,8 +108,8 @@ def file_bytes(onnx_path: Path) -> int:
 
 
 def pareto_chart(rows: list[dict], path: Path, budget: float) -> Path:
-    """Memory (x, log) vs test AUC (y), point size ~ latency at batch 256; the FP32 AUC minus
-    the budget as a dashed line."""
+    """Model bytes (tables + MLPs; the tables' where a row has no model_bytes; x, log) vs test
+    AUC (y), point size ~ latency at batch 256; the FP32 AUC minus the budget as a dashed line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -117,16 +117,17 @@ def pareto_chart(rows: list[dict], path: Path, budget: float) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     full = next(r for r in rows if r["name"] == "fp32")
     for row in rows:
+        mib = row.get("model_bytes", row["table_bytes"]) / 2**20
         latency = row.get("latency_ms", {}).get(256)
         size = 30 + (4 * latency if latency else 0)
         served = "latency_ms" in row
-        ax.scatter(row["table_bytes"] / 2**20, row["test_auc"], s=size, alpha=0.7,
+        ax.scatter(mib, row["test_auc"], s=size, alpha=0.7,
                    marker="o" if served else "x", color="C0" if served else "C7")
-        ax.annotate(row["name"], (row["table_bytes"] / 2**20, row["test_auc"]), fontsize=7,
+        ax.annotate(row["name"], (mib, row["test_auc"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
     ax.axhline(full["test_auc"] - budget, ls="--", color="C3", lw=1, label=f"FP32 AUC - {budget:g}")
     ax.set_xscale("log")
-    ax.set_xlabel("embedding tables in memory (MiB, log)")
+    ax.set_xlabel("model in memory: tables + MLPs (MiB, log)")
     ax.set_ylabel("test AUC")
     ax.set_title("memory vs AUC (o: exported, size ~ latency at batch 256)", fontsize=10)
     ax.legend(fontsize=8)

@@ -56,3 +56,12 @@ def test_choose_variant_keeps_the_budget():
     assert choose_variant(scored, budget=0.001, margin=1.0)["name"] == "int8"
     assert choose_variant(scored, budget=0.002, margin=1.0)["name"] == "int4"
     assert choose_variant(scored, budget=0.002)["name"] == "int8"      # half the budget on validation
+
+
+def test_choose_variant_by_model_bytes_takes_the_pruned_mlps():
+    scored = [{"name": "fp32", "table_bytes": 100, "model_bytes": 120, "valid_auc": 0.800},
+              {"name": "int4", "table_bytes": 15, "model_bytes": 35, "valid_auc": 0.8},
+              {"name": "mlp50_int4", "table_bytes": 15, "model_bytes": 25, "valid_auc": 0.7996},
+              {"name": "mlp75_int4", "table_bytes": 15, "model_bytes": 20, "valid_auc": 0.799}]
+    assert choose_variant(scored, budget=0.001, key="model_bytes")["name"] == "mlp50_int4"
+    assert choose_variant(scored, budget=0.001)["name"] == "int4"       # tables tie: the first

@@ -1,6 +1,7 @@
 """bench-criteo's pieces on tiny tables: the full-size path (train, export every variant, load
 each in a fresh process) and the report and chart it writes."""
 import json
+import re
 
 import pytest
 
@@ -41,6 +42,35 @@ def test_unknown_preset_is_refused():
     from recdeploy.perf.criteo_bench import main
     with pytest.raises(SystemExit):
         main(["--preset", "huge"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--prune-mlp", "0.25,1"], r"pruning ratio must be in \(0, 1\)"),
+    (["--prune-mlp", "x"], "comma-separated numbers"),
+    (["--prune-finetune-rows", "1000"], "needs --prune-mlp"),
+    (["--prune-mlp", "0.5", "--model", "dcn_v2_criteo"], "prunes DLRM's MLPs")])
+def test_bad_mlp_pruning_flags_are_refused_before_any_work(capsys, tmp_path, argv, message):
+    from recdeploy.perf.criteo_bench import main
+    with pytest.raises(SystemExit) as exit:
+        main([*argv, "--out", str(tmp_path)])
+    assert exit.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_report_shows_mlp_params_and_model_bytes():
+    from recdeploy.perf.criteo_bench import render
+    variants = [{"name": name, "table_bytes": tables * 2**20, "model_bytes": model * 2**20, "mlp_params": params,
+                 "test_auc": test, "test_logloss": 0.4, "export": {"file_bytes": model * 2**20},
+                 "session": {"load_s": 0.1, "rss_mb": 20, "latency_ms": {256: ms}}}
+                for name, tables, model, params, test, ms in [("fp32", 11.6, 12.1, 129169, 0.7992, 1.8),
+                                                              ("mlp50_int4", 2.2, 2.4, 56401, 0.7951, 0.9)]]
+    report = {"preset": "small", "model": "dlrm", "data": "d", "embedding_rows": 10, "dim": 16, "budget": 0.001,
+              "training": {"rows": 1, "seconds": 1, "threads": 2, "samples_per_s": 1, "minutes_for_1e7_rows": 1,
+                           "extrapolated": False, "samples_per_cpu_s": 1, "cpu_seconds": 1},
+              "pick": variants[1], "batches": [256], "variants": variants}
+    text = render(report)
+    assert "| mlp50_int4 | 2.2 | 19.0% | 56,401 | 2.4 | 0.7951 | -0.0041 |" in text
+    assert "19.8% of the FP32 model's bytes" in text
 
 
 def test_cache_prototype_hit_rate_grows_with_the_cache(tmp_path):

@@ -59,8 +59,11 @@ def table_parameters(model: torch.nn.Module) -> tuple[list, list]:
 
 
 def train_rows(model, data: PreparedCriteo, lr: float, batch_size: int, rng: np.random.Generator,
-               max_rows: int | None = None, optimizers=None, progress: bool = True) -> TrainStats:
-    """One pass over the training rows (the first ``max_rows`` of them); returns rows and seconds."""
+               max_rows: int | None = None, optimizers=None, progress: bool = True, teacher=None,
+               distill: float = 0.0) -> TrainStats:
+    """One pass over the training rows (the first ``max_rows`` of them); returns rows and seconds.
+    With a ``teacher``, the target is (1 - distill) x label + distill x the teacher's click
+    probability (BCE is linear in its target: the same as mixing the two losses)."""
     tables, rest = table_parameters(model)
     sparse_opt, dense_opt = optimizers or (RowWiseAdagrad(tables, lr=lr), torch.optim.Adam(rest, lr=DENSE_LR))
     labels, dense, sparse = data.arrays("train")
@@ -74,7 +77,11 @@ def train_rows(model, data: PreparedCriteo, lr: float, batch_size: int, rng: np.
         x = torch.from_numpy(np.array(dense[start:stop]))
         s = torch.from_numpy(np.array(sparse[start:stop]).astype(np.int64))
         for rows in torch.from_numpy(rng.permutation(stop - start)).split(batch_size):
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[rows], s[rows]), y[rows])
+            target = y[rows]
+            if teacher is not None and distill:
+                with torch.no_grad():
+                    target = (1 - distill) * target + distill * torch.sigmoid(teacher(x[rows], s[rows]))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[rows], s[rows]), target)
             sparse_opt.zero_grad(set_to_none=True)
             dense_opt.zero_grad(set_to_none=True)
             loss.backward()
