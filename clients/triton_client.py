@@ -48,17 +48,7 @@ class RecommendClient:
 
     def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Raw inference on any model of the server: name -> array in, name -> array out."""
-        from tritonclient.utils import np_to_triton_dtype
-
-        tensors = []
-        for name, array in inputs.items():
-            tensor = self._api.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        requested = [self._api.InferRequestedOutput(name) for name in outputs]
-        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-        result = self._client.infer(self.model, tensors, outputs=requested, **kwargs)
-        return {name: result.as_numpy(name) for name in outputs}
+        return infer_arrays(self._api, self._client, self.model, inputs, outputs, self.protocol, self.timeout_s)
 
     def recommend(self, user_ids: Sequence[int], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(user_ids, dtype=np.int64).reshape(-1, 1)
@@ -67,3 +57,20 @@ class RecommendClient:
         ks = np.full((len(users), 1), k, dtype=np.int32)
         out = self.infer({"USER_ID": users, "K": ks}, ["ITEM_IDS", "SCORES"])
         return out["ITEM_IDS"], out["SCORES"]
+
+
+def infer_arrays(api, client, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], protocol: str,
+                 timeout_s: float, headers: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """One request through a tritonclient ``client`` of module ``api`` (grpc or http): name ->
+    array in, name -> array out; ``timeout_s`` bounds a gRPC call (HTTP's is the client's)."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    tensors = []
+    for name, array in inputs.items():
+        tensor = api.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    requested = [api.InferRequestedOutput(name) for name in outputs]
+    kwargs = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+    result = client.infer(model, tensors, outputs=requested, headers=headers, **kwargs)
+    return {name: result.as_numpy(name) for name in outputs}

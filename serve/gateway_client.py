@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recdeploy.clients.triton_client import infer_arrays
+
 
 def perf_analyzer_args(cert: Path, token: str, protocol: str = "grpc") -> tuple[str, ...]:
     """perf_analyzer options for a gateway (gRPC over TLS, or HTTPS), token as a header."""
@@ -55,16 +57,8 @@ class GatewayClient:
                     and self._client.is_model_ready(model, headers=self.headers))
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        from tritonclient.utils import np_to_triton_dtype
-        tensors = []
-        for name, array in inputs.items():
-            tensor = self._api.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        requested = [self._api.InferRequestedOutput(name) for name in outputs]
-        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-        result = self._client.infer(model, tensors, outputs=requested, headers=self.headers, **kwargs)
-        return {name: result.as_numpy(name) for name in outputs}
+        return infer_arrays(self._api, self._client, model, inputs, outputs, self.protocol, self.timeout_s,
+                            headers=self.headers)
 
     @property
     def raw(self):
