@@ -5,6 +5,7 @@
 #   make bench-large  the same on MovieLens-1M
 #   make bench-criteo  large CTR: Criteo-format data, DLRM, compressed tables, per-variant memory
 #   make bench-ann  ANN (FAISS) recall vs speed and the cost curve by catalogue size (docs/ann.md)
+#   make bench-ann-served  the same served: exact + ANN settings behind tritonserver, 10^5..10^7
 #   make soak   reliability soak against the demo's repository (not part of the test suite)
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,7 @@ STAMP  := $(VENV)/.installed
 export RECDEPLOY_CACHE ?= $(CURDIR)/.cache/recdeploy
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench bench-large bench-ddp bench-loop bench-ann soak clean
+.PHONY: setup demo test bench bench-large bench-ddp bench-loop bench-ann bench-ann-served soak clean
 
 setup: $(STAMP)
 	@sh serve/gateway_deps.sh   # nginx + openssl for `recdeploy gateway` (installs as root)
@@ -44,6 +45,12 @@ bench: bench-ann
 bench-ann: setup   # ANN vs exact: 10^5, 10^6 items + the real model; cost curve 10^4..10^6 (~1 h on 2 cores)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/recdeploy ann-bench --out reports/ann --sizes 100000,1000000 --max-nlist 1024 \
 		--costs 10000,100000,1000000 --docs docs/ann.md
+
+bench-ann-served: setup   # exact + ANN settings served side by side at 10^5, 10^6, 10^7 items (~45 min, ~12 GB)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m recdeploy.perf.ann_served_sweep --out reports/ann_served \
+		--sizes 100000,1000000 --docs docs/ann.md
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m recdeploy.perf.ann_served_sweep --out reports/ann_served \
+		--sizes 10000000 --keep --docs docs/ann.md
 
 bench-large: setup   # the same on MovieLens-1M (trains what is missing: tens of minutes on 2 cores)
 	$(BIN)/recdeploy bench --dataset ml-1m --out reports/bench-ml1m

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,18 +48,19 @@ class AnnExport:
 
 
 def write_ann_model(repo: Path, config: AnnConfig, users: np.ndarray, items: np.ndarray, features,
-                    k: int = 10, check_users: int = 256, threads: int = 1, seed: int = 0) -> AnnExport:
+                    k: int = 10, check_users: int = 256, threads: int = 1, seed: int = 0,
+                    built: tuple[faiss.Index, float] | None = None) -> AnnExport:
     """Build ``config``'s index over ``items`` and write ann_<kind> + recommend_ann_<kind>.
 
     users [U, D] / items [I, D]: the served scorer's tables (bias folded in); features: the
     retrieval FeatureArrays (item ids, popularity, the users' seen items). The over-fetch
     (unless the config sets one) and the recall@k against exact search are measured on up to
-    ``check_users`` real users and written to ann.json with the index's memory.
+    ``check_users`` real users and written to ann.json with the index's memory. ``built``: an
+    index already built over ``items`` with ``config.build_key()``'s settings, and its build
+    seconds (``write_ann_models`` shares one build between settings).
     """
-    started = time.perf_counter()
-    index = build_index(items, config, seed)
-    build_s = time.perf_counter() - started
-    model, ensemble = ann_spec(config.kind, threads=threads), ann_ensemble_spec(config.kind)
+    index, build_s = built or timed_build(items, config, seed)
+    model, ensemble = ann_spec(config.key, threads=threads), ann_ensemble_spec(config.key)
     info = {**config.settings(), "config": asdict(config), "build_seconds": round(build_s, 2),
             "index_bytes": index_bytes(index), "flat_bytes": int(items.nbytes), "n_items": len(items)}
     files: Mapping[str, Path | bytes] = {
@@ -83,6 +84,26 @@ def write_ann_model(repo: Path, config: AnnConfig, users: np.ndarray, items: np.
     (folder / "ann.json").write_text(json.dumps(info, indent=2))
     write_model(repo, build_ensemble_config(ensemble), {})
     return AnnExport(model, ensemble, info)
+
+
+def timed_build(items: np.ndarray, config: AnnConfig, seed: int = 0) -> tuple[faiss.Index, float]:
+    started = time.perf_counter()
+    index = build_index(items, config, seed)
+    return index, time.perf_counter() - started
+
+
+def write_ann_models(repo: Path, configs: Sequence[AnnConfig], users: np.ndarray, items: np.ndarray, features,
+                     **options) -> list[AnnExport]:
+    """``write_ann_model`` for each config, building each distinct index (``build_key``) once:
+    ``hnsw:ef_search=32:label=ef32,hnsw:ef_search=128:label=ef128`` is one graph, two models."""
+    builds: dict[tuple, tuple[faiss.Index, float]] = {}
+    written = []
+    for config in configs:
+        key = config.build_key()
+        if key not in builds:
+            builds[key] = timed_build(items, config, options.get("seed", 0))
+        written.append(write_ann_model(repo, config, users, items, features, built=builds[key], **options))
+    return written
 
 
 def rerank_files(items: np.ndarray, rerank: str) -> dict[str, bytes]:

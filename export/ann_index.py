@@ -9,6 +9,7 @@ installed (a lent GPU machine's CPUs, say).
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -22,6 +23,7 @@ ann_module = load_python_model("ann_search")
 topk_module = load_python_model("topk")
 
 KINDS = ("hnsw", "ivfpq")
+LABEL = re.compile(r"[a-z0-9_]{1,32}")
 # over-fetch candidates tried at export, smallest first: fetch k + ceil(overfetch * seen) items
 OVERFETCH_CANDIDATES = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0)
 # the share of known users an over-fetch may send to the exact fallback
@@ -47,6 +49,9 @@ class AnnConfig:
     rerank: how the catalogue for the candidates' re-rank and the exact fallback is held:
     fp32 (exact scores), or int8 (compress/rowwise.py's row-wise codes: about a quarter of the
     resident bytes; scores, fallback included, carry the quantization error, docs/ann.md).
+    label: names a second setting of one kind in one repository (``ivfpq:nprobe=8:label=np8``
+    -> ann_ivfpq_np8 / recommend_ann_ivfpq_np8); settings that share a ``build_key`` share
+    one index build (a served sweep of search settings builds each index once).
     """
     kind: str
     m: int = 32
@@ -59,6 +64,7 @@ class AnnConfig:
     k_factor: float = 1.0
     overfetch: float = -1.0
     rerank: str = "fp32"
+    label: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -72,6 +78,20 @@ class AnnConfig:
         if self.rerank not in ann_module.RERANKS:
             raise AnnConfigError(f"{self.kind}: rerank must be one of {', '.join(ann_module.RERANKS)}, "
                                  f"got {self.rerank!r}")
+        if self.label and not LABEL.fullmatch(self.label):
+            raise AnnConfigError(f"{self.kind}: label must be lower-case letters, digits and '_' "
+                                 f"(it becomes part of a model name), got {self.label!r}")
+
+    @property
+    def key(self) -> str:
+        """What names the served model: ann_<key>, recommend_ann_<key>."""
+        return f"{self.kind}_{self.label}" if self.label else self.kind
+
+    def build_key(self) -> tuple:
+        """The settings the index is built from (the rest are read at search time)."""
+        if self.kind == "hnsw":
+            return self.kind, self.m, self.ef_construction
+        return self.kind, self.nlist, self.pq_m, self.pq_bits
 
     def settings(self) -> dict:
         return {"kind": self.kind, "ef_search": self.ef_search, "nprobe": self.nprobe,
@@ -96,13 +116,13 @@ def parse_ann(text: str) -> tuple[AnnConfig, ...]:
                                      f"{', '.join(f for f in AnnConfig.__dataclass_fields__ if f != 'kind')}")
             fields[key] = _field_value(part, key, value)
         configs.append(replace(PRESETS[name], **fields))
-    if len({c.kind for c in configs}) != len(configs):
-        raise AnnConfigError(f"{text!r} names an index kind twice")
+    if len({c.key for c in configs}) != len(configs):
+        raise AnnConfigError(f"{text!r} names an index kind twice (give each a label=...)")
     return tuple(configs)
 
 
 def _field_value(part: str, key: str, value: str) -> float | int | str:
-    if key == "rerank":
+    if key in ("rerank", "label"):
         return value
     try:
         return float(value) if key in ("k_factor", "overfetch") else int(value)

@@ -86,22 +86,23 @@ def retrieval_pipeline(n_items: int, variant: str = "", max_batch: int = MAX_BAT
 # ------------------------------------------------------------------ ANN entries
 # feature_lookup -> ann_<kind> (python: FAISS search, seen filter, exact re-rank / fallback)
 
-def ann_model_name(kind: str) -> str:
-    return f"ann_{kind}"
+def ann_model_name(key: str) -> str:
+    """key: an AnnConfig's ``key`` (its kind, or kind_label)."""
+    return f"ann_{key}"
 
 
-def ann_spec(kind: str, max_batch: int = MAX_BATCH, threads: int = 1) -> ModelSpec:
+def ann_spec(key: str, max_batch: int = MAX_BATCH, threads: int = 1) -> ModelSpec:
     return ModelSpec(
-        name=ann_model_name(kind), backend="python", max_batch_size=max_batch,
+        name=ann_model_name(key), backend="python", max_batch_size=max_batch,
         inputs=(TensorSpec("USER_INDEX", "INT64", (1,)), TensorSpec("SEEN_ITEMS", "INT64", (-1,)),
                 TensorSpec("IS_KNOWN", "BOOL", (1,)), TensorSpec("K", "INT32", (1,))),
         outputs=(TensorSpec("ITEM_IDS", "INT64", (-1,)), TensorSpec("TOP_SCORES", "FP32", (-1,))),
         parameters=(("threads", str(threads)),))
 
 
-def ann_ensemble_spec(kind: str, max_batch: int = MAX_BATCH) -> EnsembleSpec:
-    """recommend_ann_<kind>: the recommend contract, two steps."""
-    model = ann_spec(kind, max_batch)
+def ann_ensemble_spec(key: str, max_batch: int = MAX_BATCH) -> EnsembleSpec:
+    """recommend_ann_<key>: the recommend contract, two steps."""
+    model = ann_spec(key, max_batch)
     spec = EnsembleSpec(
         name=f"recommend_{model.name}", max_batch_size=max_batch,
         inputs=(TensorSpec("USER_ID", "INT64", (1,)), TensorSpec("K", "INT32", (1,))),

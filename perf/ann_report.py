@@ -96,10 +96,10 @@ def plot(rows: list[BenchRow], path: Path) -> Path:
     return path
 
 
-def replace_generated(text: str, generated: str) -> str:
-    block = f"{BEGIN}\n{generated.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        return text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+def replace_generated(text: str, generated: str, begin: str = BEGIN, end: str = END) -> str:
+    block = f"{begin}\n{generated.rstrip()}\n{end}"
+    if begin in text and end in text:
+        return text[:text.index(begin)] + block + text[text.index(end) + len(end):]
     return text.rstrip() + "\n\n" + block + "\n"
 
 

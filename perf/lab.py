@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from google.protobuf.json_format import MessageToDict
 from tritonclient.grpc import model_config_pb2 as pb
 
 from recdeploy.clients.triton_client import RecommendClient
 from recdeploy.export.repository import write_manifest
 from recdeploy.export.scenarios import Entry, Scenario, entries_of, scenario_named
+from recdeploy.export.scenarios.base import in_chunks
 from recdeploy.export.triton_config import config_text, parse_config_text
 from recdeploy.perf.analyzer import run_sweep
 from recdeploy.perf.config import PerfConfig
@@ -205,10 +205,7 @@ def served_quality(scenario: Scenario, repository: Path, entry: Entry, url: str,
     """The scenario's quality measure of the served answers (requests of at most 64 rows)."""
     with RecommendClient(url, protocol, model=entry.name) as client:
         def ask(requests):
-            n = len(next(iter(requests.values())))
-            parts = [client.infer({name: value[i:i + 64] for name, value in requests.items()},
-                                  ["ITEM_IDS", "SCORES"]) for i in range(0, n, 64)]
-            return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+            return in_chunks(lambda rows: client.infer(rows, ["ITEM_IDS", "SCORES"]), requests)
         return scenario.quality(repository, entry, ask, k)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import torch
 
-from recdeploy.export.ann import InProcessAnn, write_ann_model
+from recdeploy.export.ann import InProcessAnn, write_ann_models
 from recdeploy.export.ann_index import AnnConfig
 from recdeploy.export.feature_store import StoreSpec, store_files, write_redis_store
 from recdeploy.export.fused import (
@@ -196,8 +196,7 @@ def write_ann_entries(repo: Path, parts, features: FeatureArrays, configs: tuple
     """ann_<kind> + recommend_ann_<kind> per config beside a written ``feature_lookup``; parts:
     ``dot_product_parts`` of the scorer (its tables already hold the bias as a column)."""
     entries, notes = [], []
-    for config in configs:
-        written = write_ann_model(repo, config, parts[0], parts[1], features)
+    for written in write_ann_models(repo, configs, parts[0], parts[1], features):
         info = written.info
         entries.append(Entry(written.ensemble.name, "retrieval", {"kind": ANN, "model": written.model.name},
                              variant_of="recommend"))

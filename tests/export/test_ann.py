@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from recdeploy.export.ann import write_ann_model
+from recdeploy.export.ann import write_ann_model, write_ann_models
 from recdeploy.export.ann_index import (
     AnnConfig,
     AnnConfigError,
@@ -45,10 +45,39 @@ def test_parse_ann_reads_presets_and_settings():
     ("ivfpq:rerank=", "not KEY=VALUE"),
     ("ivfpq:nprobe=many", "nprobe must be an integer, got 'many'"),
     ("ivfpq:k_factor=x", "k_factor must be a number, got 'x'"),
+    ("ivfpq:label=np8,ivfpq:nprobe=4:label=np8", "twice"),
+    ("hnsw:label=Ef-32", "label must be lower-case letters"),
 ])
 def test_bad_ann_settings_say_what_is_valid(text, message):
     with pytest.raises(AnnConfigError, match=message):
         parse_ann(text)
+
+
+def test_labels_name_two_settings_of_one_kind_and_share_its_build():
+    plain, low, high, coarse = parse_ann("ivfpq,ivfpq:nprobe=4:label=np4,ivfpq:nprobe=64:rerank=int8:label=np64,"
+                                         "ivfpq:pq_m=8:label=pq8")
+    assert [c.key for c in (plain, low, high, coarse)] == ["ivfpq", "ivfpq_np4", "ivfpq_np64", "ivfpq_pq8"]
+    assert plain.build_key() == low.build_key() == high.build_key() != coarse.build_key()
+
+
+def test_settings_of_one_index_are_served_as_separate_models_over_one_build(tmp_path, monkeypatch):
+    from recdeploy.export import ann as ann_export
+
+    users, items, features = synthetic(n_items=2_000, n_users=64)
+    builds = []
+    real = ann_export.build_index
+    monkeypatch.setattr(ann_export, "build_index", lambda *a, **kw: builds.append(a[1].key) or real(*a, **kw))
+    written = write_ann_models(tmp_path, parse_ann("hnsw:ef_search=16:overfetch=1:label=ef16,"
+                                                   "hnsw:ef_search=128:overfetch=1:label=ef128"),
+                               users, items, features, check_users=64)
+    assert builds == ["hnsw_ef16"]
+    assert [w.ensemble.name for w in written] == ["recommend_ann_hnsw_ef16", "recommend_ann_hnsw_ef128"]
+    low, high = (json.loads((tmp_path / f"ann_hnsw_{label}" / "1" / "ann.json").read_text())
+                 for label in ("ef16", "ef128"))
+    assert (low["ef_search"], high["ef_search"]) == (16, 128) and low["build_seconds"] == high["build_seconds"]
+    assert high["recall_at_k"] >= low["recall_at_k"] and high["recall_at_k"] >= 0.95
+    assert (tmp_path / "ann_hnsw_ef16" / "1" / "index.faiss").read_bytes() == \
+        (tmp_path / "ann_hnsw_ef128" / "1" / "index.faiss").read_bytes()
 
 
 def test_export_cli_refuses_a_bad_ann_flag_before_reading_the_run(tmp_path, capsys):

@@ -92,17 +92,45 @@ def test_synthetic_served_repository_holds_exact_and_ann_entries(tmp_path, table
     from recdeploy.export.scenarios import entries_of, scenario_named
     from recdeploy.perf.ann_served import write_synthetic_repository
 
-    users, items = tables
-    np.savez(tmp_path / "tables.npz", users=users, items=items)
     repo = tmp_path / "repo"
-    write_synthetic_repository(repo, 3_000, "ivfpq:nlist=32:nprobe=16:overfetch=0.25", n_users=300,
-                               tables=tmp_path / "tables.npz")
+    write_synthetic_repository(repo, 3_000, "ivfpq:nlist=32:nprobe=16:overfetch=0.25,"
+                               "ivfpq:nlist=32:nprobe=2:overfetch=0.25:rerank=int8:label=np2", n_users=300,
+                               reference=tables)
     entries = entries_of(repo)
-    assert list(entries) == ["recommend_fused", "recommend_ann_ivfpq"]
+    assert list(entries) == ["recommend_fused", "recommend_ann_ivfpq", "recommend_ann_ivfpq_np2"]
     scenario = scenario_named("retrieval")
-    ann = entries["recommend_ann_ivfpq"]
-    quality = scenario.quality(repo, ann, scenario.reference(repo, ann))
-    assert quality["overlap@10"] >= 0.9
+    wide, narrow = (scenario.quality(repo, entries[name], scenario.reference(repo, entries[name]))["overlap@10"]
+                    for name in ("recommend_ann_ivfpq", "recommend_ann_ivfpq_np2"))
+    assert wide >= 0.9 and narrow < wide
+    assert (repo / "ann_ivfpq_np2" / "1" / "catalogue_codes.npy").is_file()
+
+
+def test_served_sweep_tables_and_chart_from_lab_rows(tmp_path, tables):
+    from recdeploy.perf.ann_served import write_synthetic_repository
+    from recdeploy.perf.ann_served_sweep import best_lines, plot, points_of, render
+    from recdeploy.perf.inprocess import InProcessResult
+    from recdeploy.perf.lab import LabRow
+
+    ann = "ivfpq:nlist=32:nprobe=16:overfetch=0.25:label=np16"
+    repo = tmp_path / "repo"
+    write_synthetic_repository(repo, 3_000, ann, n_users=300, reference=tables)
+
+    def row(name, batch, served, recall):
+        inprocess = InProcessResult(label=name, batch_size=batch, requests=10, recommendations_per_s=served * 2,
+                                    p50_ms=1.0, p99_ms=2.0)
+        return LabRow(ensemble=name, batch_size=batch, delay_us=None, instances=None, served_peak_recs_per_s=served,
+                      served_peak_concurrency=4, served_p99_ms_at_peak=3.0, inprocess=inprocess,
+                      quality={"overlap@10": recall})
+    rows = [row("recommend_fused", 1, 50.0, 1.0), row("recommend_fused", 64, 500.0, 1.0),
+            row("recommend_ann_ivfpq_np16", 1, 1000.0, 0.96), row("recommend_ann_ivfpq_np16", 64, 5000.0, 0.96)]
+    points = points_of(3_000, repo, rows, ann)
+    assert [p.setting for p in points] == ["exact", "IVF-PQ16 nprobe 16 kf 4"]
+    exact, approx = points
+    assert exact.memory_mib > 0 and 0 < approx.index_mib < approx.memory_mib
+    table = render(points, "note")
+    assert "| 3,000 | recommend_ann_ivfpq_np16 | IVF-PQ16 nprobe 16 kf 4 | 0.960 | 1,000 | 20.0 |" in table
+    assert best_lines(points)[0].startswith("- 3,000 items: IVF-PQ16 nprobe 16 kf 4 — served recall@10 0.960 at 20.0x")
+    assert plot(points, tmp_path / "chart.png").stat().st_size > 10_000
 
 
 def test_rerank_ab_measures_both_catalogues_over_one_index(tables):
