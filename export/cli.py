@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the compression report folder (default: RUN/compress)")
     parser.add_argument("--ann", default="", metavar="hnsw,ivfpq",
                         help="retrieval: also serve approximate top-K through FAISS indexes over the item "
-                             "matrix (recommend_ann_<kind>); settings as hnsw:ef_search=128,ivfpq:nprobe=8 "
-                             "(docs/ann.md)")
+                             "matrix (recommend_ann_<kind>); settings as hnsw:ef_search=128,ivfpq:nprobe=8; "
+                             "two settings of one kind need labels, one index build between them: "
+                             "ivfpq:nprobe=8:label=np8,ivfpq:nprobe=32:label=np32 (docs/ann.md)")
     parser.add_argument("--cached-tables", type=int, default=0, metavar="ROWS",
                         help="criteo: also serve criteo_rank_cached, the FP32 table memory-mapped from disk "
                              "behind a cache of ROWS hot rows, its ranker holding only the dense part "

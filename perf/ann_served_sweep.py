@@ -9,7 +9,9 @@ ANN entries of ``SETTINGS`` over a catalogue shaped like a trained two-tower's i
 (``--run``, trained on ML-100k for 3 epochs when missing), each distinct index built once and
 served under its own label; then ``recdeploy perf --lab``'s measurement of every entry
 (perf_analyzer over gRPC at batch 1 and 64, the same pipelines in-process, and the recall of the
-*served* answers: overlap@10 with the exact entry's on 256 users). Writes
+*served* answers: overlap@10 with the exact entry's on 256 users). The real model is a small
+point beside them (``--real-run``, a two-tower trained on ML-1M when missing: exported with
+``--ann``, its own users and seen items, the over-fetch measured at export). Writes
 ``<out>/ann_served.{json,md,png}``; ``--docs`` rewrites docs/ann.md's generated served section.
 The repositories are deleted after measuring unless ``--keep-repositories`` (10^7 is ~4 GB).
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from recdeploy.export.ann_index import parse_ann
+from recdeploy.export.cli import run_export
 from recdeploy.export.fused import dot_product_parts
 from recdeploy.export.scenarios import entries_of
 from recdeploy.perf.ann_report import replace_generated
@@ -49,6 +52,8 @@ SETTINGS = {
                 "ivfpq:nlist=2048:k_factor=16:nprobe=16:rerank=int8:label=np16_int8",
 }
 OVERFETCH = 0.25
+# the real model's entries (over-fetch measured at export on its real users and seen items)
+REAL_SETTINGS = "hnsw:ef_search=64:label=ef64,ivfpq:nprobe=16:label=np16"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,11 @@ class ServedPoint:
     inprocess_b64: float
     memory_mib: float        # what the model holds: exact graph weights, or index + re-rank catalogue
     index_mib: float
+    catalogue: str = ""      # "" synthetic (tower-shaped); else the real model's name
+
+    @property
+    def items_label(self) -> str:
+        return f"{self.items:,} ({self.catalogue})" if self.catalogue else f"{self.items:,}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,10 +92,10 @@ def describe(config) -> str:
             f"{' INT8 re-rank' if config.rerank == 'int8' else ''}")
 
 
-def points_of(size: int, repo: Path, rows: list[LabRow], ann: str) -> list[ServedPoint]:
+def points_of(size: int, repo: Path, rows: list[LabRow], ann: str, catalogue: str = "") -> list[ServedPoint]:
     described = {f"recommend_ann_{c.key}": describe(c) for c in parse_ann(ann)}
     points = []
-    for name in entries_of(repo):
+    for name in [n for n in entries_of(repo) if n in {r.ensemble for r in rows}]:
         mine = {r.batch_size: r for r in rows if r.ensemble == name}
         if name == EXACT:
             weights = sum(f.stat().st_size for f in (repo / "fused_retrieval" / "1").iterdir())
@@ -100,7 +110,8 @@ def points_of(size: int, repo: Path, rows: list[LabRow], ann: str) -> list[Serve
             b1_recs_per_s=mine[1].served_peak_recs_per_s, b1_p99_ms=mine[1].served_p99_ms_at_peak,
             b64_recs_per_s=mine[64].served_peak_recs_per_s, b64_p99_ms=mine[64].served_p99_ms_at_peak,
             inprocess_b1=mine[1].inprocess.recommendations_per_s,
-            inprocess_b64=mine[64].inprocess.recommendations_per_s, memory_mib=memory, index_mib=index))
+            inprocess_b64=mine[64].inprocess.recommendations_per_s, memory_mib=memory, index_mib=index,
+            catalogue=catalogue))
     return points
 
 
@@ -115,7 +126,7 @@ def render(points: list[ServedPoint], note: str) -> str:
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         exact = next(q for q in points if q.items == p.items and q.entry == EXACT)
-        lines.append(f"| {p.items:,} | {p.entry} | {p.setting} | {p.recall:.3f} | {rate(p.b1_recs_per_s)} | "
+        lines.append(f"| {p.items_label} | {p.entry} | {p.setting} | {p.recall:.3f} | {rate(p.b1_recs_per_s)} | "
                      f"{p.b1_recs_per_s / exact.b1_recs_per_s:.1f} | {p.b1_p99_ms:.1f} | {rate(p.b64_recs_per_s)} | "
                      f"{p.b64_recs_per_s / exact.b64_recs_per_s:.1f} | {rate(p.inprocess_b1)} / "
                      f"{rate(p.inprocess_b64)} | {p.memory_mib:,.0f} ({p.index_mib:,.0f}) |")
@@ -128,10 +139,10 @@ def best_lines(points: list[ServedPoint], floor: float = 0.95) -> list[str]:
         exact = next(p for p in points if p.items == size and p.entry == EXACT)
         good = [p for p in points if p.items == size and p.entry != EXACT and p.recall >= floor]
         if not good:
-            lines.append(f"- {size:,} items: no served ANN setting reached recall@10 {floor}")
+            lines.append(f"- {exact.items_label} items: no served ANN setting reached recall@10 {floor}")
             continue
         best = max(good, key=lambda p: p.b1_recs_per_s)
-        lines.append(f"- {size:,} items: {best.setting} — served recall@10 {best.recall:.3f} at "
+        lines.append(f"- {exact.items_label} items: {best.setting} — served recall@10 {best.recall:.3f} at "
                      f"{best.b1_recs_per_s / exact.b1_recs_per_s:.1f}x the exact entry's served batch-1 peak "
                      f"({rate(best.b1_recs_per_s)} vs {rate(exact.b1_recs_per_s)} recs/s), "
                      f"{best.b64_recs_per_s / exact.b64_recs_per_s:.1f}x at batch 64; "
@@ -146,16 +157,16 @@ def plot(points: list[ServedPoint], path: Path) -> Path:
 
     sizes = sorted({p.items for p in points})
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    colors = dict(zip(sizes, ("tab:green", "tab:blue", "tab:red", "tab:purple")))
+    colors = dict(zip(sizes, ("tab:green", "tab:blue", "tab:red", "tab:purple", "tab:orange")))
     for ax, (attr, label) in zip(axes, (("b1_recs_per_s", "batch 1"), ("b64_recs_per_s", "batch 64"))):
         for size in sizes:
             mine = [p for p in points if p.items == size]
             ann = [p for p in mine if p.entry != EXACT]
             exact = next(p for p in mine if p.entry == EXACT)
             ax.scatter([getattr(p, attr) for p in ann], [p.recall for p in ann], color=colors[size],
-                       marker="o", label=f"ANN, {size:,} items")
+                       marker="o", label=f"ANN, {exact.items_label} items")
             ax.scatter([getattr(exact, attr)], [1.0], color=colors[size], marker="*", s=120,
-                       label=f"exact, {size:,}")
+                       label=f"exact, {exact.items_label}")
             for p in ann:
                 ax.annotate(p.setting.replace("IVF-PQ16 ", "PQ ").replace(" INT8 re-rank", " i8")
                             .replace("HNSW m=32 ", ""), (getattr(p, attr), p.recall), fontsize=6,
@@ -172,6 +183,19 @@ def plot(points: list[ServedPoint], path: Path) -> Path:
     return path
 
 
+def measure_real(run: Path, out: Path, concurrency: tuple[int, ...]) -> list[ServedPoint]:
+    """The trained model itself as a small point: ``recdeploy export --ann`` of ``run`` (its real
+    users and seen items), the exact fused entry and the ANN entries measured by the lab."""
+    repo = out / "repo-real"
+    print(run_export(run, repo, ann=REAL_SETTINGS).summary(repo), flush=True)
+    ann = [name for name in entries_of(repo) if name.startswith("recommend_ann_")]
+    rows, _ = run_lab(LabConfig(repository=repo, ensembles=(EXACT, *ann), batch_sizes=(1, 64),
+                                concurrency=concurrency, inprocess_seconds=2.0), out / "lab-real")
+    config = load_checkpoint(run).config
+    n_items = json.loads((repo / ann[0].removeprefix("recommend_") / "1" / "ann.json").read_text())["n_items"]
+    return points_of(n_items, repo, rows, REAL_SETTINGS, catalogue=f"{config.dataset} {config.model}, real")
+
+
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(float(part)) for part in text.split(",") if part.strip())
 
@@ -183,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="catalogue sizes (default 100000,1000000; 10000000 needs ~12 GB and ~30 min)")
     parser.add_argument("--run", type=Path, default=None, help="the trained two_tower whose towers shape the "
                         "catalogues (default OUT/run, trained on ML-100k for 3 epochs if missing)")
+    parser.add_argument("--real-run", type=Path, default=None, help="a trained two_tower served as itself, the "
+                        "small real point (default OUT/run-ml-1m, trained on ML-1M for 3 epochs if missing)")
+    parser.add_argument("--no-real", action="store_true", help="leave the real model's point out")
     parser.add_argument("--concurrency", type=_ints, default=(1, 4))
     parser.add_argument("--out", type=Path, default=Path("reports/ann_served"))
     parser.add_argument("--keep", action="store_true", help="keep the sizes OUT/ann_served.json already holds")
@@ -197,17 +224,26 @@ def main(argv: list[str] | None = None) -> int:
     if parts is None:
         raise SystemExit(f"ann_served_sweep: {run} is not a dot-product model (two_tower, biased_mf)")
     saved = args.out / "ann_served.json"
+
+    def save(points: list[ServedPoint], run: Path) -> None:   # after every catalogue
+        points.sort(key=lambda p: p.items)
+        saved.write_text(json.dumps({"points": [p.to_dict() for p in points], "run": str(run)}, indent=2))
     points = [ServedPoint(**p) for p in json.loads(saved.read_text())["points"]] \
         if args.keep and saved.is_file() else []
-    for size in (s for s in args.sizes if s not in {p.items for p in points}):
+    if not args.no_real and not any(p.catalogue for p in points):
+        real = args.real_run or ensure_run(args.out / "run-ml-1m", "two_tower", "ml-1m", 3, {})
+        points += measure_real(real, args.out, args.concurrency)
+        save(points, run)
+        if not args.keep_repositories:
+            shutil.rmtree(args.out / "repo-real")
+    for size in (s for s in args.sizes if s not in {p.items for p in points if not p.catalogue}):
         repo, ann = args.out / f"repo{size}", settings_for(size)
         print(f"== {size:,} items: {ann}", flush=True)
         write_synthetic_repository(repo, size, ann, reference=(parts[0], parts[1]))
         rows, _ = run_lab(LabConfig(repository=repo, batch_sizes=(1, 64), concurrency=args.concurrency,
                                     inprocess_seconds=2.0), args.out / f"lab{size}")
         points += points_of(size, repo, rows, ann)
-        points.sort(key=lambda p: p.items)
-        saved.write_text(json.dumps({"points": [p.to_dict() for p in points], "run": str(run)}, indent=2))
+        save(points, run)
         if not args.keep_repositories:
             shutil.rmtree(repo)
     load = [round(x, 1) for x in os.getloadavg()]

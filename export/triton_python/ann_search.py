@@ -132,6 +132,18 @@ def fetch_sizes(k, seen_counts, overfetch, n_items):
     return np.minimum(rounded, n_items)
 
 
+def seen_mask(candidates, seen):
+    """[B, F] True where a row's candidate is among that row's seen items (seen [B, L], -1 padded):
+    one sorted array of (row, item) keys and a binary search per candidate."""
+    rows = np.arange(len(candidates), dtype=np.int64)[:, None]
+    n = int(max(candidates.max(initial=0), seen.max(initial=0))) + 1
+    keys = np.sort((rows * n + seen)[seen >= 0])
+    if not len(keys):
+        return np.zeros(candidates.shape, bool)
+    probe = rows * n + candidates
+    return keys[np.minimum(np.searchsorted(keys, probe), len(keys) - 1)] == probe
+
+
 def rank_candidates(candidates, users, catalogue, seen, k):
     """candidates [B, F] internal indices (-1: none) -> (best [B, k], scores [B, k], survivors [B]).
 
@@ -144,18 +156,18 @@ def rank_candidates(candidates, users, catalogue, seen, k):
     safe = np.where(valid, candidates, 0)
     if isinstance(catalogue, np.ndarray):
         catalogue = Fp32Catalogue(catalogue)
-    scores = np.einsum("bfd,bd->bf", catalogue.rows(safe), users).astype(np.float32)
+    users = np.asarray(users, dtype=np.float32)
+    scores = np.matmul(catalogue.rows(safe), users[:, :, None])[..., 0]
     if seen.shape[1]:
-        rows = np.arange(len(candidates))[:, None]
-        n = catalogue.shape[0] + 1
-        seen_keys = np.unique((rows * n + seen)[seen >= 0])
-        valid &= ~np.isin(rows * n + safe, seen_keys)
-    # one candidate can come back twice (IVF probes): keep its first copy
-    order = np.argsort(safe, axis=1, kind="stable")
-    ordered = np.take_along_axis(safe, order, axis=1)
-    repeat = np.zeros_like(valid)
-    np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
-    valid &= ~repeat
+        valid &= ~seen_mask(safe, seen)
+    # one candidate can come back twice (IVF probes): keep its first copy (checked first: rare)
+    ordered = np.sort(candidates, axis=1)
+    if ((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any():
+        order = np.argsort(safe, axis=1, kind="stable")
+        ordered = np.take_along_axis(safe, order, axis=1)
+        repeat = np.zeros_like(valid)
+        np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
+        valid &= ~repeat
     scores = np.where(valid, scores, -np.inf).astype(np.float32)
     order = np.lexsort((safe, -scores), axis=1)[:, :k]
     best = np.take_along_axis(safe, order, axis=1)

@@ -130,7 +130,10 @@ def test_served_sweep_tables_and_chart_from_lab_rows(tmp_path, tables):
     table = render(points, "note")
     assert "| 3,000 | recommend_ann_ivfpq_np16 | IVF-PQ16 nprobe 16 kf 4 | 0.960 | 1,000 | 20.0 |" in table
     assert best_lines(points)[0].startswith("- 3,000 items: IVF-PQ16 nprobe 16 kf 4 — served recall@10 0.960 at 20.0x")
-    assert plot(points, tmp_path / "chart.png").stat().st_size > 10_000
+    real = points_of(3_000, repo, rows[:2], ann, catalogue="ml-1m two_tower, real")   # the exact entry alone
+    assert [p.entry for p in real] == ["recommend_fused"] and "| 3,000 (ml-1m two_tower, real) |" in render(real, "")
+    assert best_lines(real) == ["- 3,000 (ml-1m two_tower, real) items: no served ANN setting reached recall@10 0.95"]
+    assert plot(points + real, tmp_path / "chart.png").stat().st_size > 10_000
 
 
 def test_rerank_ab_measures_both_catalogues_over_one_index(tables):
