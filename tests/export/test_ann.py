@@ -107,6 +107,15 @@ def test_rank_candidates_drops_seen_missing_and_repeated_candidates():
     assert best.tolist() == [[4, 3, 2]] and scores.tolist() == [[5.0, 4.0, 3.0]] and left.tolist() == [3]
 
 
+def test_seen_mask_is_each_rows_own_membership():
+    rng = np.random.default_rng(5)
+    candidates = rng.integers(0, 50, size=(16, 40))
+    seen = np.where(rng.random((16, 12)) < 0.3, -1, rng.integers(0, 50, size=(16, 12)))
+    want = np.array([[c in set(row[row >= 0]) for c in cands] for cands, row in zip(candidates, seen)])
+    assert np.array_equal(ann.seen_mask(candidates, seen), want) and want.any() and not want.all()
+    assert not ann.seen_mask(candidates, np.full((16, 3), -1)).any()
+
+
 def synthetic(n_items=4000, n_users=64, dim=16, seen=30, seed=0):
     """A catalogue with structure (a decaying spectrum, as trained towers have) and users
     whose seen items are their own best-scored ones: the over-fetch's hard case."""
