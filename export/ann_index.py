@@ -183,13 +183,20 @@ def index_bytes(index: faiss.Index) -> int:
 
 
 def exact_top(users: np.ndarray, items: np.ndarray, seen: np.ndarray, k: int,
-              item_ids: np.ndarray | None = None) -> np.ndarray:
+              item_ids: np.ndarray | None = None, chunk_bytes: int = 1 << 28) -> np.ndarray:
     """Exact top-k ids [B, k] (``item_ids`` of them; default internal indices) with seen items
-    removed, by the ``topk`` model's rule."""
-    known = np.ones((len(users), 1), bool)
+    removed, by the ``topk`` model's rule; a few users at a time, so the score matrix stays
+    within ``chunk_bytes`` (256 users x 10^7 items would be 10 GB)."""
     ids = np.arange(len(items), dtype=np.int64) if item_ids is None else np.asarray(item_ids, np.int64)
-    top, _ = topk_module.top_k(users @ items.T, seen, known, k, np.zeros(len(items), np.float32), ids)
-    return top
+    rows = max(1, chunk_bytes // (4 * max(1, len(items))))
+    parts = []
+    for start in range(0, len(users), rows):
+        chunk = slice(start, start + rows)
+        known = np.ones((len(users[chunk]), 1), bool)
+        top, _ = topk_module.top_k(users[chunk] @ items.T, seen[chunk], known, k,
+                                   np.zeros(len(items), np.float32), ids)
+        parts.append(top)
+    return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
 
 
 def recall_at_k(got: np.ndarray, want: np.ndarray) -> float:

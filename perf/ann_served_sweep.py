@@ -30,6 +30,7 @@ from recdeploy.export.ann_index import parse_ann
 from recdeploy.export.cli import run_export
 from recdeploy.export.fused import dot_product_parts
 from recdeploy.export.scenarios import entries_of
+from recdeploy.export.scenarios.base import METADATA
 from recdeploy.perf.ann_report import replace_generated
 from recdeploy.perf.ann_served import write_synthetic_repository
 from recdeploy.perf.bench import ensure_run
@@ -41,14 +42,14 @@ END = "<!-- ann-served: end -->"
 EXACT = "recommend_fused"
 # the ANN entries served beside the exact one, per catalogue size (over-fetch fixed: synthetic
 # users' seen items are random, the real model's is measured at export). 10^6's IVF-PQ is the
-# served check's setting; 10^7 asks k_factor 16 (the re-rank pool; docs/ann.md) and re-ranks
-# from INT8 (an FP32 copy would be a second 2.5 GB beside the exact graph's).
+# served check's setting; 10^7 asks k_factor 16 (the re-rank pool; docs/ann.md), one index
+# re-ranked from FP32 and from INT8 (the catalogues are memory-mapped: shared, not copied).
 SETTINGS = {
     100_000: "hnsw:ef_search=32:label=ef32,hnsw:ef_search=64:label=ef64,"
              "ivfpq:nprobe=8:label=np8,ivfpq:nprobe=16:label=np16",
     1_000_000: "hnsw:ef_search=64:label=ef64,hnsw:ef_search=128:label=ef128,"
                "ivfpq:nlist=1024:nprobe=16:label=np16,ivfpq:nlist=1024:nprobe=16:rerank=int8:label=np16_int8",
-    10_000_000: "ivfpq:nlist=2048:k_factor=16:nprobe=8:rerank=int8:label=np8_int8,"
+    10_000_000: "ivfpq:nlist=2048:k_factor=16:nprobe=16:label=np16,"
                 "ivfpq:nlist=2048:k_factor=16:nprobe=16:rerank=int8:label=np16_int8",
 }
 OVERFETCH = 0.25
@@ -191,6 +192,7 @@ def measure_real(run: Path, out: Path, concurrency: tuple[int, ...]) -> list[Ser
     ann = [name for name in entries_of(repo) if name.startswith("recommend_ann_")]
     rows, _ = run_lab(LabConfig(repository=repo, ensembles=(EXACT, *ann), batch_sizes=(1, 64),
                                 concurrency=concurrency, inprocess_seconds=2.0), out / "lab-real")
+    (out / "lab-real" / "rows.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2))
     config = load_checkpoint(run).config
     n_items = json.loads((repo / ann[0].removeprefix("recommend_") / "1" / "ann.json").read_text())["n_items"]
     return points_of(n_items, repo, rows, REAL_SETTINGS, catalogue=f"{config.dataset} {config.model}, real")
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/ann_served"))
     parser.add_argument("--keep", action="store_true", help="keep the sizes OUT/ann_served.json already holds")
     parser.add_argument("--keep-repositories", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="measure a repository OUT/repo<size> already "
+                        "written (one left by a run that failed) instead of writing it again")
     parser.add_argument("--docs", type=Path, default=None, help="rewrite the generated section of this file")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -239,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     for size in (s for s in args.sizes if s not in {p.items for p in points if not p.catalogue}):
         repo, ann = args.out / f"repo{size}", settings_for(size)
         print(f"== {size:,} items: {ann}", flush=True)
-        write_synthetic_repository(repo, size, ann, reference=(parts[0], parts[1]))
+        if args.reuse and (repo / METADATA).is_file():   # written by a run that stopped (kept on failure)
+            print(f"   reusing {repo}", flush=True)
+        else:
+            write_synthetic_repository(repo, size, ann, reference=(parts[0], parts[1]))
         rows, _ = run_lab(LabConfig(repository=repo, batch_sizes=(1, 64), concurrency=args.concurrency,
                                     inprocess_seconds=2.0), args.out / f"lab{size}")
         points += points_of(size, repo, rows, ann)
         save(points, run)
+        (args.out / f"lab{size}" / "rows.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2))
         if not args.keep_repositories:
             shutil.rmtree(repo)
     load = [round(x, 1) for x in os.getloadavg()]

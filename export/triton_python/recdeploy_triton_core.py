@@ -40,11 +40,13 @@ def version_folder(args):
     return os.path.join(args["model_repository"], str(args["model_version"]))
 
 
-def load_npy(folder, name):
-    """np.load(<folder>/<name>.npy) whose error names the file (a truncated copy, say)."""
+def load_npy(folder, name, mmap=False):
+    """np.load(<folder>/<name>.npy) whose error names the file (a truncated copy, say).
+    mmap: map the file read-only instead of reading it (the pages are shared by every process
+    that maps it: a server's instances and an in-process reference)."""
     path = os.path.join(folder, f"{name}.npy")
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except Exception as error:
         raise ValueError(f"cannot load {path}: {type(error).__name__}: {error}") from error
 

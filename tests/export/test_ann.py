@@ -166,6 +166,13 @@ def test_too_few_survivors_fall_back_to_the_exact_answer(tmp_path):
     assert np.allclose(scores, want_scores, atol=1e-5)
 
 
+def test_exact_top_in_chunks_of_users_equals_one_pass():
+    users, items, features = synthetic(n_items=3_000, n_users=50)
+    seen = seen_rows(features, np.arange(50))
+    whole = exact_top(users, items, seen, 10, features.item_ids)
+    assert np.array_equal(exact_top(users, items, seen, 10, features.item_ids, chunk_bytes=4 * 3_000 * 7), whole)
+
+
 def test_pq_index_is_smaller_than_the_flat_catalogue():
     _, items, _ = synthetic(n_items=20_000)
     pq = build_index(items, AnnConfig("ivfpq", pq_m=4))

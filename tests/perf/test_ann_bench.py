@@ -147,3 +147,10 @@ def test_rerank_ab_measures_both_catalogues_over_one_index(tables):
     assert int8.overlap_fp32 >= 0.95 and int8.recall >= fp32.recall - 0.05 and int8.scan_recall >= 0.95
     assert fp32.index_mib == int8.index_mib and fp32.catalogue_mib / int8.catalogue_mib >= 3.2   # 9 columns + scale
     assert render_markdown(rows, "note").count("\n| INT8 |") == 1
+
+
+def test_the_exact_graphs_batch_is_capped_by_its_score_matrix():
+    from recdeploy.perf.ann_served import score_rows
+
+    assert score_rows(10 ** 7) == 64 and score_rows(10 ** 6) == 256 and score_rows(10 ** 10) == 1
+    assert 64 * 10 ** 7 * 4 <= 4 << 30 < 128 * 10 ** 7 * 4
