@@ -42,16 +42,22 @@ def render_markdown(rows: list[BenchRow], note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fastest_at_recall(rows: list, group, is_exact, floor: float = 0.95):
+    """Per group of ``rows`` (first-seen order): (key, its exact row, the fastest batch-1 row
+    with recall >= floor, or None). Rows: anything with ``recall`` and ``b1_recs_per_s``."""
+    for key in dict.fromkeys(group(r) for r in rows):
+        mine = [r for r in rows if group(r) == key]
+        good = [r for r in mine if not is_exact(r) and r.recall >= floor]
+        yield key, next(r for r in mine if is_exact(r)), max(good, key=lambda r: r.b1_recs_per_s, default=None)
+
+
 def best_at_recall(rows: list[BenchRow], floor: float = 0.95) -> list[str]:
     """Per catalogue: the fastest batch-1 setting with recall >= floor, and its speed-up."""
     lines = []
-    for name in dict.fromkeys(r.catalogue for r in rows):
-        exact = next(r for r in rows if r.catalogue == name and r.method == "exact")
-        good = [r for r in rows if r.catalogue == name and r.method != "exact" and r.recall >= floor]
-        if not good:
+    for name, exact, best in fastest_at_recall(rows, lambda r: r.catalogue, lambda r: r.method == "exact", floor):
+        if best is None:
             lines.append(f"- {name}: no setting reached recall@{K} {floor}")
             continue
-        best = max(good, key=lambda r: r.b1_recs_per_s)
         lines.append(f"- {name}: {best.method} {best.setting}: recall@{K} {best.recall:.3f}, "
                      f"{best.b1_recs_per_s / exact.b1_recs_per_s:.1f}x exact at batch 1 "
                      f"({best.b1_recs_per_s:,.0f} vs {exact.b1_recs_per_s:,.0f} recs/s), "

@@ -31,7 +31,7 @@ from recdeploy.export.cli import run_export
 from recdeploy.export.fused import dot_product_parts
 from recdeploy.export.scenarios import entries_of
 from recdeploy.export.scenarios.base import METADATA
-from recdeploy.perf.ann_report import replace_generated
+from recdeploy.perf.ann_report import fastest_at_recall, replace_generated
 from recdeploy.perf.ann_served import write_synthetic_repository
 from recdeploy.perf.bench import ensure_run
 from recdeploy.perf.lab import LabConfig, LabRow, run_lab
@@ -136,13 +136,11 @@ def render(points: list[ServedPoint], note: str) -> str:
 
 def best_lines(points: list[ServedPoint], floor: float = 0.95) -> list[str]:
     lines = []
-    for size in sorted({p.items for p in points}):
-        exact = next(p for p in points if p.items == size and p.entry == EXACT)
-        good = [p for p in points if p.items == size and p.entry != EXACT and p.recall >= floor]
-        if not good:
+    for _, exact, best in fastest_at_recall(sorted(points, key=lambda p: p.items), lambda p: p.items,
+                                            lambda p: p.entry == EXACT, floor):
+        if best is None:
             lines.append(f"- {exact.items_label} items: no served ANN setting reached recall@10 {floor}")
             continue
-        best = max(good, key=lambda p: p.b1_recs_per_s)
         lines.append(f"- {exact.items_label} items: {best.setting} — served recall@10 {best.recall:.3f} at "
                      f"{best.b1_recs_per_s / exact.b1_recs_per_s:.1f}x the exact entry's served batch-1 peak "
                      f"({rate(best.b1_recs_per_s)} vs {rate(exact.b1_recs_per_s)} recs/s), "
