@@ -46,7 +46,7 @@ bench-ann: setup   # ANN vs exact: 10^5, 10^6 items + the real model; cost curve
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/recdeploy ann-bench --out reports/ann --sizes 100000,1000000 --max-nlist 1024 \
 		--costs 10000,100000,1000000 --docs docs/ann.md
 
-bench-ann-served: setup   # exact + ANN settings served side by side at 10^5, 10^6, 10^7 items (~45 min, ~12 GB)
+bench-ann-served: setup   # exact + ANN settings served side by side at 10^5, 10^6, 10^7 items (~35 min, ~18 GB)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m recdeploy.perf.ann_served_sweep --out reports/ann_served \
 		--sizes 100000,1000000 --docs docs/ann.md
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m recdeploy.perf.ann_served_sweep --out reports/ann_served \

@@ -240,6 +240,13 @@ def fused_from_repository(scorer: nn.Module, features) -> FusedRetrieval:
 
 # --------------------------------------------------------------------- Triton specs
 
+def score_rows(n_items: int, budget: int = 4 << 30) -> int:
+    """The largest power-of-two batch (1..MAX_BATCH) whose FP32 scores [rows, n_items] fit ``budget``:
+    the batcher merges requests up to max_batch_size rows (256 x 10^7 = 10 GB killed an instance)."""
+    rows = max(1, budget // (4 * max(1, n_items)))
+    return int(min(MAX_BATCH, 2 ** int(np.log2(rows))))
+
+
 def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime_onnx",
                      kind: str = "KIND_CPU", instances: int = 2, max_queue_delay_us: int = 500,
                      threads: int = 1, max_batch: int = MAX_BATCH, n_items: int = 0,
@@ -247,11 +254,14 @@ def fused_model_spec(name: str = "fused_retrieval", platform: str = "onnxruntime
     """Two single-threaded instances and a 500 us queue delay: the perf lab's best schedule
     on a 2-core box (docs/performance.md). n_items > 0 declares K's valid range, which
     recdeploy's backends (python-based and native) check before the graph runs: ONNX TopK and
-    an AOTInductor package cannot refuse a bad K as the client's mistake. filename: the model
+    an AOTInductor package cannot refuse a bad K as the client's mistake, and caps the batch by
+    the score matrix (``score_rows``: 64 at 10^7 items). filename: the model
     file when not the platform's default (``model.pt2``: an AOTInductor package)."""
     # libtorch outputs keep the contract's names: names without the <name>__<index>
     # convention map to forward()'s outputs by order (stock libtorch backend and ours), so the
     # model itself answers the recommend contract, ensemble or not
+    if n_items:
+        max_batch = min(max_batch, score_rows(n_items))
     return ModelSpec(
         name=name, platform=platform, max_batch_size=max_batch, instance_count=instances,
         instance_kind=kind, max_queue_delay_us=max_queue_delay_us, default_model_filename=filename,

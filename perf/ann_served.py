@@ -23,7 +23,7 @@ import numpy as np
 
 from recdeploy.export.ann import write_ann_models
 from recdeploy.export.ann_index import fold_bias, parse_ann
-from recdeploy.export.fused import MAX_BATCH, FusedRetrieval, export_fused_onnx, fused_ensemble_spec, fused_model_spec
+from recdeploy.export.fused import FusedRetrieval, export_fused_onnx, fused_ensemble_spec, fused_model_spec
 from recdeploy.export.repository import clear_repository, npy_bytes, write_manifest, write_model
 from recdeploy.export.retrieval_specs import lookup_spec
 from recdeploy.export.scenarios.base import METADATA, Entry
@@ -32,12 +32,6 @@ from recdeploy.export.triton_python import python_model_files
 from recdeploy.perf.ann_bench import gaussian_like
 from recdeploy.perf.synthetic_catalogue import synthetic_features
 from recdeploy.train.onnx_io import onnx_files
-
-
-def score_rows(n_items: int, budget: int = 4 << 30) -> int:
-    """The largest power-of-two batch whose FP32 score matrix fits ``budget``, 1..MAX_BATCH."""
-    rows = max(1, budget // (4 * max(1, n_items)))
-    return int(min(MAX_BATCH, 2 ** int(np.log2(rows))))
 
 
 def write_synthetic_repository(repo: Path, n_items: int, ann: str = "ivfpq:nlist=1024:nprobe=16:overfetch=0.25",
@@ -59,12 +53,10 @@ def write_synthetic_repository(repo: Path, n_items: int, ann: str = "ivfpq:nlist
         "seen_indptr.npy": npy_bytes(features.seen_indptr), "seen_items.npy": npy_bytes(features.seen_items)})
     fused = FusedRetrieval(features.user_vectors, features.item_vectors, features.item_bias, features.popularity,
                            features.user_ids, features.seen_indptr, features.seen_items, features.item_ids)
-    # each instance holds its own copy of the weights: past 1 GiB, one instance with two threads;
-    # and the batcher may merge requests up to max_batch rows of n_items scores each (256 rows x
-    # 10^7 items = a 10 GB matrix killed the instance): at most 4 GiB of scores a call
+    # each instance holds its own copy of the weights: past 1 GiB, one instance with two threads
+    # (fused_model_spec caps the batch by the score matrix)
     large = features.item_vectors.nbytes > 1 << 30
-    spec = fused_model_spec(n_items=n_items, instances=1 if large else 2, threads=2 if large else 1,
-                            max_batch=score_rows(n_items))
+    spec = fused_model_spec(n_items=n_items, instances=1 if large else 2, threads=2 if large else 1)
     with tempfile.TemporaryDirectory() as tmp:   # past 2 GiB (10^7 x 64) the weights go to model.onnx.data
         write_model(repo, build_model_config(spec),
                     onnx_files(export_fused_onnx(fused, Path(tmp) / "model.onnx", features.user_ids[:8])))

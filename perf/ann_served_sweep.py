@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recdeploy.perf.ann_served_sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=_ints, default=(100_000, 1_000_000),
-                        help="catalogue sizes (default 100000,1000000; 10000000 needs ~12 GB and ~30 min)")
+                        help="catalogue sizes (default 100000,1000000; 10000000 needs ~18 GB and ~20 min)")
     parser.add_argument("--run", type=Path, default=None, help="the trained two_tower whose towers shape the "
                         "catalogues (default OUT/run, trained on ML-100k for 3 epochs if missing)")
     parser.add_argument("--real-run", type=Path, default=None, help="a trained two_tower served as itself, the "

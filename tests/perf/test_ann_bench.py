@@ -150,7 +150,9 @@ def test_rerank_ab_measures_both_catalogues_over_one_index(tables):
 
 
 def test_the_exact_graphs_batch_is_capped_by_its_score_matrix():
-    from recdeploy.perf.ann_served import score_rows
+    from recdeploy.export.fused import fused_model_spec, score_rows
 
+    assert fused_model_spec(n_items=10 ** 7).max_batch_size == 64
+    assert fused_model_spec(n_items=10 ** 4).max_batch_size == 256
     assert score_rows(10 ** 7) == 64 and score_rows(10 ** 6) == 256 and score_rows(10 ** 10) == 1
     assert 64 * 10 ** 7 * 4 <= 4 << 30 < 128 * 10 ** 7 * 4
